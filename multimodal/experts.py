@@ -1,0 +1,143 @@
+"""Per-modality experts: one bagged AutoGluon TabularPredictor each, with an 'insufficient information' class."""
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+TARGET = "__target__"
+INSUFFICIENT = "insufficient information"
+# quality → (AutoGluon hyperparameter preset, stacking levels, minimum bagging folds)
+QUALITY = {
+    "toy": ("toy", 0, 0),
+    "very_light": ("very_light", 0, 0),
+    "light": ("light", 0, 0),
+    "default": ("default", 0, 0),
+    "best": ("default", 1, 8),  # the core of AutoGluon's best_quality: more folds and a stacking layer
+}
+
+
+@dataclass
+class ExpertSpec:
+    """What an expert sees: its name (also its directory), modality and input columns."""
+
+    name: str
+    modality: str
+    columns: list[str]
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "modality": self.modality, "columns": self.columns}
+
+
+def hyperparameters_for(quality: str) -> dict:
+    from autogluon.tabular.configs.hyperparameter_configs import get_hyperparameter_config
+    config = dict(get_hyperparameter_config(QUALITY[quality][0]))
+    try:  # FASTAI needs the autogluon.tabular[fastai] extra, which this product does not install
+        import fastai  # noqa: F401
+    except ImportError:
+        config.pop("FASTAI", None)
+    return config
+
+
+def modality_labels(y: np.ndarray, insufficient: np.ndarray, n_classes: int) -> np.ndarray:
+    """The expert's target: the class, or class index n_classes where the modality lacks information."""
+    return np.where(insufficient, n_classes, y)
+
+
+def feature_metadata(frame: pd.DataFrame, text_columns: list[str]) -> Any:
+    """Force AutoGluon to treat _text columns as text (n-grams) even when they look categorical."""
+    from autogluon.common.features.feature_metadata import FeatureMetadata
+    metadata = FeatureMetadata.from_df(frame)
+    if text_columns:
+        metadata = metadata.add_special_types({c: ["text"] for c in text_columns})
+    return metadata
+
+
+class Expert:
+    """A fitted expert: probabilities over its own classes (the real ones, plus 'insufficient' if it saw any)."""
+
+    def __init__(self, spec: ExpertSpec, predictor: Any, classes: list[int], path: Path) -> None:
+        self.spec = spec
+        self.predictor = predictor
+        self.classes = classes
+        self.path = path
+        self.leaderboard: pd.DataFrame | None = None
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @classmethod
+    def fit(cls, spec: ExpertSpec, frame: pd.DataFrame, target: np.ndarray, *, path: Path, quality: str,
+            n_folds: int, time_limit: float, seed: int, text_columns: list[str]) -> tuple["Expert", np.ndarray]:
+        """Fit on ``frame`` → (the expert shrunk for deployment, out-of-fold probabilities per row).
+
+        OOF probabilities are taken before shrinking: AutoGluon cannot produce them afterwards.
+        """
+        from autogluon.tabular import TabularPredictor
+        preset, stack_levels, min_folds = QUALITY[quality]
+        classes = sorted(int(c) for c in np.unique(target))
+        data = frame.copy()
+        data[TARGET] = target
+        work = path.with_name(path.name + ".work")
+        started = time.monotonic()
+        predictor = TabularPredictor(
+            label=TARGET, problem_type="binary" if len(classes) == 2 else "multiclass", eval_metric="log_loss",
+            path=str(work), verbosity=1)
+        predictor.fit(
+            data, time_limit=max(time_limit, 1.0), hyperparameters=hyperparameters_for(quality),
+            num_bag_folds=max(n_folds, min_folds), num_bag_sets=1, num_stack_levels=stack_levels,
+            dynamic_stacking=False, feature_metadata=feature_metadata(frame, text_columns),
+            ag_args_ensemble={"model_random_seed": seed}, fit_weighted_ensemble=True,
+            raise_on_no_models_fitted=False)
+        if not predictor.model_names():
+            shutil.rmtree(work, ignore_errors=True)
+            raise RuntimeError(
+                f"expert {spec.name}: AutoGluon trained no model within its {time_limit:.0f} s share of the time "
+                f"budget ({len(frame)} rows, {frame.shape[1]} features). Raise the time budget (n_mins/n_hours) "
+                "or choose a lighter quality")
+        oof = align(predictor.predict_proba_oof(as_multiclass=True), classes, len(frame))
+        # AutoGluon drops classes too rare to stratify; their rows never trained any model, so predicting
+        # them directly is still out-of-fold.
+        unseen = np.isnan(oof).any(axis=1)
+        if unseen.any():
+            oof[unseen] = align(predictor.predict_proba(frame.iloc[np.flatnonzero(unseen)]), classes,
+                                int(unseen.sum()))
+        leaderboard = predictor.leaderboard(silent=True)
+        predictor.clone_for_deployment(str(path), dirs_exist_ok=True)
+        shutil.rmtree(work, ignore_errors=True)
+        expert = cls.load(spec, path, classes)
+        expert.leaderboard = leaderboard
+        log.info("expert %s: %d rows, %d classes, best model %s, %.1f s", spec.name, len(frame), len(classes),
+                 predictor.model_best, time.monotonic() - started)
+        return expert, oof
+
+    @classmethod
+    def load(cls, spec: ExpertSpec, path: Path, classes: list[int]) -> "Expert":
+        from autogluon.tabular import TabularPredictor
+        predictor = TabularPredictor.load(str(path), verbosity=0, require_py_version_match=False)
+        predictor.persist(models="best")  # keep models in memory: no disk reads per request
+        return cls(spec, predictor, classes, path)
+
+    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
+        return align(self.predictor.predict_proba(frame, as_multiclass=True), self.classes, len(frame))
+
+
+def align(proba: pd.DataFrame, classes: list[int], n_rows: int) -> np.ndarray:
+    """Reorder AutoGluon's probability columns to ``classes``; absent classes get probability 0.
+
+    Rows AutoGluon did not score (OOF of dropped rare-class rows) come back as NaN for the caller to fill.
+    """
+    out = np.full((n_rows, len(classes)), np.nan, dtype=np.float64)
+    values = proba.reindex(columns=classes, fill_value=0.0).to_numpy(dtype=np.float64)
+    rows = proba.index.to_numpy() if len(proba) != n_rows else np.arange(n_rows)
+    out[rows] = values
+    return out

@@ -1,0 +1,38 @@
+"""Shared fixtures: small generated data and one trained model reused by many tests."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from multimodal import MultimodalClassifier  # noqa: E402
+from multimodal.synthetic import make_dataset  # noqa: E402
+
+# Small but real: every modality present, a few holes in each, a real pretrained encoder.
+FAST_HYPERPARAMETERS = {"quality": "toy", "image_model": "efficientnet_lite0", "n_mins": 6, "n_folds": 3,
+                        "n_epochs": 100, "patience": 10}
+
+
+@pytest.fixture(scope="session")
+def train_df():
+    return make_dataset(360, seed=11)
+
+
+@pytest.fixture(scope="session")
+def test_df():
+    return make_dataset(160, seed=12)
+
+
+@pytest.fixture(scope="session")
+def trained(train_df):
+    return MultimodalClassifier(**FAST_HYPERPARAMETERS).fit(train_df)
+
+
+@pytest.fixture(scope="session")
+def saved_model_dir(trained, tmp_path_factory):
+    path = tmp_path_factory.mktemp("model")
+    trained.save(path)
+    return path

@@ -1,0 +1,135 @@
+"""The estimator end to end on generated data (one model trained per session, see conftest)."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from multimodal import MultimodalClassifier
+from multimodal.classifier import CONFIG_FILE
+from multimodal.synthetic import CLASSES, make_dataset
+
+pytestmark = pytest.mark.slow
+
+
+def test_fusion_beats_every_single_expert(trained, test_df):
+    scores = trained.evaluate(test_df)
+    best_expert = max(s["accuracy"] for s in scores["experts"].values())
+    assert set(scores["experts"]) == {"text", "num", "cat", "photo_image"}
+    assert scores["accuracy"] >= best_expert + 0.10, scores
+    assert scores["log_loss"] < min(s["log_loss"] for s in scores["experts"].values())
+    assert scores["accuracy"] >= 0.7
+
+
+def test_evaluate_reports_each_metric(trained, test_df):
+    scores = trained.evaluate(test_df)
+    for block in [scores, *scores["experts"].values()]:
+        assert {"accuracy", "balanced_accuracy", "log_loss"} <= set(block)
+        assert 0 <= block["accuracy"] <= 1 and block["log_loss"] > 0
+
+
+def test_probabilities_use_the_original_labels_and_input_index(trained, test_df):
+    features = test_df.drop(columns="label").set_index(pd.Index(range(1000, 1000 + len(test_df))))
+    proba = trained.predict_proba(features)
+    assert list(proba.columns) == sorted(CLASSES)
+    assert proba.index.equals(features.index)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-5)
+    predicted = trained.predict(features)
+    assert predicted.index.equals(features.index) and set(predicted) <= set(CLASSES)
+    assert (predicted == proba.idxmax(axis=1)).all()
+
+
+def test_predictions_follow_their_ids_after_shuffling(trained, test_df):
+    features = test_df.drop(columns="label")
+    reference = trained.predict_proba(features).set_index(features["ID"])
+    shuffled = features.sample(frac=1.0, random_state=3)
+    again = trained.predict_proba(shuffled).set_index(shuffled["ID"])
+    pd.testing.assert_frame_equal(again.loc[reference.index], reference, atol=1e-6, rtol=0)
+
+
+def test_rows_missing_modalities_predict_without_error(trained, test_df):
+    rows = test_df.drop(columns="label").head(4).copy()
+    rows.loc[rows.index[0], ["review_text", "colour_cat", "size_num", "weight_num", "photo_image"]] = ""
+    rows.loc[rows.index[1], "photo_image"] = ""
+    rows.loc[rows.index[2], ["review_text", "size_num", "weight_num"]] = ""
+    rows.loc[rows.index[3], "colour_cat"] = "a colour never seen in training"
+    proba = trained.predict_proba(rows)
+    assert proba.notna().all().all() and len(proba) == 4
+
+
+def test_empty_input_gives_empty_output(trained, test_df):
+    proba = trained.predict_proba(test_df.drop(columns="label").head(0))
+    assert proba.shape == (0, len(CLASSES))
+
+
+def test_save_and_load_give_identical_probabilities(trained, saved_model_dir, test_df):
+    loaded = MultimodalClassifier.load(saved_model_dir)
+    features = test_df.drop(columns="label")
+    np.testing.assert_allclose(loaded.predict_proba(features).to_numpy(),
+                               trained.predict_proba(features).to_numpy(), atol=1e-6)
+    assert loaded.classes_ == trained.classes_ and loaded.expert_names == trained.expert_names
+
+
+def test_artifact_layout_and_config(saved_model_dir, trained):
+    config = json.loads((saved_model_dir / CONFIG_FILE).read_text())
+    assert [c["name"] for c in config["schema"]["columns"]] == [
+        "review_text", "colour_cat", "size_num", "weight_num", "photo_image"]
+    assert config["schema"]["header"][0] == "ID" and config["classes"] == sorted(CLASSES)
+    assert {e["name"] for e in config["experts"]} == {"text", "num", "cat", "photo_image"}
+    for expert in config["experts"]:
+        assert (saved_model_dir / expert["path"]).is_dir()
+        assert expert["classes"][-1] == len(CLASSES)  # the 'insufficient information' class was learned
+    assert (saved_model_dir / "wholistic" / "fusion.keras").is_file()
+    assert config["hyperparameters"]["quality"] == "toy"
+    assert {"autogluon.tabular", "keras", "torch", "multimodal"} <= set(config["versions"])
+    assert config["metrics"]["validation"]["accuracy"] > 0.5
+    assert not list(saved_model_dir.rglob("*.pkl.oof*"))
+    size_mb = sum(f.stat().st_size for f in saved_model_dir.rglob("*") if f.is_file()) / 1e6
+    assert size_mb < 100
+
+
+def test_load_refuses_an_incompatible_artifact_version(saved_model_dir, tmp_path):
+    import shutil
+    copy = tmp_path / "model"
+    shutil.copytree(saved_model_dir, copy)
+    config = json.loads((copy / CONFIG_FILE).read_text())
+    config["format_version"] = 99
+    (copy / CONFIG_FILE).write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="format version 99 cannot be loaded.*retrain"):
+        MultimodalClassifier.load(copy)
+
+
+def test_load_of_a_directory_without_a_model_says_so(tmp_path):
+    with pytest.raises(FileNotFoundError, match="model_config.json not found"):
+        MultimodalClassifier.load(tmp_path)
+
+
+def test_fusion_is_trained_on_out_of_fold_probabilities(monkeypatch):
+    """The fusion's training inputs must be out-of-fold: less confident than the experts' in-sample output."""
+    from multimodal import fusion as fusion_module
+    from multimodal.schema import prepare_features
+    captured = {}
+    original = fusion_module.FusionNetwork.train.__func__
+
+    def spy(cls, x, y, n_classes, **kwargs):
+        captured["x"], captured["y"] = x, y
+        return original(cls, x, y, n_classes, **kwargs)
+
+    monkeypatch.setattr(fusion_module.FusionNetwork, "train", classmethod(spy))
+    data = make_dataset(240, seed=21, with_images=False)
+    # with a validation set every training row trains the fusion, in order
+    model = MultimodalClassifier(quality="toy", n_folds=3, n_mins=3).fit(data, make_dataset(80, seed=22,
+                                                                                          with_images=False))
+    in_sample = model._fusion_inputs(prepare_features(data, model.schema), {})
+    x, y = captured["x"], captured["y"]
+    assert x.shape == in_sample.shape
+    assert np.abs(x - in_sample).mean() > 0.01
+
+    def loss(p):
+        start, total = 0, 0.0
+        for expert in model.experts:
+            block = p[:, start:start + len(expert.classes)]
+            total += -np.log(np.clip(block[np.arange(len(y)), y], 1e-9, 1)).mean()
+            start += len(expert.classes)
+        return total
+    assert loss(x) > loss(in_sample)  # in-sample probabilities flatter the experts; OOF ones do not
