@@ -35,10 +35,75 @@ def _weights(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_pairs(items: list[str], what: str) -> dict[str, str]:
+    pairs = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"multimodal: {what} {item!r} must look like NAME=VALUE")
+        pairs[key] = value
+    return pairs
+
+
+def _local_train(args: argparse.Namespace) -> int:
+    from .local import local_train
+    hyperparameters: dict[str, str] = {}
+    if args.hyperparameters:
+        hyperparameters.update({k: str(v) for k, v in json.loads(Path(args.hyperparameters).read_text()).items()})
+    hyperparameters.update(_parse_pairs(args.hp, "--hp"))
+    return local_train(train=Path(args.train), validation=Path(args.validation) if args.validation else None,
+                       out=Path(args.out), hyperparameters=hyperparameters, image=args.image, docker=args.docker)
+
+
+def _transform_settings(args: argparse.Namespace) -> "object":
+    from .local import TransformSettings
+    return TransformSettings(max_payload_mb=args.max_payload_mb, max_concurrent=args.max_concurrent_transforms,
+                             strategy=args.batch_strategy, content_type=args.content_type, accept=args.accept,
+                             split_type=args.split_type)
+
+
+def _local_transform(args: argparse.Namespace) -> int:
+    from .local import _pairs, local_transform, transform_files, wait_for_ping
+    inputs, output = [Path(p) for p in args.inputs], Path(args.output)
+    if args.endpoint:
+        wait_for_ping(args.endpoint.rstrip("/"))
+        report = transform_files(args.endpoint.rstrip("/"), _pairs(inputs, output), _transform_settings(args))
+    elif args.model:
+        report = local_transform(model=Path(args.model), inputs=inputs, output=output,
+                                 settings=_transform_settings(args), image=args.image,
+                                 network_none=args.network_none, docker=args.docker,
+                                 env=_parse_pairs(args.env, "--env"))
+    else:
+        raise SystemExit("multimodal local transform: give --model model.tar.gz (or --endpoint URL)")
+    if args.report:
+        Path(args.report).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.report).write_text(json.dumps(report, indent=2))
+    for source, reason in report["failed"].items():
+        log.error("FAILED %s: %s", source, reason)
+    log.info("%d file(s) transformed, %d failed", len(report["succeeded"]), len(report["failed"]))
+    return 1 if report["failed"] else 0
+
+
+def _register(args: argparse.Namespace) -> int:
+    from .registration import build_request, create_algorithm, validate_request
+    request = build_request(
+        name=args.name, training_image=args.training_image, inference_image=args.inference_image,
+        validation_role=args.validation_role, validation_train_s3=args.validation_train_s3,
+        validation_transform_s3=args.validation_transform_s3, validation_output_s3=args.validation_output_s3,
+        validation_instance_type=args.validation_instance_type, certify_for_marketplace=args.certify_for_marketplace,
+        image_columns=tuple(args.image_column or ()))
+    validate_request(request)
+    if args.dry_run:
+        print(json.dumps(request, indent=2))
+        return 0
+    response = create_algorithm(request, region=args.region)
+    print(response.get("AlgorithmArn", ""))
+    return 0
+
+
 def _example(args: argparse.Namespace) -> int:
-    """Generate data, train, predict held-out rows and print the accuracy: the product in one minute."""
-    import pandas as pd  # noqa: F401  (fail early if the set-up is incomplete)
-    from . import MultimodalClassifier
+    """Generate data, run a local training job and a local batch transform, and print the accuracy."""
+    from .local import TransformSettings, local_train, local_transform
     from .synthetic import make_dataset
     work = Path(args.out or tempfile.mkdtemp(prefix="multimodal-example-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -46,15 +111,29 @@ def _example(args: argparse.Namespace) -> int:
     train.to_csv(work / "train.csv", index=False)
     test.drop(columns="label").to_csv(work / "test.csv", index=False, header=False)
     log.info("example data in %s: %d training rows, %d held-out rows", work, len(train), len(test))
+    hyperparameters = {"quality": "toy", "image_model": "efficientnet_lite0", "n_mins": str(args.minutes),
+                       "n_folds": "3"}
     started = time.monotonic()
-    model = MultimodalClassifier(quality="toy", image_model="efficientnet_lite0", n_mins=args.minutes,
-                                 n_folds=3).fit(train)
-    model.save(work / "model")
-    scores = MultimodalClassifier.load(work / "model").evaluate(test)
-    print(f"held-out accuracy {scores['accuracy']:.3f} (fused) vs "
-          + ", ".join(f"{k} {v['accuracy']:.3f}" for k, v in scores["experts"].items())
-          + f"; trained in {time.monotonic() - started:.0f} s; model in {work / 'model'}")
-    (work / "scores.json").write_text(json.dumps(scores, indent=2))
+    code = local_train(train=work / "train.csv", out=work / "job", hyperparameters=hyperparameters,
+                       image=args.image_prefix and f"{args.image_prefix}-training:latest")
+    if code != 0:
+        print(f"training failed: {(work / 'job' / 'failure').read_text()}")
+        return code
+    trained = time.monotonic() - started
+    report = local_transform(model=work / "job" / "model.tar.gz", inputs=[work / "test.csv"],
+                             output=work / "predictions", settings=TransformSettings(),
+                             image=args.image_prefix and f"{args.image_prefix}-inference:latest")
+    if report["failed"]:
+        print(f"batch transform failed: {report['failed']}")
+        return 1
+    import pandas as pd
+    predicted = pd.read_csv(work / "predictions" / "test.csv.out", header=None, names=["ID", "label"], dtype=str)
+    accuracy = float((predicted["label"].to_numpy() == test["label"].astype(str).to_numpy()).mean())
+    metrics = json.loads((work / "job" / "opt_ml" / "model" / "model_config.json").read_text())["metrics"]
+    experts = metrics["validation"]["experts"]
+    print(f"batch transform accuracy on {len(test)} held-out rows: {accuracy:.3f} (fused); experts alone on the "
+          f"validation split: " + ", ".join(f"{k} {v['accuracy']:.3f}" for k, v in experts.items())
+          + f". Trained in {trained:.0f} s; artifacts in {work}")
     return 0
 
 
@@ -72,11 +151,65 @@ def build_parser() -> argparse.ArgumentParser:
                        help="keep what the directory has and download nothing (builds without network)")
     fetch.set_defaults(func=_weights)
 
-    example = commands.add_parser("example", help="train and evaluate on a small generated data set")
+    example = commands.add_parser("example", help="generate data, train and batch-transform it locally, print accuracy")
     example.add_argument("--rows", type=int, default=600, help="training rows (default 600)")
-    example.add_argument("--minutes", type=int, default=4, help="time budget in minutes (default 4)")
+    example.add_argument("--minutes", type=int, default=3, help="time budget in minutes (default 3)")
     example.add_argument("--out", help="working directory (default: a new temporary one)")
+    example.add_argument("--image-prefix", help="run in the Docker images PREFIX-training:latest and "
+                                                "PREFIX-inference:latest (e.g. multimodal) instead of locally")
     example.set_defaults(func=_example)
+
+    local = commands.add_parser("local", help="emulate SageMaker training jobs and batch transforms locally")
+    local_commands = local.add_subparsers(dest="local_command", required=True)
+    train = local_commands.add_parser("train", help="run a training job on a CSV file or directory")
+    train.add_argument("--train", required=True, help="CSV file (or directory of .csv/.csv.gz) for the train channel")
+    train.add_argument("--validation", help="CSV file or directory for the optional validation channel")
+    train.add_argument("--out", required=True, help="where model.tar.gz, output.tar.gz and opt_ml/ are written")
+    train.add_argument("--hyperparameters", help="JSON file of hyperparameters (values as in SageMaker)")
+    train.add_argument("--hp", action="append", metavar="NAME=VALUE", help="a hyperparameter (repeatable)")
+    train.add_argument("--image", help="training image to run with `docker run ... IMAGE train` (--network none)")
+    train.add_argument("--docker", default="docker", help="docker CLI to use (default: docker)")
+    train.set_defaults(func=_local_train)
+
+    transform = local_commands.add_parser("transform", help="run a batch transform on CSV/JSON Lines files")
+    transform.add_argument("inputs", nargs="+", help="input files or directories (all files in them)")
+    transform.add_argument("--output", required=True, help="directory for <file>.out")
+    source = transform.add_mutually_exclusive_group()
+    source.add_argument("--model", help="model.tar.gz from a training job")
+    source.add_argument("--endpoint", help="an already running server, e.g. http://127.0.0.1:8080")
+    transform.add_argument("--image", help="inference image to serve the model (port published on 127.0.0.1)")
+    transform.add_argument("--network-none", action="store_true",
+                           help="with --image: run the container with no network; requests are sent from inside it")
+    transform.add_argument("--max-payload-mb", type=float, help="MaxPayloadInMB (default: the container's, else 6)")
+    transform.add_argument("--max-concurrent-transforms", type=int,
+                           help="MaxConcurrentTransforms (default: the container's, else 1)")
+    transform.add_argument("--batch-strategy", choices=["MultiRecord", "SingleRecord"],
+                           help="BatchStrategy (default: the container's, else MultiRecord)")
+    transform.add_argument("--content-type", default="text/csv",
+                           choices=["text/csv", "application/jsonlines", "application/json"])
+    transform.add_argument("--accept", default="text/csv",
+                           choices=["text/csv", "application/jsonlines", "application/json"])
+    transform.add_argument("--split-type", default="Line", choices=["Line", "None"])
+    transform.add_argument("--env", action="append", metavar="NAME=VALUE", help="server environment (repeatable)")
+    transform.add_argument("--report", help="write a JSON report of succeeded/failed files here")
+    transform.add_argument("--docker", default="docker", help="docker CLI to use (default: docker)")
+    transform.set_defaults(func=_local_transform)
+
+    register = commands.add_parser("register-algorithm", help="create the SageMaker algorithm (CreateAlgorithm)")
+    register.add_argument("--name", default="multimodal", help="algorithm name (default: multimodal)")
+    register.add_argument("--training-image", required=True, help="ECR URI of the training image")
+    register.add_argument("--inference-image", required=True, help="ECR URI of the inference image")
+    register.add_argument("--region", help="AWS region (default: the AWS CLI/SDK configuration)")
+    register.add_argument("--dry-run", action="store_true", help="print the validated request, call nothing")
+    register.add_argument("--validation-role", help="IAM role ARN for the validation profile")
+    register.add_argument("--validation-train-s3", help="S3 prefix of training CSV for the validation profile")
+    register.add_argument("--validation-transform-s3", help="S3 prefix of headerless CSV to transform")
+    register.add_argument("--validation-output-s3", help="S3 prefix for the validation jobs' outputs")
+    register.add_argument("--validation-instance-type", default="ml.m5.xlarge")
+    register.add_argument("--certify-for-marketplace", action="store_true")
+    register.add_argument("--image-column", action="append", metavar="NAME_image",
+                          help="also define metrics for this image column's expert (repeatable; 40 at most in all)")
+    register.set_defaults(func=_register)
     return parser
 
 

@@ -1,0 +1,376 @@
+"""Local SageMaker emulation: training jobs and batch transforms without an AWS account.
+
+Training lays out the ``/opt/ml`` tree SageMaker gives a container, runs the entrypoint (in this process's
+environment, or in the training image with ``docker run``), and packages ``model.tar.gz`` and
+``output.tar.gz`` as SageMaker does. A transform extracts a ``model.tar.gz``, starts the inference server
+(a local ``multimodal-serve``, or the inference image), and replays what batch transform does: ping, ask
+``/execution-parameters``, split input files on ``\\n``, pack MULTI_RECORD requests up to MaxPayloadInMB, send
+them with MaxConcurrentTransforms in flight, and write ``<file>.out`` with the responses joined by lines.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tarfile
+import time
+import urllib.error
+import urllib.request
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Mapping
+
+log = logging.getLogger(__name__)
+
+PING_TIMEOUT_SECONDS = 240  # SageMaker gives an endpoint about 4 minutes to pass its first ping
+RETRIES = 3  # batch transform retries a failed invocation up to 3 times
+CONTAINER_ML = "/opt/ml"
+
+
+class TransformError(RuntimeError):
+    pass
+
+
+# ---------------------------------------------------------------------------------------------- training
+
+def channel_files(source: Path) -> list[Path]:
+    if source.is_file():
+        return [source]
+    if source.is_dir():
+        files = sorted(p for p in source.rglob("*") if p.is_file() and not p.name.startswith("."))
+        if files:
+            return files
+    raise FileNotFoundError(f"{source}: no such CSV file, or a directory with no files in it")
+
+
+def layout_training_root(root: Path, *, train: Path, validation: Path | None, hyperparameters: Mapping[str, str],
+                         input_mode: str = "File") -> None:
+    """Write the /opt/ml tree SageMaker gives a training container (File mode: channel files copied in)."""
+    if root.exists():
+        shutil.rmtree(root)
+    config = root / "input" / "config"
+    config.mkdir(parents=True)
+    for sub in ("model", "output/data", "checkpoints"):
+        (root / sub).mkdir(parents=True)
+    # SageMaker passes every hyperparameter value as a string
+    (config / "hyperparameters.json").write_text(json.dumps({k: str(v) for k, v in hyperparameters.items()}))
+    channels = {"train": train, **({"validation": validation} if validation else {})}
+    (config / "inputdataconfig.json").write_text(json.dumps({
+        name: {"ContentType": "text/csv", "TrainingInputMode": input_mode, "S3DistributionType": "FullyReplicated",
+               "RecordWrapperType": "None"} for name in channels}))
+    (config / "resourceconfig.json").write_text(json.dumps(
+        {"current_host": "algo-1", "hosts": ["algo-1"], "network_interface_name": "eth0"}))
+    for name, source in channels.items():
+        target = root / "input" / "data" / name
+        target.mkdir(parents=True)
+        for i, path in enumerate(channel_files(source)):
+            shutil.copy2(path, target / f"{i:03d}-{path.name}")
+
+
+def pack(directory: Path, archive: Path) -> Path:
+    """tar.gz of a directory's contents with no leading folder, as SageMaker packs /opt/ml/model."""
+    with tarfile.open(archive, "w:gz") as tar:
+        for path in sorted(directory.iterdir()):
+            tar.add(path, arcname=path.name)
+    return archive
+
+
+def local_train(*, train: Path, out: Path, hyperparameters: Mapping[str, str], validation: Path | None = None,
+                image: str | None = None, docker: str = "docker") -> int:
+    """Run a training job locally; returns its exit code. Artifacts land in ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    root = out / "opt_ml"
+    layout_training_root(root, train=train, validation=validation, hyperparameters=hyperparameters)
+    for stale in ("model.tar.gz", "output.tar.gz", "failure"):
+        (out / stale).unlink(missing_ok=True)
+    started = time.monotonic()
+    if image:
+        name = f"multimodal-train-{uuid.uuid4().hex[:8]}"
+        # --network none: SageMaker's network isolation, and proof that nothing is fetched at run time
+        command = [docker, "run", "--rm", "--name", name, "--network", "none", "-v", f"{root.resolve()}:{CONTAINER_ML}",
+                   image, "train"]
+        log.info("running %s", " ".join(command))
+        code = subprocess.call(command, stdin=subprocess.DEVNULL)
+    else:
+        env = {**os.environ, "MULTIMODAL_ML_ROOT": str(root.resolve())}
+        code = subprocess.call([sys.executable, "-m", "multimodal.training"], env=env, stdin=subprocess.DEVNULL)
+    log.info("training job finished with exit code %d in %.0f s", code, time.monotonic() - started)
+    if any((root / "output" / "data").iterdir()):
+        pack(root / "output" / "data", out / "output.tar.gz")
+    failure = root / "output" / "failure"
+    if code == 0:
+        pack(root / "model", out / "model.tar.gz")
+        log.info("model artifact: %s (%.1f MB)", out / "model.tar.gz", (out / "model.tar.gz").stat().st_size / 1e6)
+    else:
+        reason = failure.read_text(errors="replace")[:1024] if failure.is_file() else "(no failure reason written)"
+        (out / "failure").write_text(reason)
+        log.error("training job failed: %s", reason)
+    return code
+
+
+# ---------------------------------------------------------------------------------------------- transform
+
+@dataclass
+class TransformSettings:
+    max_payload_mb: float | None = None  # None: ask the container, else 6
+    max_concurrent: int | None = None  # None: ask the container, else 1
+    strategy: str | None = None  # MultiRecord | SingleRecord; None: ask the container
+    content_type: str = "text/csv"
+    accept: str = "text/csv"
+    split_type: str = "Line"  # Line | None
+
+
+def _request(url: str, *, data: bytes | None = None, headers: Mapping[str, str] | None = None,
+             timeout: float = 600.0) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, data=data, headers=dict(headers or {}),
+                                     method="POST" if data is not None else "GET")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def wait_for_ping(endpoint: str, *, timeout: float = PING_TIMEOUT_SECONDS, alive: "callable | None" = None) -> None:
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    while time.monotonic() < deadline:
+        if alive is not None and not alive():
+            raise TransformError("the inference server exited before answering /ping with 200 (see its log)")
+        try:
+            status, _ = _request(f"{endpoint}/ping", timeout=2.0)
+            if status == 200:
+                return
+            last = f"HTTP {status}"
+        except (urllib.error.URLError, ConnectionError, OSError) as exc:
+            last = str(exc)
+        time.sleep(0.5)
+    raise TransformError(f"{endpoint}/ping did not answer 200 within {timeout:.0f} s (last: {last})")
+
+
+def resolve_settings(endpoint: str, settings: TransformSettings) -> TransformSettings:
+    """Job settings override /execution-parameters, which override SageMaker's defaults."""
+    status, body = _request(f"{endpoint}/execution-parameters", timeout=5.0)
+    offered = json.loads(body) if status == 200 else {}
+    strategy = settings.strategy or {"MULTI_RECORD": "MultiRecord", "SINGLE_RECORD": "SingleRecord"}.get(
+        offered.get("BatchStrategy", ""), "MultiRecord")
+    resolved = TransformSettings(
+        max_payload_mb=settings.max_payload_mb or float(offered.get("MaxPayloadInMB", 6)),
+        max_concurrent=settings.max_concurrent or int(offered.get("MaxConcurrentTransforms", 1)),
+        strategy=strategy, content_type=settings.content_type, accept=settings.accept,
+        split_type=settings.split_type)
+    if resolved.max_payload_mb * resolved.max_concurrent > 100:
+        raise TransformError("MaxConcurrentTransforms × MaxPayloadInMB must not exceed 100 (SageMaker's limit)")
+    return resolved
+
+
+def split_records(data: bytes, split_type: str) -> list[bytes]:
+    """SplitType=Line splits on \\n only, as SageMaker does (not on \\r or Unicode line separators)."""
+    if split_type == "None":
+        return [data] if data else []
+    records = data.split(b"\n")
+    if records and records[-1] == b"":
+        records.pop()
+    return records
+
+
+def pack_requests(records: list[bytes], *, max_bytes: int, multi_record: bool) -> list[bytes]:
+    """Whole records per request, as many as fit in max_bytes (MULTI_RECORD), or one each (SINGLE_RECORD)."""
+    bodies: list[bytes] = []
+    current: list[bytes] = []
+    size = 0
+    for number, record in enumerate(records, start=1):
+        if len(record) > max_bytes:
+            raise TransformError(f"record {number} is {len(record):,} bytes, over MaxPayloadInMB "
+                                 f"({max_bytes:,} bytes): raise the payload limit or shrink the record")
+        extra = len(record) + (1 if current else 0)
+        if current and (not multi_record or size + extra > max_bytes):
+            bodies.append(b"\n".join(current))
+            current, size, extra = [], 0, len(record)
+        current.append(record)
+        size += extra
+    if current:
+        bodies.append(b"\n".join(current))
+    return bodies
+
+
+def _invoke(endpoint: str, body: bytes, settings: TransformSettings) -> bytes:
+    headers = {"Content-Type": settings.content_type, "Accept": settings.accept}
+    error = ""
+    for attempt in range(1 + RETRIES):
+        try:
+            status, answer = _request(f"{endpoint}/invocations", data=body, headers=headers)
+        except (urllib.error.URLError, ConnectionError, OSError) as exc:
+            error = str(exc)
+        else:
+            if status == 200:
+                return answer
+            error = f"HTTP {status}: {answer[:500].decode(errors='replace')}"
+            if status < 500:  # the request itself is wrong: retrying cannot help
+                break
+        time.sleep(min(2 ** attempt, 5))
+    raise TransformError(error)
+
+
+def transform_files(endpoint: str, inputs: Iterable[tuple[Path, Path]], settings: TransformSettings) -> dict:
+    """Transform each (input file, output file) pair; a failed request fails its file, which gets no output."""
+    settings = resolve_settings(endpoint, settings)
+    max_bytes = int(settings.max_payload_mb * 1024 * 1024)
+    log.info("transform settings: MaxPayloadInMB=%s MaxConcurrentTransforms=%d BatchStrategy=%s",
+             settings.max_payload_mb, settings.max_concurrent, settings.strategy)
+    report = {"succeeded": [], "failed": {}}
+    jobs: list[tuple[Path, Path, list[bytes]]] = []
+    for source, target in inputs:
+        try:
+            records = split_records(source.read_bytes(), settings.split_type)
+            jobs.append((source, target, pack_requests(records, max_bytes=max_bytes,
+                                                       multi_record=settings.strategy == "MultiRecord")))
+        except TransformError as exc:
+            report["failed"][str(source)] = str(exc)
+    started = time.monotonic()
+    with ThreadPoolExecutor(max_workers=settings.max_concurrent) as pool:
+        futures = {source: (target, [pool.submit(_invoke, endpoint, body, settings) for body in bodies])
+                   for source, target, bodies in jobs}
+        for source, (target, pending) in futures.items():
+            try:
+                answers = [f.result() for f in pending]
+            except TransformError as exc:
+                report["failed"][str(source)] = str(exc)
+                log.error("%s failed: %s", source, exc)
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            # AssembleWith=Line: responses joined by newlines
+            target.write_bytes(b"\n".join(a.rstrip(b"\n") for a in answers if a) + b"\n")
+            report["succeeded"].append(str(target))
+            log.info("%s → %s (%d request(s))", source, target, len(pending))
+    report["seconds"] = round(time.monotonic() - started, 2)
+    return report
+
+
+def _pairs(inputs: list[Path], output: Path) -> list[tuple[Path, Path]]:
+    pairs = []
+    for item in inputs:
+        if item.is_dir():
+            for path in channel_files(item):
+                pairs.append((path, output / path.relative_to(item).with_name(path.name + ".out")))
+        else:
+            pairs.append((item, output / (item.name + ".out")))
+    return pairs
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def extract_model(archive: Path, target: Path) -> Path:
+    """Extract model.tar.gz as SageMaker does before the container starts (refusing paths outside target)."""
+    target.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(archive, "r:gz") as tar:
+        tar.extractall(target, filter="data")
+    return target
+
+
+def local_transform(*, model: Path, inputs: list[Path], output: Path, settings: TransformSettings,
+                    image: str | None = None, network_none: bool = False, workdir: Path | None = None,
+                    docker: str = "docker", env: Mapping[str, str] | None = None) -> dict:
+    """Run a batch transform against a model.tar.gz; returns the per-file report."""
+    import tempfile
+    work = Path(workdir or tempfile.mkdtemp(prefix="multimodal-transform-"))
+    root = work / "opt_ml"
+    extract_model(model, root / "model")
+    output.mkdir(parents=True, exist_ok=True)
+    server_env = {"SAGEMAKER_BATCH": "true", **(env or {})}
+    if settings.max_payload_mb:
+        server_env["SAGEMAKER_MAX_PAYLOAD_IN_MB"] = str(int(settings.max_payload_mb))
+    if image and network_none:
+        return _transform_in_isolated_container(image, root, inputs, output, settings, server_env, docker)
+    port = _free_port()
+    if image:
+        name = f"multimodal-serve-{uuid.uuid4().hex[:8]}"
+        command = [docker, "run", "--rm", "--name", name, "-p", f"127.0.0.1:{port}:8080",
+                   "-v", f"{(root / 'model').resolve()}:{CONTAINER_ML}/model:ro"]
+        for key, value in server_env.items():
+            command += ["-e", f"{key}={value}"]
+        server = subprocess.Popen(command + [image, "serve"], stdin=subprocess.DEVNULL)
+    else:
+        name = None
+        server = subprocess.Popen(
+            [sys.executable, "-m", "multimodal.serve"], stdin=subprocess.DEVNULL,
+            env={**os.environ, **server_env, "MULTIMODAL_ML_ROOT": str(root.resolve()),
+                 "SAGEMAKER_BIND_TO_PORT": str(port), "MULTIMODAL_BIND_HOST": "127.0.0.1"})
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_ping(endpoint, alive=lambda: server.poll() is None)
+        return transform_files(endpoint, _pairs(inputs, output), settings)
+    finally:
+        if name:
+            subprocess.call([docker, "stop", "--time", "30", name], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+        else:
+            server.terminate()
+        try:
+            server.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
+def _transform_in_isolated_container(image: str, root: Path, inputs: list[Path], output: Path,
+                                     settings: TransformSettings, server_env: Mapping[str, str],
+                                     docker: str) -> dict:
+    """--network none leaves no port to publish: the transform client runs inside the server's own
+    container (docker exec), on its loopback, so neither side has any network."""
+    staged = root / "transform" / "input"
+    for i, item in enumerate(inputs):
+        target = staged / f"{i:03d}"
+        if item.is_dir():
+            shutil.copytree(item, target)
+        else:
+            target.mkdir(parents=True)
+            shutil.copy2(item, target / item.name)
+    results = root / "transform" / "output"
+    results.mkdir(parents=True, exist_ok=True)
+    os.chmod(results, 0o777)  # the container may run as another user
+    name = f"multimodal-serve-{uuid.uuid4().hex[:8]}"
+    command = [docker, "run", "-d", "--rm", "--name", name, "--network", "none",
+               "-v", f"{(root / 'model').resolve()}:{CONTAINER_ML}/model:ro",
+               "-v", f"{(root / 'transform').resolve()}:{CONTAINER_ML}/transform"]
+    for key, value in server_env.items():
+        command += ["-e", f"{key}={value}"]
+    subprocess.run(command + [image, "serve"], check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    report: dict = {"succeeded": [], "failed": {}}
+    try:
+        for staged_item in sorted(staged.iterdir()):
+            inside = f"{CONTAINER_ML}/transform/output/{staged_item.name}"
+            client = [docker, "exec", name, "multimodal", "local", "transform", "--endpoint",
+                      "http://127.0.0.1:8080", "--output", inside, "--content-type", settings.content_type,
+                      "--accept", settings.accept, "--split-type", settings.split_type,
+                      "--report", f"{inside}.report.json"]
+            for flag, value in (("--max-payload-mb", settings.max_payload_mb),
+                                ("--max-concurrent-transforms", settings.max_concurrent),
+                                ("--batch-strategy", settings.strategy)):
+                if value:
+                    client += [flag, str(value)]
+            code = subprocess.call(client + [f"{CONTAINER_ML}/transform/input/{staged_item.name}"],
+                                   stdin=subprocess.DEVNULL)
+            part_file = results / f"{staged_item.name}.report.json"
+            part = json.loads(part_file.read_text()) if part_file.is_file() else {
+                "succeeded": [], "failed": {str(staged_item): f"transform client exited with code {code}"}}
+            report["succeeded"] += part["succeeded"]
+            report["failed"].update(part["failed"])
+            # outputs mirror the inputs' relative names, as SageMaker mirrors S3 keys
+            produced = results / staged_item.name
+            for path in produced.rglob("*.out") if produced.is_dir() else []:
+                target = output / path.relative_to(produced)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.move(str(path), target)
+        return report
+    finally:
+        subprocess.call([docker, "stop", "--time", "30", name], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

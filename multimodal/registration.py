@@ -1,0 +1,120 @@
+"""The CreateAlgorithm request, built from the repository's own definitions (spec file, metrics, formats)."""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from .hyperparameters import load_spec_document
+from .metrics import metric_definitions, tuning_objectives
+
+log = logging.getLogger(__name__)
+
+# CPU instances suit the default experts; GPU ones speed up image embedding.
+TRAINING_INSTANCE_TYPES = ["ml.m5.xlarge", "ml.m5.2xlarge", "ml.m5.4xlarge", "ml.m5.12xlarge", "ml.c5.2xlarge",
+                           "ml.c5.4xlarge", "ml.c5.9xlarge", "ml.g4dn.xlarge", "ml.g4dn.2xlarge", "ml.g5.xlarge",
+                           "ml.g5.2xlarge"]
+TRANSFORM_INSTANCE_TYPES = ["ml.m5.xlarge", "ml.m5.2xlarge", "ml.m5.4xlarge", "ml.c5.2xlarge", "ml.c5.4xlarge",
+                            "ml.g4dn.xlarge"]
+REALTIME_INSTANCE_TYPES = ["ml.m5.large", "ml.m5.xlarge", "ml.m5.2xlarge", "ml.c5.xlarge", "ml.c5.2xlarge",
+                           "ml.g4dn.xlarge"]
+# What the server accepts and answers (multimodal.server); kept here as the registration's single list.
+CONTENT_TYPES = ["text/csv", "application/jsonlines", "application/json"]
+RESPONSE_TYPES = ["text/csv", "application/jsonlines", "application/json"]
+DESCRIPTION = ("Classifier for CSV data mixing free text, numbers, categories and base64 images: one AutoGluon "
+               "expert per modality, fused by a neural network trained on out-of-fold probabilities.")
+
+
+def training_channels() -> list[dict]:
+    common = {"SupportedContentTypes": ["text/csv"], "SupportedCompressionTypes": ["None", "Gzip"],
+              "SupportedInputModes": ["File", "Pipe", "FastFile"]}
+    return [
+        {"Name": "train", "IsRequired": True, **common,
+         "Description": "CSV with a header: ID, label and feature columns suffixed _text, _num, _cat or _image. "
+                        "Every .csv / .csv.gz file in the channel is read; all must share one header."},
+        {"Name": "validation", "IsRequired": False, **common,
+         "Description": "Optional CSV with the training header: early-stops the fusion network and is reported."},
+    ]
+
+
+def build_request(*, name: str, training_image: str, inference_image: str, description: str = DESCRIPTION,
+                  validation_role: str | None = None, validation_train_s3: str | None = None,
+                  validation_transform_s3: str | None = None, validation_output_s3: str | None = None,
+                  validation_instance_type: str = "ml.m5.xlarge", certify_for_marketplace: bool = False,
+                  image_columns: tuple[str, ...] = ()) -> dict:
+    """The whole CreateAlgorithm request. A validation profile is added when its role and S3 URIs are given.
+
+    ``image_columns``: names of _image columns whose experts' metrics should also get MetricDefinitions
+    (the text/num/cat experts' and the fused metrics always do).
+    """
+    request: dict[str, Any] = {
+        "AlgorithmName": name,
+        "AlgorithmDescription": description,
+        "TrainingSpecification": {
+            "TrainingImage": training_image,
+            "SupportedHyperParameters": load_spec_document(),
+            "SupportedTrainingInstanceTypes": TRAINING_INSTANCE_TYPES,
+            # One instance trains; on more, the others would sit idle, so buyers cannot ask for them.
+            "SupportsDistributedTraining": False,
+            "MetricDefinitions": metric_definitions(image_columns),
+            "TrainingChannels": training_channels(),
+            "SupportedTuningJobObjectiveMetrics": tuning_objectives(),
+        },
+        "InferenceSpecification": {
+            "Containers": [{"Image": inference_image}],
+            "SupportedTransformInstanceTypes": TRANSFORM_INSTANCE_TYPES,
+            "SupportedRealtimeInferenceInstanceTypes": REALTIME_INSTANCE_TYPES,
+            "SupportedContentTypes": CONTENT_TYPES,
+            "SupportedResponseMIMETypes": RESPONSE_TYPES,
+        },
+        "CertifyForMarketplace": certify_for_marketplace,
+    }
+    given = [validation_role, validation_train_s3, validation_transform_s3, validation_output_s3]
+    if any(given) and not all(given):
+        raise ValueError("a validation profile needs all of --validation-role, --validation-train-s3, "
+                         "--validation-transform-s3 and --validation-output-s3")
+    if all(given):
+        request["ValidationSpecification"] = {
+            "ValidationRole": validation_role,
+            "ValidationProfiles": [{
+                "ProfileName": "generated-data",
+                "TrainingJobDefinition": {
+                    "TrainingInputMode": "File",
+                    "HyperParameters": {"n_mins": "10", "quality": "light", "image_model": "resnet50"},
+                    "InputDataConfig": [{"ChannelName": "train", "ContentType": "text/csv", "DataSource": {
+                        "S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": validation_train_s3,
+                                         "S3DataDistributionType": "FullyReplicated"}}}],
+                    "OutputDataConfig": {"S3OutputPath": validation_output_s3},
+                    "ResourceConfig": {"InstanceType": validation_instance_type, "InstanceCount": 1,
+                                       "VolumeSizeInGB": 30},
+                    "StoppingCondition": {"MaxRuntimeInSeconds": 3600},
+                },
+                "TransformJobDefinition": {
+                    "MaxConcurrentTransforms": 1,
+                    "MaxPayloadInMB": 6,
+                    "BatchStrategy": "MultiRecord",
+                    "TransformInput": {"DataSource": {"S3DataSource": {"S3DataType": "S3Prefix",
+                                                                       "S3Uri": validation_transform_s3}},
+                                       "ContentType": "text/csv", "SplitType": "Line"},
+                    "TransformOutput": {"S3OutputPath": validation_output_s3, "Accept": "text/csv",
+                                        "AssembleWith": "Line"},
+                    "TransformResources": {"InstanceType": validation_instance_type, "InstanceCount": 1},
+                },
+            }],
+        }
+    return request
+
+
+def validate_request(request: dict) -> None:
+    """Check the request against botocore's SageMaker API model, offline; raises on any violation."""
+    import botocore.session
+    from botocore.validate import validate_parameters
+    model = botocore.session.get_session().get_service_model("sagemaker")
+    validate_parameters(request, model.operation_model("CreateAlgorithm").input_shape)
+
+
+def create_algorithm(request: dict, *, region: str | None = None) -> dict:
+    import boto3
+    validate_request(request)
+    response = boto3.client("sagemaker", region_name=region).create_algorithm(**request)
+    log.info("created algorithm %s", response.get("AlgorithmArn"))
+    return response
