@@ -1,0 +1,417 @@
+"""`multimodal-train` (`train` in the training image): the SageMaker training-container contract.
+
+A thin layer over MultimodalClassifier. Paths are under ``/opt/ml``, or ``$MULTIMODAL_ML_ROOT`` for local runs:
+
+  input/config/hyperparameters.json  optional; absent = every default. Flat object, every value a string,
+                                     validated against hyperparameter_specification.json; keys starting with
+                                     ``_`` or ``sagemaker_`` are ignored.
+  input/config/inputdataconfig.json  optional; absent = every channel directory under input/data in File mode
+                                     (and a FIFO ``<channel>_0`` in Pipe mode).
+  input/config/resourceconfig.json   optional; absent = a single host. With several hosts only the first
+                                     (sorted) trains, on its own copy of the data; the others exit 0 at once
+                                     without writing a model (the algorithm does not support distributed training).
+  input/data/train/                  required: .csv / .csv.gz files with the same header (see channels.py)
+  input/data/validation/             optional: early-stops the fusion network; its scores are reported
+  model/                             the model (MultimodalClassifier.save); written to model/.partial/ and moved
+                                     into place only once everything succeeded: a failed job leaves model/ empty
+  output/data/                       metrics.json, leaderboard_<expert>.csv, confusion_matrix.png,
+                                     fusion_training_curve.png
+  output/failure                     on failure: what is wrong and how to fix it (the job's FailureReason)
+
+Exit status 0 = success, 1 = failure. Metric lines are printed on stdout (format: multimodal/metrics.py); the
+log (stages, row counts, timings, tracebacks) goes to stderr. SIGTERM (StopTrainingJob, MaxRuntimeInSeconds)
+ends the job as a failure with a reason and an empty model/.
+
+Time: ``fit`` spends the budget n_hours*3600 + n_mins*60 + n_secs; the entrypoint adds start-up, reading
+(≈ 1 s per 100 MB of CSV), saving, reports and interpreter exit, about 5 s in all, plus the time to predict the
+rows of the confusion matrix (the validation channel, or at most 500 training rows) while the classifier does
+not supply it. The last log line gives the figures ("job finished in ... s: time budget ... s, overhead ...").
+Measured on 2 shared CPU cores (load ≈ 5), 600 rows without images, n_secs=60, quality=toy: 72 s wall =
+60 s budget + 7 s that ``fit`` overran (each expert's minimum time) + 5 s entrypoint (start-up 1.8 s, save
+0.1 s, reports 1.1 s, exit 2.2 s).
+"""
+from __future__ import annotations
+
+import argparse
+import errno
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .channels import ChannelConfig, ChannelData, discover_channels, load_input_data_config, read_channel
+from .hyperparameters import HyperparameterError, resolve, time_budget_seconds
+from .schema import LABEL_COLUMN, DataError, Schema
+
+log = logging.getLogger("multimodal.training")
+
+ML_ROOT_ENV = "MULTIMODAL_ML_ROOT"
+DEFAULT_ML_ROOT = "/opt/ml"
+TRAIN_CHANNEL = "train"
+VALIDATION_CHANNEL = "validation"
+STAGING_DIR = ".partial"
+FAILURE_LIMIT = 1024  # SageMaker keeps the first 1,024 characters of output/failure as the FailureReason
+CONFUSION_FALLBACK_ROWS = 500
+LOG_HINT = "The traceback is in the training job's log (CloudWatch /aws/sagemaker/TrainingJobs)"
+
+
+class ConfigError(ValueError):
+    """A problem with the job's configuration files, stated so that the user can fix it."""
+
+
+class JobStopped(BaseException):
+    """SIGTERM (StopTrainingJob, MaxRuntimeInSeconds) or SIGINT. A BaseException, so that no library swallows it."""
+
+
+@dataclass(frozen=True)
+class Paths:
+    root: Path
+
+    @classmethod
+    def from_env(cls) -> "Paths":
+        return cls(Path(os.environ.get(ML_ROOT_ENV) or DEFAULT_ML_ROOT))
+
+    @property
+    def config_dir(self) -> Path:
+        return self.root / "input" / "config"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "input" / "data"
+
+    @property
+    def model_dir(self) -> Path:
+        return self.root / "model"
+
+    @property
+    def output_dir(self) -> Path:
+        return self.root / "output"
+
+    @property
+    def output_data_dir(self) -> Path:
+        return self.output_dir / "data"
+
+    @property
+    def failure_file(self) -> Path:
+        return self.output_dir / "failure"
+
+
+class Stopwatch:
+    """Elapsed time since the process started its job, and named stage durations for the summary."""
+
+    def __init__(self) -> None:
+        now = time.monotonic()
+        self.started = now - _seconds_since_process_start()  # interpreter start-up and imports count too
+        self.stages: dict[str, float] = {"start-up": round(now - self.started, 2)}
+        self._last = now
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def lap(self, stage: str) -> float:
+        now = time.monotonic()
+        self.stages[stage] = round(now - self._last, 2)
+        self._last = now
+        return self.stages[stage]
+
+
+def _seconds_since_process_start() -> float:
+    try:
+        import psutil
+        return max(time.time() - psutil.Process().create_time(), 0.0)
+    except Exception:  # noqa: BLE001 - timing is informative only
+        return 0.0
+
+
+# ---------------------------------------------------------------------------------------------- configuration
+
+def read_json_config(path: Path, what: str, default: Any) -> Any:
+    if not path.is_file():
+        log.info("%s not found: %s", path.name, what)
+        return default
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path.name} is not valid JSON ({exc}); SageMaker writes it from the job request: "
+                          "check how the job was created") from None
+
+
+def read_hyperparameters(paths: Paths) -> dict[str, Any]:
+    raw = read_json_config(paths.config_dir / "hyperparameters.json", "using every default hyperparameter", {})
+    if not isinstance(raw, dict):
+        raise HyperparameterError(f"hyperparameters.json must be a JSON object of name/value strings, e.g. "
+                                  f'{{"n_mins": "10"}}, not {type(raw).__name__}')
+    return raw
+
+
+def read_hosts(paths: Paths) -> tuple[str, list[str]]:
+    default = {"current_host": "algo-1", "hosts": ["algo-1"]}
+    config = read_json_config(paths.config_dir / "resourceconfig.json", "a single host", default)
+    if not isinstance(config, dict):
+        raise ConfigError("resourceconfig.json must be a JSON object with current_host and hosts")
+    hosts = config.get("hosts") or [config.get("current_host") or "algo-1"]
+    current = config.get("current_host") or sorted(hosts)[0]
+    return str(current), sorted(str(h) for h in hosts)
+
+
+def channel_configs(paths: Paths) -> dict[str, ChannelConfig]:
+    declared = load_input_data_config(paths.config_dir / "inputdataconfig.json")
+    if declared is None:
+        declared = discover_channels(paths.data_dir)
+        log.info("inputdataconfig.json not found: channels found under %s: %s", paths.data_dir,
+                 ", ".join(f"{c.name} ({c.input_mode})" for c in declared.values()) or "none")
+    unknown = sorted(set(declared) - {TRAIN_CHANNEL, VALIDATION_CHANNEL})
+    if unknown:
+        log.warning("channel(s) %s ignored: this algorithm reads only %r and %r", ", ".join(unknown), TRAIN_CHANNEL,
+                    VALIDATION_CHANNEL)
+    if TRAIN_CHANNEL not in declared:
+        raise DataError(f"no {TRAIN_CHANNEL!r} channel: give the training job a channel named {TRAIN_CHANNEL!r} "
+                        "whose S3 prefix holds the training CSV file(s) (header row with ID, label and columns "
+                        f"ending in _text, _num, _cat or _image; locally: put them in {paths.data_dir / 'train'})")
+    return {name: declared[name] for name in (TRAIN_CHANNEL, VALIDATION_CHANNEL) if name in declared}
+
+
+# ---------------------------------------------------------------------------------------------- model directory
+
+def empty_directory(directory: Path) -> int:
+    """Remove everything inside ``directory`` (kept itself: on SageMaker it may be a mount point)."""
+    removed = 0
+    if not directory.is_dir():
+        return removed
+    for entry in directory.iterdir():
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed += 1
+    return removed
+
+
+def publish_model(staging: Path, model_dir: Path) -> None:
+    """Move the saved model from ``model/.partial`` into ``model/``; model_config.json (what marks a complete
+    model) is moved last, so an interruption never leaves something that passes for a model."""
+    from .classifier import CONFIG_FILE
+    entries = sorted(staging.iterdir(), key=lambda p: p.name == CONFIG_FILE)
+    for entry in entries:
+        target = model_dir / entry.name
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        elif target.exists() or target.is_symlink():
+            target.unlink()
+        entry.rename(target)
+    staging.rmdir()
+
+
+# ---------------------------------------------------------------------------------------------- the job
+
+def run(paths: Paths, clock: Stopwatch) -> int:
+    log.info("training job %s on %s, multimodal root %s", os.environ.get("TRAINING_JOB_NAME", "(local)"),
+             socket.gethostname(), paths.root)
+    paths.failure_file.unlink(missing_ok=True)
+    paths.model_dir.mkdir(parents=True, exist_ok=True)
+    stale = empty_directory(paths.model_dir)
+    if stale:
+        log.warning("removed %d stale entr%s from %s", stale, "y" if stale == 1 else "ies", paths.model_dir)
+    paths.output_data_dir.mkdir(parents=True, exist_ok=True)
+
+    current, hosts = read_hosts(paths)
+    if len(hosts) > 1:
+        if current != hosts[0]:
+            log.warning("host %s of %s: this algorithm does not support distributed training; only %s trains. "
+                        "Exiting without a model on this host.", current, ", ".join(hosts), hosts[0])
+            return 0
+        log.warning("%d hosts: this algorithm does not support distributed training; %s trains alone on the data "
+                    "it received (use one instance)", len(hosts), current)
+
+    raw = read_hyperparameters(paths)
+    hyperparameters = resolve(raw)
+    budget = time_budget_seconds(hyperparameters)
+    ignored = sorted(k for k in raw if k.startswith(("_", "sagemaker_")))
+    log.info("hyperparameters: %s%s; time budget %d s", ", ".join(f"{k}={v}" for k, v in hyperparameters.items()),
+             f" (ignored: {', '.join(ignored)})" if ignored else "", budget)
+    configs = channel_configs(paths)
+    clock.lap("configuration")
+
+    def check_train_header(header: list[str], source: str) -> None:
+        Schema.from_header(header, source=source)
+
+    train = read_channel(configs[TRAIN_CHANNEL], paths.data_dir, check_header=check_train_header)
+    if train.rows == 0:
+        raise DataError(f"channel {TRAIN_CHANNEL!r} has a header but no data rows "
+                        f"({', '.join(train.sources)}): add training examples, one per row")
+    validation: ChannelData | None = None
+    if VALIDATION_CHANNEL in configs:
+        validation = read_channel(configs[VALIDATION_CHANNEL], paths.data_dir)
+        if validation.rows == 0:
+            log.warning("channel %s has no data rows: ignored", VALIDATION_CHANNEL)
+            validation = None
+    log.info("stage read data: %d training row(s)%s in %.1f s (job elapsed %.1f s)", train.rows,
+             f", {validation.rows} validation row(s)" if validation else "", clock.lap("read data"), clock.elapsed())
+
+    from .classifier import MultimodalClassifier
+    model = MultimodalClassifier(**hyperparameters)
+    model.fit(train.frame, validation.frame if validation else None)
+    log.info("stage fit: %.1f s of a %d s budget (job elapsed %.1f s)", clock.lap("fit"), budget, clock.elapsed())
+
+    staging = paths.model_dir / STAGING_DIR
+    size = model.save(staging)
+    log.info("stage save: %.1f MB in %.1f s", size / 1e6, clock.lap("save"))
+
+    write_reports(model, paths, train, validation, clock, budget, size)
+    log.info("stage reports: %.1f s", clock.lap("reports"))
+
+    from .metrics import print_metric_lines
+    print_metric_lines(model.metrics)
+    publish_model(staging, paths.model_dir)
+    clock.lap("publish")
+    wall = clock.elapsed()
+    log.info("job finished in %.1f s: time budget %d s, %s %.1f s (stages: %s)", wall, budget,
+             "overhead beyond the budget" if wall > budget else "finished early by", abs(wall - budget),
+             ", ".join(f"{k} {v:.1f} s" for k, v in clock.stages.items()))
+    return 0
+
+
+def write_reports(model: Any, paths: Paths, train: ChannelData, validation: ChannelData | None, clock: Stopwatch,
+                  budget: int, model_bytes: int) -> None:
+    from . import reports
+    out = paths.output_data_dir
+    metrics = dict(model.metrics)
+    matrix, title = confusion(model, train, validation)
+    metrics["job"] = {
+        "time_budget_seconds": budget,
+        "seconds_before_reports": round(clock.elapsed(), 2),
+        "stages_seconds": dict(clock.stages),
+        "channels": {c.name: {"rows": c.rows, "sources": c.sources, "megabytes": round(c.bytes_read / 1e6, 3)}
+                     for c in (train, validation) if c is not None},
+        "model_megabytes": round(model_bytes / 1e6, 3),
+        "classes": list(model.classes_),
+        "experts": model.expert_names,
+    }
+    if matrix is not None:
+        metrics["confusion_matrix"] = {"title": title, "classes": list(model.classes_),
+                                       "rows_true_columns_predicted": matrix}
+    reports.write_metrics_json(metrics, out)
+    boards = reports.write_leaderboards(model.leaderboards, out)
+    if matrix is not None:
+        reports.plot_confusion_matrix(matrix, model.classes_, out / reports.CONFUSION_MATRIX_FILE, title=title)
+    curve = model.metrics.get("fusion_curve") or {}
+    if curve:
+        reports.plot_training_curve(curve, out / reports.TRAINING_CURVE_FILE)
+    log.info("reports in %s: %s", out, ", ".join(sorted(p.name for p in out.iterdir())))
+    if not boards:
+        log.warning("no expert leaderboard to write")
+
+
+def confusion(model: Any, train: ChannelData, validation: ChannelData | None) -> tuple[list | None, str]:
+    """The fused model's confusion matrix on the validation rows that ``metrics`` describes."""
+    from . import reports
+    block = model.metrics.get("validation") or {}
+    if block.get("confusion_matrix"):
+        return block["confusion_matrix"], f"fused model on the {model.metrics.get('validation_source', 'validation')}"
+    # The classifier does not keep its held-out predictions: predict the validation channel, or else a sample
+    # of the training rows (in-sample, so optimistic; said in the title).
+    if validation is not None:
+        frame, title = validation.frame, "fused model on the validation channel"
+    else:
+        frame = train.frame
+        if len(frame) > CONFUSION_FALLBACK_ROWS:
+            frame = frame.sample(CONFUSION_FALLBACK_ROWS, random_state=0)
+        title = f"fused model on {len(frame)} training rows (in-sample, optimistic)"
+    frame = frame[frame[LABEL_COLUMN].astype(str).str.strip() != ""] if LABEL_COLUMN in frame else frame.iloc[:0]
+    if len(frame) == 0:
+        return None, ""
+    started = time.monotonic()
+    predicted = model.predict(frame.drop(columns=[LABEL_COLUMN]))
+    log.info("confusion matrix: predicted %d row(s) in %.1f s", len(frame), time.monotonic() - started)
+    return reports.confusion_matrix(frame[LABEL_COLUMN].tolist(), predicted.tolist(), model.classes_).tolist(), title
+
+
+# ---------------------------------------------------------------------------------------------- failure
+
+def failure_reason(exc: BaseException, clock: Stopwatch) -> str:
+    """The text of output/failure: what is wrong and how to fix it, within the first 1,024 characters."""
+    if isinstance(exc, HyperparameterError):
+        reason = (f"Invalid hyperparameters: {exc}. Fix them in the training job's HyperParameters "
+                  "(names, types and ranges: the algorithm's hyperparameter specification).")
+    elif isinstance(exc, DataError):
+        reason = f"Invalid input data: {exc}"
+    elif isinstance(exc, ConfigError):
+        reason = f"Invalid job configuration: {exc}"
+    elif isinstance(exc, JobStopped):
+        reason = (f"Training was stopped ({exc}) after {clock.elapsed():.0f} s, before it finished. If the job hit "
+                  "its MaxRuntimeInSeconds, raise it above the time budget (n_hours/n_mins/n_secs) plus a few "
+                  "minutes, or lower the budget.")
+    elif isinstance(exc, MemoryError):
+        reason = ("Out of memory while training: choose an instance type with more memory, or train on fewer "
+                  f"rows or fewer image columns. {LOG_HINT}.")
+    elif isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        reason = (f"No space left on device ({exc}): raise the training job's VolumeSizeInGB, or use a lighter "
+                  f"quality (smaller models). {LOG_HINT}.")
+    else:
+        # Not a known user error: the exception's own words (library messages often say what to do), kept
+        # short enough that the pointer to the log stays within the first 1,024 characters.
+        message = " ".join(str(exc).split()) or "(no message)"
+        message = message if message.endswith((".", "!", "?")) else message + "."
+        tail = f" {LOG_HINT}."
+        room = FAILURE_LIMIT - len(type(exc).__name__) - len(tail) - 2
+        if len(message) > room:
+            message = message[:room - 1] + "…"
+        reason = f"{type(exc).__name__}: {message}{tail}"
+    return reason
+
+
+def write_failure(paths: Paths, reason: str) -> None:
+    try:
+        paths.output_dir.mkdir(parents=True, exist_ok=True)
+        paths.failure_file.write_text(reason + "\n", encoding="utf-8")
+    except OSError:
+        log.exception("could not write %s", paths.failure_file)
+
+
+def _stop(signum: int, frame: Any) -> None:
+    raise JobStopped(f"signal {signal.Signals(signum).name}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="multimodal-train", description="Run the SageMaker training job: read /opt/ml (or $MULTIMODAL_ML_ROOT), "
+                                             "train, write model/ and output/.")
+    parser.add_argument("mode", nargs="?", choices=["train"], help="accepted for `docker run IMAGE train`")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    build_parser().parse_args(argv)
+    clock = Stopwatch()
+    from .cli import configure_logging
+    configure_logging()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    paths = Paths.from_env()
+    previous = {signum: signal.signal(signum, _stop) for signum in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        return run(paths, clock)
+    except BaseException as exc:  # noqa: BLE001 - every failure must leave a reason and no model
+        if isinstance(exc, SystemExit) and not exc.code:
+            raise
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second stop request must not interrupt the clean-up
+        log.error("training failed after %.1f s:\n%s", clock.elapsed(), "".join(traceback.format_exception(exc)))
+        empty_directory(paths.model_dir)
+        reason = failure_reason(exc, clock)
+        write_failure(paths, reason)
+        log.error("failure reason: %s", reason)
+        return 1
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
