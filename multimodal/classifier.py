@@ -225,7 +225,11 @@ class MultimodalClassifier:
 
     def _scores(self, y: np.ndarray, x: np.ndarray, widths: list[int]) -> dict:
         n_classes = len(self.classes_)
-        scores = _classification_scores(y, self.fusion.predict_proba(x), n_classes)
+        proba = self.fusion.predict_proba(x)
+        scores = _classification_scores(y, proba, n_classes)
+        # rows: true class, columns: predicted class, both in the order of classes_
+        scores["confusion_matrix"] = (np.bincount(y * n_classes + proba.argmax(axis=1), minlength=n_classes ** 2)
+                                      .reshape(n_classes, n_classes).tolist() if len(y) else [])
         scores["experts"] = {}
         offsets = np.cumsum([0] + widths)
         for expert, start, stop in zip(self.experts, offsets[:-1], offsets[1:]):

@@ -25,6 +25,10 @@ QUALITY = {
 }
 
 
+class TimeBudgetError(RuntimeError):
+    """The time budget left an expert too little time to train any model."""
+
+
 @dataclass
 class ExpertSpec:
     """What an expert sees: its name (also its directory), modality and input columns."""
@@ -100,7 +104,7 @@ class Expert:
             raise_on_no_models_fitted=False)
         if not predictor.model_names():
             shutil.rmtree(work, ignore_errors=True)
-            raise RuntimeError(
+            raise TimeBudgetError(
                 f"expert {spec.name}: AutoGluon trained no model within its {time_limit:.0f} s share of the time "
                 f"budget ({len(frame)} rows, {frame.shape[1]} features). Raise the time budget (n_mins/n_hours) "
                 "or choose a lighter quality")
@@ -109,8 +113,8 @@ class Expert:
         # them directly is still out-of-fold.
         unseen = np.isnan(oof).any(axis=1)
         if unseen.any():
-            oof[unseen] = align(predictor.predict_proba(frame.iloc[np.flatnonzero(unseen)]), classes,
-                                int(unseen.sum()))
+            oof[unseen] = align(predictor.predict_proba(frame.iloc[np.flatnonzero(unseen)].reset_index(drop=True)),
+                                classes, int(unseen.sum()))
         leaderboard = predictor.leaderboard(silent=True)
         predictor.clone_for_deployment(str(path), dirs_exist_ok=True)
         shutil.rmtree(work, ignore_errors=True)
@@ -128,6 +132,7 @@ class Expert:
         return cls(spec, predictor, classes, path)
 
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
+        frame = frame.reset_index(drop=True)
         return align(self.predictor.predict_proba(frame, as_multiclass=True), self.classes, len(frame))
 
 
@@ -137,7 +142,9 @@ def align(proba: pd.DataFrame, classes: list[int], n_rows: int) -> np.ndarray:
     Rows AutoGluon did not score (OOF of dropped rare-class rows) come back as NaN for the caller to fill.
     """
     out = np.full((n_rows, len(classes)), np.nan, dtype=np.float64)
-    values = proba.reindex(columns=classes, fill_value=0.0).to_numpy(dtype=np.float64)
-    rows = proba.index.to_numpy() if len(proba) != n_rows else np.arange(n_rows)
-    out[rows] = values
+    # Row labels are positions 0..n_rows-1. AutoGluon duplicates rows of classes too rare to bag (the copies
+    # get labels >= n_rows) and leaves out rows of classes it dropped.
+    index = proba.index.to_numpy()
+    keep = (index >= 0) & (index < n_rows) & ~proba.index.duplicated()
+    out[index[keep]] = proba[keep].reindex(columns=classes, fill_value=0.0).to_numpy(dtype=np.float64)
     return out

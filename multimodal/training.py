@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from .channels import ChannelConfig, ChannelData, discover_channels, load_input_data_config, read_channel
+from .experts import TimeBudgetError
 from .hyperparameters import HyperparameterError, resolve, time_budget_seconds
 from .schema import LABEL_COLUMN, DataError, Schema
 
@@ -345,6 +346,8 @@ def failure_reason(exc: BaseException, clock: Stopwatch) -> str:
         reason = f"Invalid input data: {exc}"
     elif isinstance(exc, ConfigError):
         reason = f"Invalid job configuration: {exc}"
+    elif isinstance(exc, TimeBudgetError):
+        reason = f"Time budget too small: {exc}."
     elif isinstance(exc, JobStopped):
         reason = (f"Training was stopped ({exc}) after {clock.elapsed():.0f} s, before it finished. If the job hit "
                   "its MaxRuntimeInSeconds, raise it above the time budget (n_hours/n_mins/n_secs) plus a few "

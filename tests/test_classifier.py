@@ -133,3 +133,13 @@ def test_fusion_is_trained_on_out_of_fold_probabilities(monkeypatch):
             start += len(expert.classes)
         return total
     assert loss(x) > loss(in_sample)  # in-sample probabilities flatter the experts; OOF ones do not
+
+
+def test_a_modality_missing_in_a_single_row_still_trains():
+    """One 'insufficient information' row is too rare to bag: AutoGluon duplicates it, training must cope."""
+    data = make_dataset(120, seed=5, with_images=False, missing_rate=0.0)
+    data.loc[3, "review_text"] = ""
+    model = MultimodalClassifier(quality="toy", n_folds=3, n_secs=60).fit(data)
+    text = next(e for e in model.experts if e.name == "text")
+    assert text.classes == [0, 1, 2, 3, 4]
+    assert model.predict_proba(data.drop(columns="label").head(5)).notna().all().all()
