@@ -63,6 +63,15 @@ def _transform_settings(args: argparse.Namespace) -> "object":
 
 
 def _local_transform(args: argparse.Namespace) -> int:
+    from .local import TransformError
+    try:
+        return _run_local_transform(args)
+    except TransformError as exc:
+        log.error("batch transform failed: %s", exc)
+        return 1
+
+
+def _run_local_transform(args: argparse.Namespace) -> int:
     from .local import _pairs, local_transform, transform_files, wait_for_ping
     inputs, output = [Path(p) for p in args.inputs], Path(args.output)
     if args.endpoint:

@@ -86,22 +86,31 @@ class Expert:
 
         OOF probabilities are taken before shrinking: AutoGluon cannot produce them afterwards.
         """
-        from autogluon.tabular import TabularPredictor
-        preset, stack_levels, min_folds = QUALITY[quality]
+        _, stack_levels, min_folds = QUALITY[quality]
         classes = sorted(int(c) for c in np.unique(target))
         data = frame.copy()
         data[TARGET] = target
         work = path.with_name(path.name + ".work")
         started = time.monotonic()
-        predictor = TabularPredictor(
-            label=TARGET, problem_type="binary" if len(classes) == 2 else "multiclass", eval_metric="log_loss",
-            path=str(work), verbosity=1)
-        predictor.fit(
-            data, time_limit=max(time_limit, 1.0), hyperparameters=hyperparameters_for(quality),
+        common = dict(
             num_bag_folds=max(n_folds, min_folds), num_bag_sets=1, num_stack_levels=stack_levels,
             dynamic_stacking=False, feature_metadata=feature_metadata(frame, text_columns),
             ag_args_ensemble={"model_random_seed": seed}, fit_weighted_ensemble=True,
-            raise_on_no_models_fitted=False)
+            # predict_proba_oof() (what the fusion trains on) is never temperature-scaled, while calibration
+            # would scale predict_proba() (what the fusion is fed at prediction time): the two must match, and
+            # the fusion network is the calibrator.
+            calibrate=False, raise_on_no_models_fitted=False)
+        predictor = cls._new_predictor(work, classes)
+        predictor.fit(data, time_limit=max(time_limit, 1.0), hyperparameters=hyperparameters_for(quality), **common)
+        if not predictor.model_names():
+            # A budget spent before this expert (slow image embedding, say) must not lose the whole fit:
+            # one small LightGBM per fold, unbounded, costs seconds and keeps the expert.
+            log.warning("expert %s: no model trained within its %.0f s share of the time budget (%d rows, %d "
+                        "features); fitting one small LightGBM instead, beyond the budget. Raise n_mins/n_hours "
+                        "for better experts.", spec.name, time_limit, len(frame), frame.shape[1])
+            shutil.rmtree(work, ignore_errors=True)
+            predictor = cls._new_predictor(work, classes)
+            predictor.fit(data, hyperparameters={"GBM": {"num_boost_round": 200}}, **common)
         if not predictor.model_names():
             shutil.rmtree(work, ignore_errors=True)
             raise TimeBudgetError(
@@ -123,6 +132,12 @@ class Expert:
         log.info("expert %s: %d rows, %d classes, best model %s, %.1f s", spec.name, len(frame), len(classes),
                  predictor.model_best, time.monotonic() - started)
         return expert, oof
+
+    @staticmethod
+    def _new_predictor(work: Path, classes: list[int]) -> Any:
+        from autogluon.tabular import TabularPredictor
+        return TabularPredictor(label=TARGET, problem_type="binary" if len(classes) == 2 else "multiclass",
+                                eval_metric="log_loss", path=str(work), verbosity=1)
 
     @classmethod
     def load(cls, spec: ExpertSpec, path: Path, classes: list[int]) -> "Expert":

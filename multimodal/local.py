@@ -289,7 +289,7 @@ def local_transform(*, model: Path, inputs: list[Path], output: Path, settings: 
     output.mkdir(parents=True, exist_ok=True)
     server_env = {"SAGEMAKER_BATCH": "true", **(env or {})}
     if settings.max_payload_mb:
-        server_env["SAGEMAKER_MAX_PAYLOAD_IN_MB"] = str(int(settings.max_payload_mb))
+        server_env["SAGEMAKER_MAX_PAYLOAD_IN_MB"] = f"{settings.max_payload_mb:g}"
     if image and network_none:
         return _transform_in_isolated_container(image, root, inputs, output, settings, server_env, docker)
     port = _free_port()

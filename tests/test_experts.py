@@ -26,3 +26,20 @@ def test_every_quality_maps_to_an_installed_autogluon_preset():
     for quality in QUALITY:
         config = hyperparameters_for(quality)
         assert config and "FASTAI" not in config  # fastai is not installed: never asked for
+
+
+def test_an_expert_left_no_time_falls_back_to_a_small_model(tmp_path, monkeypatch, caplog):
+    import pytest
+    from multimodal import experts
+    pytest.importorskip("autogluon.tabular")
+    # FASTAI is not installed, so AutoGluon trains nothing, as when the budget is already spent
+    monkeypatch.setattr(experts, "hyperparameters_for", lambda quality: {"FASTAI": {}})
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"x_num": rng.normal(size=90), "y_num": rng.normal(size=90)})
+    target = np.where(rng.random(90) < 0.1, 2, (frame["x_num"] > 0).astype(int))  # class 2: insufficient
+    spec = experts.ExpertSpec("num", "num", ["x_num", "y_num"])
+    expert, oof = experts.Expert.fit(spec, frame, target, path=tmp_path / "num", quality="toy", n_folds=2,
+                                     time_limit=5, seed=0, text_columns=[])
+    assert "fitting one small LightGBM instead" in caplog.text
+    assert oof.shape == (90, 3) and not np.isnan(oof).any()
+    assert expert.predict_proba(frame.head(3)).shape == (3, 3)
