@@ -1,0 +1,482 @@
+"""Request bodies → records, and predictions → response bodies, for the inference server.
+
+Everything here works record by record so that one bad record can be named (by its line number) and, in the
+server's bad-record mode, replaced in the output by an error record while the others are predicted.
+
+* ``text/csv``: no header; each record holds the training columns without ``label``, in order (ID included).
+  Records are split on ``\\n`` only (a trailing ``\\r`` is dropped), never with ``str.splitlines`` (which also
+  splits on U+2028, U+0085, …): SageMaker splits files on ``\\n``, and the output must have exactly one line
+  per input line. Each record is parsed as one RFC 4180 line; an empty field is a missing value.
+* ``application/jsonlines``: one JSON object per line, keyed by column name. A key that is absent or null is a
+  missing value. Text containing newlines is sent this way.
+* ``application/json``: a list of such objects (or one object).
+
+No model logic lives here: the server calls ``MultimodalClassifier.predict_proba`` on ``Batch.frame()``.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import codecs
+import csv
+import io
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+
+CSV = "text/csv"
+JSONLINES = "application/jsonlines"
+JSON = "application/json"
+# Request Content-Type → the parser used; response Accept → the formatter used.
+CONTENT_TYPES = {
+    "text/csv": CSV,
+    "application/jsonlines": JSONLINES,
+    "application/x-jsonlines": JSONLINES,
+    "application/jsonl": JSONLINES,
+    "application/json": JSON,
+}
+ACCEPT_TYPES = dict(CONTENT_TYPES)
+LABEL_COLUMN = "label"
+MAX_VALUE_IN_MESSAGE = 40
+MAX_MESSAGE = 400
+MAX_ERRORS_IN_MESSAGE = 5
+# A 6 MB payload of real records holds far fewer; this bounds the memory a body of empty lines can take.
+MAX_RECORDS = 500_000
+
+
+class PayloadError(ValueError):
+    """The request body as a whole cannot be read (empty, not JSON): HTTP 400."""
+
+
+class CharsetError(PayloadError):
+    """The Content-Type names a charset that cannot be read: HTTP 415."""
+
+
+@dataclass(frozen=True)
+class RecordError:
+    """What is wrong with one record: where (``line 3`` / ``record 3``), which column, and the problem."""
+
+    where: str
+    problem: str
+    column: str | None = None
+
+    @property
+    def message(self) -> str:
+        text = f"{self.where}, column {self.column!r}: {self.problem}" if self.column else \
+            f"{self.where}: {self.problem}"
+        text = " ".join(text.split())  # never a newline inside an output record
+        return text if len(text) <= MAX_MESSAGE else text[:MAX_MESSAGE - 1] + "…"
+
+
+@dataclass
+class Batch:
+    """The records of one request: their fields (``""`` = missing; None for an unreadable record), IDs and the
+    errors found so far, by position. Records are named ``line N`` (CSV, JSON lines) or ``record N`` (JSON)."""
+
+    columns: list[str]
+    kind: str
+    rows: list[list[str] | None] = field(default_factory=list)
+    ids: list[Any] = field(default_factory=list)
+    errors: dict[int, RecordError] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def where(self, position: int) -> str:
+        return f"{self.kind} {position + 1}"
+
+    def fail(self, position: int, problem: str, column: str | None = None) -> None:
+        """Mark a record bad (the first problem found is the one reported)."""
+        if position not in self.errors:
+            self.errors[position] = RecordError(self.where(position), problem, column)
+
+    def valid_positions(self) -> list[int]:
+        return [i for i in range(len(self.rows)) if i not in self.errors]
+
+    def frame(self, positions: Sequence[int]) -> Any:
+        """The records at ``positions`` as a DataFrame of str, columns in the model's order."""
+        import pandas as pd
+        data = {c: [self.rows[p][j] for p in positions] for j, c in enumerate(self.columns)}
+        return pd.DataFrame(data, index=pd.RangeIndex(len(positions)), columns=self.columns, dtype=object)
+
+    def error_summary(self) -> str:
+        """One message for HTTP 400: the first few bad records, and how many there are."""
+        ordered = [self.errors[p] for p in sorted(self.errors)]
+        text = "; ".join(e.message for e in ordered[:MAX_ERRORS_IN_MESSAGE])
+        if len(ordered) > MAX_ERRORS_IN_MESSAGE:
+            text += f"; … {len(ordered) - MAX_ERRORS_IN_MESSAGE} more bad record(s)"
+        return f"{len(ordered)} of {len(self.rows)} record(s) cannot be used: {text}"
+
+
+# ---------------------------------------------------------------------------------------------- media types
+
+def media_type(header_value: str | None) -> tuple[str, dict[str, str]]:
+    """'text/csv; charset=utf-8' → ('text/csv', {'charset': 'utf-8'})."""
+    if not header_value:
+        return "", {}
+    kind, *params = header_value.split(";")
+    options = {}
+    for param in params:
+        key, _, value = param.partition("=")
+        options[key.strip().lower()] = value.strip().strip('"')
+    return kind.strip().lower(), options
+
+
+def _decoder(charset: str | None) -> str:
+    name = (charset or "utf-8").lower()
+    try:
+        codec = codecs.lookup(name)
+    except LookupError:
+        raise CharsetError(f"unknown charset {charset!r}: send UTF-8") from None
+    if "\n,\"".encode(codec.name) != b"\n,\"":  # records are split on the byte \n: UTF-16 and the like cannot be
+        raise CharsetError(f"charset {charset!r} is not supported: send UTF-8")
+    return "utf-8-sig" if codec.name == "utf-8" else codec.name
+
+
+# ---------------------------------------------------------------------------------------------- parsing
+
+def split_records(body: bytes) -> list[bytes]:
+    """Split on b'\\n' only; a final newline ends the last record rather than starting an empty one."""
+    lines = body.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    return lines
+
+
+def _check_not_empty(body: bytes) -> None:
+    if not body or not body.strip():
+        raise PayloadError("empty body: send at least one record")
+
+
+def _check_count(n: int) -> None:
+    if n > MAX_RECORDS:
+        raise PayloadError(f"{n:,} records in one request, over the limit of {MAX_RECORDS:,}: send fewer records "
+                           "per request (empty lines count as records)")
+
+
+def parse_csv(body: bytes, columns: Sequence[str], *, id_column: str | None, charset: str | None = None) -> Batch:
+    """Headerless CSV, one record per line, each line parsed on its own as RFC 4180."""
+    _check_not_empty(body)
+    encoding = _decoder(charset)
+    columns = list(columns)
+    width = len(columns)
+    id_index = columns.index(id_column) if id_column in columns else None
+    lines = split_records(body)
+    _check_count(len(lines))
+    batch = Batch(columns=columns, kind="line")
+    for position, raw in enumerate(lines):
+        if raw.endswith(b"\r"):
+            raw = raw[:-1]
+        fields: list[str] | None = None
+        problem = None
+        try:
+            text = raw.decode(encoding if position == 0 else encoding.replace("-sig", ""))
+        except UnicodeDecodeError as exc:
+            text, problem = None, f"the bytes are not valid {encoding.replace('-sig', '')} (byte {exc.start + 1})"
+        if text is not None:
+            if '"' not in text and "\r" not in text:
+                fields = text.split(",")
+            else:
+                try:
+                    fields = next(csv.reader((text,), strict=True), [""])
+                except csv.Error as exc:
+                    problem = f"malformed CSV ({exc})"
+                    if text.count('"') % 2:
+                        problem += (": a quoted field cannot span lines, because records are split on newlines. "
+                                    "Replace the newlines inside text, or send application/jsonlines")
+                    elif "\r" in text:
+                        problem = r"a carriage return (\r) inside the record: end records with \n or \r\n"
+        if fields is not None and len(fields) != width:
+            if fields == [""]:
+                problem = f"empty line: expected {width} comma-separated fields ({', '.join(columns)})"
+            else:
+                problem = (f"expected {width} fields ({', '.join(columns)}), found {len(fields)}. Records have the "
+                           f"training columns without {LABEL_COLUMN!r}, in the same order, and no header line")
+                names = {f.strip() for f in fields}
+                if LABEL_COLUMN in names and len(names & set(columns)) >= len(columns) / 2:
+                    problem += "; this line looks like a header: send records only"
+        elif fields is not None and position == 0 and [f.strip() for f in fields] == columns:
+            problem = "this line is the header: send records only, without a header line"
+        batch.ids.append(fields[id_index] if fields is not None and id_index is not None and id_index < len(fields)
+                         else "")
+        batch.rows.append(fields if fields is not None and len(fields) == width else None)
+        if problem:
+            batch.fail(position, problem)
+    return batch
+
+
+def _field_value(value: Any) -> tuple[str, str | None]:
+    """A JSON value → (the text the model sees, a problem or None)."""
+    if value is None:
+        return "", None
+    if isinstance(value, str):
+        return value, None
+    if isinstance(value, bool):
+        return ("true" if value else "false"), None
+    if isinstance(value, int):
+        return str(value), None
+    if isinstance(value, float):
+        return ("" if math.isnan(value) else repr(value)), None
+    return "", f"expected a string, a number or null, found a JSON {type(value).__name__.replace('dict', 'object')}"
+
+
+def _record_from_object(batch: Batch, position: int, obj: Any, columns: list[str], id_column: str | None) -> None:
+    width = len(columns)
+    if not isinstance(obj, dict):
+        batch.rows.append(None)
+        batch.ids.append("")
+        batch.fail(position, f"expected a JSON object keyed by column name, found {_json_kind(obj)}")
+        return
+    unknown = [k for k in obj if k not in columns and k != LABEL_COLUMN]
+    row = []
+    for column in columns:
+        text, problem = _field_value(obj.get(column))
+        if problem:
+            batch.fail(position, problem, column)
+        row.append(text)
+    batch.rows.append(row)
+    batch.ids.append(obj.get(id_column, "") if id_column else "")
+    if unknown:
+        batch.fail(position, f"unknown column(s) {', '.join(map(repr, unknown[:5]))}; the model's columns are "
+                             f"{', '.join(columns)}")
+
+
+def _json_kind(obj: Any) -> str:
+    return {list: "a list", str: "a string", type(None): "null", bool: "a boolean"}.get(
+        type(obj), "a number" if isinstance(obj, (int, float)) else type(obj).__name__)
+
+
+def parse_jsonlines(body: bytes, columns: Sequence[str], *, id_column: str | None,
+                    charset: str | None = None) -> Batch:
+    """One JSON object per line (split on b'\\n' only)."""
+    _check_not_empty(body)
+    encoding = _decoder(charset)
+    columns = list(columns)
+    lines = split_records(body)
+    _check_count(len(lines))
+    batch = Batch(columns=columns, kind="line")
+    for position, raw in enumerate(lines):
+        try:
+            text = raw.decode(encoding if position == 0 else encoding.replace("-sig", ""))
+            obj = json.loads(text) if text.strip() else _EMPTY
+        except UnicodeDecodeError as exc:
+            obj, problem = _EMPTY, f"the bytes are not valid {encoding.replace('-sig', '')} (byte {exc.start + 1})"
+        except json.JSONDecodeError as exc:
+            obj, problem = _EMPTY, f"not valid JSON ({exc.msg} at character {exc.pos + 1})"
+        else:
+            problem = "empty line: expected one JSON object" if obj is _EMPTY else None
+        if obj is _EMPTY:
+            batch.rows.append(None)
+            batch.ids.append("")
+            batch.fail(position, problem)
+        else:
+            _record_from_object(batch, position, obj, columns, id_column)
+    return batch
+
+
+_EMPTY = object()
+
+
+def parse_json(body: bytes, columns: Sequence[str], *, id_column: str | None, charset: str | None = None) -> Batch:
+    """A JSON list of objects (or a single object); records are named 'record N'."""
+    _check_not_empty(body)
+    try:
+        data = json.loads(body.decode(_decoder(charset)))
+    except UnicodeDecodeError as exc:
+        raise PayloadError(f"the body is not valid text in its charset (byte {exc.start + 1})") from None
+    except json.JSONDecodeError as exc:
+        raise PayloadError(f"the body is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}); "
+                           "application/json takes a list of objects keyed by column name") from None
+    if isinstance(data, dict):
+        data = [data]
+    if not isinstance(data, list):
+        raise PayloadError(f"application/json takes a list of objects keyed by column name, found {_json_kind(data)}")
+    if not data:
+        raise PayloadError("empty list: send at least one record")
+    _check_count(len(data))
+    columns = list(columns)
+    batch = Batch(columns=columns, kind="record")
+    for position, obj in enumerate(data):
+        _record_from_object(batch, position, obj, columns, id_column)
+    return batch
+
+
+PARSERS = {CSV: parse_csv, JSONLINES: parse_jsonlines, JSON: parse_json}
+
+
+def parse(body: bytes, content_type: str, columns: Sequence[str], *, id_column: str | None,
+          charset: str | None = None) -> Batch:
+    return PARSERS[content_type](body, columns, id_column=id_column, charset=charset)
+
+
+# ---------------------------------------------------------------------------------------------- validation
+
+def _shown(value: str) -> str:
+    text = value if len(value) <= MAX_VALUE_IN_MESSAGE else value[:MAX_VALUE_IN_MESSAGE] + "…"
+    return repr(text)
+
+
+def validate_numbers(batch: Batch, column: str) -> None:
+    """The rules of schema.prepare_features, record by record: blank/NA tokens are missing, others must parse."""
+    import numpy as np
+    import pandas as pd
+    from .schema import NUMERIC_MISSING_TOKENS
+
+    j = batch.columns.index(column)
+    positions = batch.valid_positions()
+    if not positions:
+        return
+    raw = pd.Series([batch.rows[p][j] for p in positions], dtype="string")
+    text = raw.str.strip()
+    blank = text.str.lower().isin(NUMERIC_MISSING_TOKENS).fillna(True)
+    parsed = pd.to_numeric(text.where(~blank), errors="coerce").astype(float)
+    bad = (~blank & parsed.isna()).to_numpy(dtype=bool)
+    infinite = np.isinf(parsed.to_numpy())
+    for k in np.flatnonzero(bad | infinite):
+        value = batch.rows[positions[k]][j]
+        if bad[k]:
+            batch.fail(positions[k], f"{_shown(value)} is not a number; leave the field empty for a missing value",
+                       column)
+        else:
+            batch.fail(positions[k], f"{_shown(value)}: infinite values are not supported", column)
+
+
+def _b64_payload(value: str) -> tuple[bytes | None, str | None]:
+    text = value.strip()
+    if text.startswith("data:") and "," in text[:100]:
+        text = text.split(",", 1)[1]
+    try:
+        return base64.b64decode(text + "=" * (-len(text) % 4), validate=True), None
+    except (binascii.Error, ValueError):
+        return None, (f"the value is not valid base64 (starts with {text[:20]!r}); send the base64 of the image "
+                      "file's bytes")
+
+
+def check_image_quickly(value: str, max_pixels: int) -> str | None:
+    """Cheap checks (base64, the header Pillow reads, the pixel limit) without decoding the pixels."""
+    import warnings
+    from PIL import Image
+
+    payload, problem = _b64_payload(value)
+    if problem:
+        return problem
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(payload)) as image:
+                width, height = image.size
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        return "the image is too large to decode safely; downscale it"
+    except Exception as exc:  # Pillow raises many types for bytes that are not an image
+        return (f"the bytes are not an image Pillow can read ({' '.join(str(exc).split())[:120]}); send the base64 "
+                "of a JPEG, PNG, GIF, WebP or BMP file")
+    if width * height > max_pixels:
+        return f"the image is {width}×{height} pixels, over the limit of {max_pixels:,}; downscale it"
+    return None
+
+
+def validate_images(batch: Batch, column: str, *, full: bool = False) -> None:
+    """Quick checks by default; ``full`` decodes each image as the model will (catches truncated files)."""
+    from .images import decode_image, max_pixels
+    from .schema import DataError
+
+    j = batch.columns.index(column)
+    limit = max_pixels()
+    for p in batch.valid_positions():
+        value = batch.rows[p][j]
+        if not value.strip():
+            continue
+        if full:
+            try:
+                decode_image(value, column=column, row=batch.where(p))
+            except DataError as exc:
+                batch.fail(p, _strip_location(str(exc), column, batch.where(p)), column)
+        else:
+            problem = check_image_quickly(value, limit)
+            if problem:
+                batch.fail(p, problem, column)
+
+
+def _strip_location(message: str, column: str, where: str) -> str:
+    prefix = f"column {column!r}, {where}: "
+    return message[len(prefix):] if message.startswith(prefix) else message
+
+
+def validate(batch: Batch, modalities: dict[str, str], *, full_images: bool = False) -> None:
+    """Check numbers and images of every record still valid; bad ones are marked in ``batch.errors``."""
+    for column, modality in modalities.items():
+        if modality == "num":
+            validate_numbers(batch, column)
+        elif modality == "image":
+            validate_images(batch, column, full=full_images)
+
+
+# ---------------------------------------------------------------------------------------------- responses
+
+def _clean(value: Any) -> str:
+    text = "" if value is None else str(value)
+    return text.replace("\r\n", " ").replace("\n", " ").replace("\r", " ")
+
+
+def _probability(p: float) -> float:
+    import numpy as np
+    return float(str(np.float32(p)))  # shortest text that round-trips the model's float32 output
+
+
+@dataclass
+class Outcome:
+    """Per record: the predicted label and its probabilities, or an error."""
+
+    ids: list[Any]
+    labels: list[Any]
+    probabilities: list[list[float] | None]
+    errors: dict[int, RecordError]
+
+
+def format_csv(outcome: Outcome, classes: Sequence[Any], *, with_id: bool, with_probabilities: bool) -> str:
+    """``ID,label`` per record (``label`` alone without an ID column), then one column per class if asked.
+
+    A bad record (bad-record mode) becomes ``ID,ERROR: <reason>`` with empty probability fields.
+    """
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    blanks = [""] * len(classes) if with_probabilities else []
+    for i, record_id in enumerate(outcome.ids):
+        row = [_clean(record_id)] if with_id else []
+        if i in outcome.errors:
+            row += ["ERROR: " + outcome.errors[i].message] + blanks
+        else:
+            row.append(_clean(outcome.labels[i]))
+            if with_probabilities:
+                row += [str(_probability(p)) for p in outcome.probabilities[i]]
+        writer.writerow(row)
+    return buffer.getvalue()
+
+
+def _json_records(outcome: Outcome, classes: Sequence[Any], *, with_id: bool, id_column: str) -> Iterable[dict]:
+    keys = [str(c) for c in classes]
+    for i, record_id in enumerate(outcome.ids):
+        record: dict[str, Any] = {id_column: record_id} if with_id else {}
+        if i in outcome.errors:
+            record.update({LABEL_COLUMN: None, "probabilities": None, "error": outcome.errors[i].message})
+        else:
+            record[LABEL_COLUMN] = outcome.labels[i]
+            record["probabilities"] = {k: _probability(p) for k, p in zip(keys, outcome.probabilities[i])}
+        yield record
+
+
+def format_jsonlines(outcome: Outcome, classes: Sequence[Any], *, with_id: bool, id_column: str) -> str:
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n"
+                   for r in _json_records(outcome, classes, with_id=with_id, id_column=id_column))
+
+
+def format_json(outcome: Outcome, classes: Sequence[Any], *, with_id: bool, id_column: str) -> str:
+    return json.dumps(list(_json_records(outcome, classes, with_id=with_id, id_column=id_column)),
+                      ensure_ascii=False)
+
+
+def csv_columns(classes: Sequence[Any], *, with_id: bool, id_column: str, with_probabilities: bool) -> list[str]:
+    """Names of the CSV output columns (sent in the X-Output-Columns response header; no header line)."""
+    names = ([id_column] if with_id else []) + [LABEL_COLUMN]
+    return names + ([f"probability_{c}" for c in classes] if with_probabilities else [])

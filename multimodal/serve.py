@@ -1,0 +1,432 @@
+"""``multimodal-serve``: the inference container's server (``docker run IMAGE serve``).
+
+gunicorn (gthread workers, no ``--preload``, no control socket) serves the Flask app of ``multimodal.server``.
+The arbiter binds the port before any model code runs, so connections are accepted at once. Each worker
+loads the model from ``$MULTIMODAL_ML_ROOT/model`` itself in a background thread; meanwhile ``/ping``
+answers 503, then 200 once the model is loaded and a trial prediction has succeeded. If a worker cannot load
+the model (or dies while loading) the whole server logs why and exits with status 3, so that a batch
+transform job fails at once instead of pinging a dead container for 30 minutes. SIGTERM is graceful: workers
+stop accepting, finish in-flight requests (up to the graceful timeout), then the server exits 0.
+
+Environment variables: the server's whole interface (hyperparameters play no part in serving).
+
+| name | default | meaning |
+|---|---|---|
+| `SAGEMAKER_BIND_TO_PORT` | `8080` | port to listen on; SageMaker sets it only for images labelled `com.amazonaws.sagemaker.capabilities.accept-bind-to-port=true` |
+| `MULTIMODAL_BIND_HOST` | `0.0.0.0` | address to listen on |
+| `SAGEMAKER_MODEL_SERVER_WORKERS`, then `MODEL_SERVER_WORKERS` | min(cores, ⌊0.8 × available memory ÷ (1.7 GB + model directory size)⌋), at least 1 | worker processes, each with its own copy of the model (one worker measured 1.26 GB RSS warm, 1.64 GB peak after a 6 MB request). Cores and memory honour the CPU affinity and cgroup limits |
+| `MULTIMODAL_THREADS` | max(1, cores ÷ workers) | compute threads per worker (OMP, MKL, OpenBLAS, torch, TensorFlow intra-op), so that workers × threads ≤ cores |
+| `MULTIMODAL_HTTP_THREADS` | `8` | connections each worker serves at once; predictions run one at a time per worker, the other threads keep `/ping` answering |
+| `SAGEMAKER_MODEL_SERVER_TIMEOUT`, then `MODEL_SERVER_TIMEOUT` | `900` | seconds one prediction may run before its worker is restarted (also gunicorn's worker timeout); above SageMaker's default `InvocationsTimeoutInSeconds` of 600 |
+| `MULTIMODAL_GRACEFUL_TIMEOUT` | `120` | seconds in-flight requests get to finish after SIGTERM |
+| `MULTIMODAL_KEEPALIVE` | `5` | seconds an idle keep-alive connection is kept |
+| `MULTIMODAL_MODEL_LOAD_TIMEOUT` | `900` | seconds a worker may take to load the model and make its trial prediction; longer is a failed start (exit 3) |
+| `SAGEMAKER_MAX_PAYLOAD_IN_MB` | `6` | `MaxPayloadInMB` of `/execution-parameters`; larger bodies (MB = 2²⁰ bytes) get 413. `MaxConcurrentTransforms` = workers, capped so that it × `MaxPayloadInMB` ≤ 100 |
+| `MULTIMODAL_CSV_PROBABILITIES` | `false` | `true`: CSV responses gain one probability column per class after `ID,label`, in the order of the model's classes (the `classes` list of `model_config.json`: sorted labels); the response header `X-Output-Columns` names the columns |
+| `MULTIMODAL_BAD_RECORDS` | `fail` | `fail`: a request with a bad record gets 400 naming it; `emit`: the bad record's output is `ID,ERROR: <reason>` (JSON: `{"ID": …, "label": null, "probabilities": null, "error": "<reason>"}`) and the other records are predicted |
+| `MULTIMODAL_ML_ROOT` | `/opt/ml` | the model is read from `<root>/model` |
+| `MULTIMODAL_LOG_LEVEL` | `info` | log level of the server and gunicorn (`info` logs one line per invocation) |
+| `MULTIMODAL_CACHE_DIR` | `$TMPDIR/multimodal-cache` | where `KERAS_HOME`, `TORCH_HOME`, `MPLCONFIGDIR`, `TORCHINDUCTOR_CACHE_DIR` and `XDG_CACHE_HOME` point unless already set: nothing is written to `$HOME` |
+| `MULTIMODAL_MAX_IMAGE_PIXELS` | `40000000` | larger images are rejected (see `multimodal.images`) |
+| `MULTIMODAL_WEIGHTS_DIR` | `/opt/multimodal/weights` | baked-in image encoder weights (see `multimodal.images`) |
+
+`OMP_NUM_THREADS`, `MKL_NUM_THREADS`, `OPENBLAS_NUM_THREADS` and `TF_NUM_INTRAOP_THREADS` are set from
+`MULTIMODAL_THREADS` (and `TF_NUM_INTEROP_THREADS` to 1): set that one, not them. `OMP_WAIT_POLICY` defaults to
+`PASSIVE` (idle OpenMP threads sleep rather than spin). The batch-transform variables
+`SAGEMAKER_BATCH`, `SAGEMAKER_BATCH_STRATEGY` and `SAGEMAKER_MAX_CONCURRENT_TRANSFORMS` are not needed: every
+request may carry one record or many.
+
+Exit status: 0 after SIGTERM; 2 for an invalid setting; 3 when the model cannot be loaded (missing or broken
+model directory, failed trial prediction, load timeout, a worker killed while loading).
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+log = logging.getLogger("multimodal.serve")
+
+DEFAULT_PORT = 8080
+DEFAULT_HOST = "0.0.0.0"
+DEFAULT_TIMEOUT = 900
+DEFAULT_GRACEFUL_TIMEOUT = 120
+DEFAULT_KEEPALIVE = 5
+DEFAULT_LOAD_TIMEOUT = 900
+DEFAULT_HTTP_THREADS = 8
+DEFAULT_MAX_PAYLOAD_MB = 6.0
+# Memory of one worker besides the model's own size: measured 1.26 GB RSS once warm and 1.64 GB peak after a
+# ~6 MB request (bench/serve_bench.py, small model with an image column); STACK.md: 1.2–1.35 GB RSS.
+WORKER_BASE_BYTES = 1.7e9
+MEMORY_FRACTION = 0.8
+EXIT_LOAD_FAILED = 3  # the server's status when the model cannot be served (gunicorn's WORKER_BOOT_ERROR)
+# A worker that cannot load the model exits with this; the arbiter's child_exit hook then halts the server with
+# EXIT_LOAD_FAILED. (Exiting with 3 itself makes gunicorn halt too, but two workers failing at once then crash
+# the arbiter: it raises HaltServer again while stopping.)
+WORKER_EXIT_LOAD_FAILED = 23
+EXIT_HUNG = 1  # a worker whose prediction outran the timeout: the arbiter restarts it
+EXIT_CONFIG = 2
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "TF_NUM_INTRAOP_THREADS")
+CACHE_VARIABLES = {"KERAS_HOME": "keras", "TORCH_HOME": "torch", "MPLCONFIGDIR": "matplotlib",
+                   "TORCHINDUCTOR_CACHE_DIR": "torchinductor", "XDG_CACHE_HOME": "xdg"}
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass
+class ServeConfig:
+    model_dir: Path
+    host: str
+    port: int
+    workers: int
+    workers_reason: str
+    threads: int
+    http_threads: int
+    timeout: int
+    graceful_timeout: int
+    keepalive: int
+    load_timeout: int
+    max_payload_mb: float
+    csv_probabilities: bool
+    bad_records: str
+    log_level: str
+    cache_dir: Path
+    cores: int
+    memory: dict = field(default_factory=dict)
+
+    def server_settings(self) -> Any:
+        from .server import ServerSettings
+        return ServerSettings(workers=self.workers, max_payload_mb=self.max_payload_mb,
+                              csv_probabilities=self.csv_probabilities, bad_records=self.bad_records,
+                              request_timeout=self.timeout, load_timeout=self.load_timeout)
+
+
+# ---------------------------------------------------------------------------------------------- resources
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path, encoding="ascii") as handle:
+            return handle.read().strip()
+    except OSError:
+        return None
+
+
+def cpu_count() -> int:
+    """CPUs this process may use: the affinity mask, capped by a cgroup CPU quota."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    quota = _read("/sys/fs/cgroup/cpu.max")  # cgroup v2: "max 100000" or "200000 100000"
+    if quota and not quota.startswith("max"):
+        limit, period = (int(v) for v in quota.split()[:2])
+        cores = min(cores, max(1, math.ceil(limit / period)))
+    else:
+        limit, period = _read("/sys/fs/cgroup/cpu/cpu.cfs_quota_us"), _read("/sys/fs/cgroup/cpu/cpu.cfs_period_us")
+        if limit and period and int(limit) > 0:
+            cores = min(cores, max(1, math.ceil(int(limit) / int(period))))
+    return max(1, cores)
+
+
+def available_memory() -> int:
+    """Bytes available now: MemAvailable, capped by what the cgroup limit leaves."""
+    available = None
+    meminfo = _read("/proc/meminfo") or ""
+    for line in meminfo.splitlines():
+        if line.startswith("MemAvailable:"):
+            available = int(line.split()[1]) * 1024
+    if available is None:
+        available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+    for limit_file, usage_file in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                                   ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                                    "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        limit, usage = _read(limit_file), _read(usage_file)
+        if limit and limit.isdigit() and int(limit) < 1 << 60:
+            available = min(available, max(int(limit) - int(usage or 0), 0))
+            break
+    return available
+
+
+def directory_size(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def model_memory_estimate(model_dir: Path) -> int:
+    return int(WORKER_BASE_BYTES + directory_size(model_dir))
+
+
+def default_workers(cores: int, available: int, per_worker: int) -> int:
+    return max(1, min(cores, int(available * MEMORY_FRACTION // max(per_worker, 1))))
+
+
+# ---------------------------------------------------------------------------------------------- configuration
+
+def _int(environ: Mapping[str, str], names: tuple[str, ...], default: int | None, *, minimum: int = 1) -> int | None:
+    for name in names:
+        raw = environ.get(name, "").strip()
+        if raw:
+            try:
+                value = int(float(raw)) if float(raw).is_integer() else None
+            except ValueError:
+                value = None
+            if value is None or value < minimum:
+                raise ConfigError(f"{name}={raw!r}: expected an integer ≥ {minimum}")
+            return value
+    return default
+
+
+def _bool(environ: Mapping[str, str], name: str) -> bool:
+    raw = environ.get(name, "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise ConfigError(f"{name}={raw!r}: expected true or false")
+
+
+def read_config(environ: Mapping[str, str] | None = None) -> ServeConfig:
+    environ = os.environ if environ is None else environ
+    root = Path(environ.get("MULTIMODAL_ML_ROOT") or "/opt/ml")
+    model_dir = root / "model"
+    cores = cpu_count()
+    memory = {"available_bytes": available_memory()}
+    workers = _int(environ, ("SAGEMAKER_MODEL_SERVER_WORKERS", "MODEL_SERVER_WORKERS"), None)
+    if workers is not None:
+        reason = "set by the environment"
+    else:
+        per_worker = model_memory_estimate(model_dir) if model_dir.is_dir() else int(WORKER_BASE_BYTES)
+        memory["per_worker_estimate_bytes"] = per_worker
+        workers = default_workers(cores, memory["available_bytes"], per_worker)
+        reason = (f"min({cores} cores, {MEMORY_FRACTION:g} × {memory['available_bytes'] / 1e9:.1f} GB available / "
+                  f"{per_worker / 1e9:.2f} GB per worker)")
+    threads = _int(environ, ("MULTIMODAL_THREADS",), max(1, cores // workers))
+    payload_raw = environ.get("SAGEMAKER_MAX_PAYLOAD_IN_MB", "").strip()
+    try:
+        max_payload_mb = float(payload_raw) if payload_raw else DEFAULT_MAX_PAYLOAD_MB
+    except ValueError:
+        raise ConfigError(f"SAGEMAKER_MAX_PAYLOAD_IN_MB={payload_raw!r}: expected a number of MB") from None
+    if not 0 < max_payload_mb <= 100:
+        raise ConfigError(f"SAGEMAKER_MAX_PAYLOAD_IN_MB={payload_raw!r}: expected a number in (0, 100]")
+    bad_records = (environ.get("MULTIMODAL_BAD_RECORDS") or "fail").strip().lower()
+    if bad_records not in ("fail", "emit"):
+        raise ConfigError(f"MULTIMODAL_BAD_RECORDS={bad_records!r}: expected fail or emit")
+    log_level = (environ.get("MULTIMODAL_LOG_LEVEL") or "info").strip().lower()
+    if log_level not in ("debug", "info", "warning", "error", "critical"):
+        raise ConfigError(f"MULTIMODAL_LOG_LEVEL={log_level!r}: expected debug, info, warning, error or critical")
+    return ServeConfig(
+        model_dir=model_dir,
+        host=(environ.get("MULTIMODAL_BIND_HOST") or DEFAULT_HOST).strip(),
+        port=_int(environ, ("SAGEMAKER_BIND_TO_PORT",), DEFAULT_PORT),
+        workers=workers,
+        workers_reason=reason,
+        threads=threads,
+        http_threads=_int(environ, ("MULTIMODAL_HTTP_THREADS",), DEFAULT_HTTP_THREADS, minimum=2),
+        timeout=_int(environ, ("SAGEMAKER_MODEL_SERVER_TIMEOUT", "MODEL_SERVER_TIMEOUT"), DEFAULT_TIMEOUT),
+        graceful_timeout=_int(environ, ("MULTIMODAL_GRACEFUL_TIMEOUT",), DEFAULT_GRACEFUL_TIMEOUT),
+        keepalive=_int(environ, ("MULTIMODAL_KEEPALIVE",), DEFAULT_KEEPALIVE),
+        load_timeout=_int(environ, ("MULTIMODAL_MODEL_LOAD_TIMEOUT",), DEFAULT_LOAD_TIMEOUT),
+        max_payload_mb=max_payload_mb,
+        csv_probabilities=_bool(environ, "MULTIMODAL_CSV_PROBABILITIES"),
+        bad_records=bad_records,
+        log_level=log_level,
+        cache_dir=Path(environ.get("MULTIMODAL_CACHE_DIR") or Path(tempfile.gettempdir()) / "multimodal-cache"),
+        cores=cores,
+        memory=memory,
+    )
+
+
+def prepare_environment(config: ServeConfig, environ: dict[str, str] | None = None) -> None:
+    """Thread counts for every numeric library, and caches away from $HOME (inherited by the workers)."""
+    environ = os.environ if environ is None else environ
+    for name in THREAD_VARIABLES:
+        environ[name] = str(config.threads)
+    environ["TF_NUM_INTEROP_THREADS"] = "1"
+    # Idle OpenMP threads sleep instead of spinning: with spinning, 2 threads per worker on 2 busy cores made
+    # image encoding 1.7× slower (measured); PASSIVE was as fast as 1 thread or faster.
+    environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    environ.setdefault("KERAS_BACKEND", "tensorflow")
+    environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    for name, sub in CACHE_VARIABLES.items():
+        if not environ.get(name):
+            environ[name] = str(config.cache_dir / sub)
+
+
+def set_torch_threads(threads: int) -> None:
+    if "torch" in sys.modules:
+        import torch
+        torch.set_num_threads(threads)
+
+
+# ---------------------------------------------------------------------------------------------- gunicorn
+
+def _flush_logs() -> None:
+    for handler in logging.getLogger().handlers:
+        try:
+            handler.flush()
+        except Exception:  # noqa: BLE001
+            pass
+    sys.stderr.flush()
+    sys.stdout.flush()
+
+
+def worker_app(config: ServeConfig, state_dir: Path) -> Any:
+    """The WSGI app of one worker: loads the model in a thread; a failed load ends the whole server."""
+    from .server import create_app
+
+    def load() -> Any:
+        set_torch_threads(config.threads)
+        from .classifier import MultimodalClassifier
+        model = MultimodalClassifier.load(config.model_dir)
+        set_torch_threads(config.threads)
+        return model
+
+    def failed(exc: BaseException) -> None:
+        log.critical("worker %d: the model in %s cannot be served; stopping the server (exit %d)", os.getpid(),
+                     config.model_dir, EXIT_LOAD_FAILED)
+        (state_dir / f"failed.{os.getpid()}").touch()
+        _flush_logs()
+        os._exit(WORKER_EXIT_LOAD_FAILED)
+
+    def ready() -> None:
+        (state_dir / f"ready.{os.getpid()}").touch()
+
+    def hung(seconds: float) -> None:
+        log.critical("worker %d: restarting after a prediction ran %.0f s (timeout %d s)", os.getpid(), seconds,
+                     config.timeout)
+        _flush_logs()
+        os._exit(EXIT_HUNG)
+
+    started = [False]
+
+    def server_started() -> bool:
+        """Whether every worker has been ready once (ready markers, and a flag once that happened)."""
+        if not started[0]:
+            flag = state_dir / "started"
+            if flag.exists() or len(list(state_dir.glob("ready.*"))) >= config.workers:
+                flag.touch()
+                started[0] = True
+        return started[0]
+
+    return create_app(load, settings=config.server_settings(), on_load_failure=failed, on_ready=ready,
+                      on_hang=hung, server_started=server_started, description=f"the model in {config.model_dir}")
+
+
+def worker_class() -> type:
+    """gunicorn's gthread worker, ending its process as soon as its graceful shutdown is done.
+
+    Interpreter teardown with TensorFlow, torch and AutoGluon loaded takes seconds of CPU; in-flight requests
+    are finished by then, so the worker skips it.
+    """
+    from gunicorn.workers.gthread import ThreadWorker
+
+    class Worker(ThreadWorker):
+        def run(self) -> None:
+            super().run()
+            self.log.info("Worker exiting (pid: %s)", self.pid)
+            _flush_logs()
+            os._exit(0)
+
+    Worker.__name__ = Worker.__qualname__ = "MultimodalThreadWorker"
+    return Worker
+
+
+def gunicorn_options(config: ServeConfig, state_dir: Path) -> dict[str, Any]:
+    from gunicorn.errors import HaltServer
+
+    def child_exit(server: Any, worker: Any) -> None:
+        ready, failed = state_dir / f"ready.{worker.pid}", state_dir / f"failed.{worker.pid}"
+        # server.LISTENERS is emptied when the arbiter stops: exits after that are expected
+        if server.LISTENERS and not ready.exists():
+            reason = ("the model could not be loaded (see the log above)" if failed.exists() else
+                      f"worker {worker.pid} died while loading the model (killed, out of memory?)")
+            raise HaltServer(reason, EXIT_LOAD_FAILED)
+        ready.unlink(missing_ok=True)
+
+    def on_exit(server: Any) -> None:
+        shutil.rmtree(state_dir, ignore_errors=True)
+
+    shm = Path("/dev/shm")
+    return {
+        "bind": [f"[{config.host}]:{config.port}" if ":" in config.host else f"{config.host}:{config.port}"],
+        "workers": config.workers,
+        "worker_class": worker_class(),
+        "threads": config.http_threads,
+        "timeout": config.timeout,
+        "graceful_timeout": config.graceful_timeout,
+        "keepalive": config.keepalive,
+        "preload_app": False,
+        "control_socket_disable": True,
+        "worker_tmp_dir": str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None,
+        "loglevel": config.log_level,
+        "errorlog": "-",
+        "accesslog": None,
+        "proc_name": "multimodal-serve",
+        "child_exit": child_exit,
+        "on_exit": on_exit,
+    }
+
+
+def run_gunicorn(config: ServeConfig) -> None:
+    from gunicorn.app.base import BaseApplication
+
+    state_dir = Path(tempfile.mkdtemp(prefix="multimodal-serve-"))
+    options = gunicorn_options(config, state_dir)
+
+    class Application(BaseApplication):
+        def load_config(self) -> None:
+            for key, value in options.items():
+                if value is not None:
+                    self.cfg.set(key, value)
+
+        def load(self) -> Any:
+            return worker_app(config, state_dir)
+
+    Application().run()  # exits through sys.exit with the arbiter's status
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), stream=sys.stderr,
+                        format="%(asctime)s [%(process)d] [%(levelname)s] %(name)s: %(message)s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in ("-h", "--help"):
+        print(__doc__)
+        return 0
+    if argv and argv != ["serve"]:
+        print(f"usage: multimodal-serve [serve]  (configured by environment variables; see --help), not {argv}",
+              file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        config = read_config()
+    except ConfigError as exc:
+        configure_logging("info")
+        log.error("invalid configuration: %s", exc)
+        return EXIT_CONFIG
+    configure_logging(config.log_level)
+    if not (config.model_dir / "model_config.json").is_file():
+        log.error("no model to serve: %s/model_config.json not found. SageMaker extracts model.tar.gz into "
+                  "/opt/ml/model; set MULTIMODAL_ML_ROOT to serve a model directory <root>/model elsewhere",
+                  config.model_dir)
+        return EXIT_LOAD_FAILED
+    prepare_environment(config)
+    log.info("serving %s on %s:%d: %d worker(s) [%s], %d compute thread(s) and %d HTTP threads each, "
+             "timeout %d s, graceful timeout %d s, max payload %g MB, bad records: %s, CSV probabilities: %s",
+             config.model_dir, config.host, config.port, config.workers, config.workers_reason, config.threads,
+             config.http_threads, config.timeout, config.graceful_timeout, config.max_payload_mb,
+             config.bad_records, config.csv_probabilities)
+    run_gunicorn(config)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,449 @@
+"""The Flask app of the inference container: /ping, /execution-parameters and /invocations.
+
+``create_app(model_or_loader, settings=...)`` is the app factory, usable without gunicorn (tests use Flask's
+test client). Given a loader (a callable returning a ``MultimodalClassifier``) it loads the model in a
+background thread, so /ping answers at once: 503 while loading, 200 once the model is loaded and a trial
+prediction (an all-missing row and a filled synthetic row) has succeeded, so the first real request pays no
+warm-up cost. Request parsing and response formatting live in ``payloads``; predictions come from
+``MultimodalClassifier.predict_proba`` alone, called once per request for its valid records.
+
+Loading, the trial prediction and every request's parsing, prediction and formatting run on one dedicated
+model thread per process, one request at a time: the compute threads of all workers stay within the cores,
+and the thread that serves requests is the one the trial prediction warmed up. The HTTP threads around it keep /ping answering meanwhile.
+See ``serve`` for the environment variables and the gunicorn set-up.
+"""
+from __future__ import annotations
+
+import base64
+import io
+import json
+import logging
+import re
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from flask import Flask, Response, jsonify, request
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from . import payloads
+from .payloads import PayloadError
+
+log = logging.getLogger(__name__)
+
+MIB = 1024 * 1024
+_ROW_REFERENCE = re.compile(r"row \d+( \(ID [^)]*\))?")
+# SageMaker: MaxConcurrentTransforms × MaxPayloadInMB must not exceed 100.
+SAGEMAKER_PAYLOAD_BUDGET_MB = 100
+DRAIN_FACTOR = 4  # bodies over the limit but under 4× it are read (and dropped) before the 413
+
+
+@dataclass
+class ServerSettings:
+    workers: int = 1  # reported as MaxConcurrentTransforms
+    max_payload_mb: float = 6.0  # reported as MaxPayloadInMB; larger bodies get 413
+    csv_probabilities: bool = False  # append one probability column per class to CSV output
+    bad_records: str = "fail"  # "fail": 400 for the request; "emit": an error record in the bad record's place
+    request_timeout: float | None = None  # a prediction running longer calls on_hang (the worker is restarted)
+    load_timeout: float | None = 900.0  # loading + trial prediction longer than this counts as a failed load
+
+    def __post_init__(self) -> None:
+        if self.bad_records not in ("fail", "emit"):
+            raise ValueError(f"bad_records must be 'fail' or 'emit', not {self.bad_records!r}")
+
+    @property
+    def max_payload_bytes(self) -> int:
+        return int(self.max_payload_mb * MIB)
+
+    @property
+    def max_concurrent_transforms(self) -> int:
+        return max(1, min(self.workers, int(SAGEMAKER_PAYLOAD_BUDGET_MB // max(self.max_payload_mb, 1))))
+
+
+class ModelNotReady(RuntimeError):
+    pass
+
+
+class ModelSlot:
+    """The model of this process and its thread: loaded and warmed up there, then used there by ``run``."""
+
+    def __init__(self, source: Any, *, on_failure: Callable[[BaseException], None] | None = None,
+                 on_ready: Callable[[], None] | None = None, load_timeout: float | None = None,
+                 description: str = "the model") -> None:
+        if hasattr(source, "predict_proba"):
+            self._loader: Callable[[], Any] = lambda: source
+        elif callable(source):
+            self._loader = source
+        else:
+            raise TypeError("create_app needs a fitted model (with predict_proba) or a callable that loads one")
+        self.model: Any = None
+        self.error: BaseException | None = None
+        self.description = description
+        self.load_seconds: float | None = None
+        self._ready = threading.Event()
+        self._done = threading.Event()
+        self._on_failure = on_failure
+        self._on_ready = on_ready
+        self._load_timeout = load_timeout
+        self._started = False
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
+
+    @property
+    def state(self) -> str:
+        if self._ready.is_set():
+            return "ready"
+        return "failed" if self.error is not None else "loading"
+
+    def start(self, background: bool = True) -> None:
+        if self._started:
+            return
+        self._started = True
+        loading = self._thread.submit(self._load)
+        if not background:
+            loading.result()
+            return
+        if self._load_timeout:
+            timer = threading.Timer(self._load_timeout, self._check_timeout)
+            timer.daemon = True
+            timer.start()
+
+    def _check_timeout(self) -> None:
+        if not self._done.is_set():
+            self._fail(TimeoutError(f"loading {self.description} and its trial prediction took more than "
+                                    f"{self._load_timeout:.0f} s"))
+
+    def _load(self) -> None:
+        started = time.monotonic()
+        try:
+            model = self._loader()
+            log.info("model loaded in %.1f s; trial prediction…", time.monotonic() - started)
+            warm_up(model)
+        except BaseException as exc:  # noqa: BLE001 — any failure to load must stop the server
+            self._fail(exc)
+            return
+        self.model = model
+        self.load_seconds = time.monotonic() - started
+        self._done.set()
+        self._ready.set()
+        log.info("model ready in %.1f s (%d classes: %s)", self.load_seconds, len(model.classes_),
+                 ", ".join(map(str, model.classes_)))
+        if self._on_ready is not None:
+            self._on_ready()
+
+    def _fail(self, exc: BaseException) -> None:
+        if self._done.is_set():
+            return
+        self.error = exc
+        self._done.set()
+        log.critical("cannot serve %s: %s: %s", self.description, type(exc).__name__, exc, exc_info=exc)
+        if self._on_failure is not None:
+            self._on_failure(exc)
+
+    def run(self, function: Callable[..., Any], *args: Any) -> Any:
+        """Run ``function(*args)`` on the model thread, after any request before it."""
+        return self._thread.submit(function, *args).result()
+
+    def wait(self, timeout: float | None) -> Any:
+        self._done.wait(timeout)
+        if self._ready.is_set():
+            return self.model
+        if self.error is not None:
+            raise ModelNotReady(f"the model failed to load: {type(self.error).__name__}: {self.error}")
+        raise ModelNotReady("the model is still loading")
+
+
+def _tiny_png() -> str:
+    from PIL import Image
+    buffer = io.BytesIO()
+    Image.new("RGB", (32, 32), (200, 120, 40)).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def warm_up(model: Any) -> None:
+    """A trial prediction: an all-missing row and a filled synthetic row, then a single filled row.
+
+    It proves the model can predict and pays the first-call costs (Keras tracing, AutoGluon's feature
+    generators, the image encoder) before /ping turns 200. Raises if the model cannot predict.
+    """
+    import numpy as np
+    import pandas as pd
+
+    schema = model.schema
+    modality = {c.name: c.modality for c in schema.columns}
+    filled = {"text": "warm up", "num": "1", "cat": "warm up", "image": _tiny_png()}
+    header = schema.prediction_header
+    empty = {c: "" for c in header}
+    full = {c: filled.get(modality.get(c), "warm-up") for c in header}
+    for rows in ([empty, full], [full]):
+        frame = pd.DataFrame(rows, dtype=object)
+        proba = model.predict_proba(frame)
+        values = proba.to_numpy(dtype=float)
+        if values.shape != (len(frame), len(model.classes_)) or not np.isfinite(values).all():
+            raise RuntimeError(f"the trial prediction returned unusable probabilities (shape {values.shape})")
+
+
+class Watchdog:
+    """Calls ``on_hang`` when one prediction runs longer than ``timeout`` (gthread workers have no request timeout)."""
+
+    def __init__(self, timeout: float | None, on_hang: Callable[[float], None] | None) -> None:
+        self.timeout = timeout
+        self.on_hang = on_hang
+        self._since: float | None = None
+        self._fired = False
+        if timeout and on_hang is not None:
+            threading.Thread(target=self._run, name="request-watchdog", daemon=True).start()
+
+    def __enter__(self) -> "Watchdog":
+        self._since = time.monotonic()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._since = None
+
+    def _run(self) -> None:
+        while not self._fired:
+            time.sleep(min(1.0, self.timeout / 4))
+            since = self._since
+            if since is not None and time.monotonic() - since > self.timeout:
+                self._fired = True
+                log.critical("a prediction has run for more than %.0f s (the request timeout)", self.timeout)
+                self.on_hang(time.monotonic() - since)
+
+
+# ---------------------------------------------------------------------------------------------- the app
+
+def create_app(model_or_loader: Any, *, settings: ServerSettings | None = None, background: bool = True,
+               on_load_failure: Callable[[BaseException], None] | None = None,
+               on_ready: Callable[[], None] | None = None, on_hang: Callable[[float], None] | None = None,
+               server_started: Callable[[], bool] | None = None, description: str = "the model") -> Flask:
+    """The Flask app over a fitted ``MultimodalClassifier`` or a callable that loads one.
+
+    ``background=False`` loads (and warms up) before returning. ``on_load_failure`` is called (from the
+    loading thread) when loading or the trial prediction fails; the server passes a function that exits.
+    ``on_ready`` is called once the model is ready; ``on_hang`` when a prediction outruns
+    ``settings.request_timeout``. With several worker processes, ``server_started()`` says whether every
+    worker has been ready once: /ping is 200 when this worker is ready and the server has started, or when
+    this worker is reloading after a restart of its own (the server as a whole is serving).
+    """
+    settings = settings or ServerSettings()
+    slot = ModelSlot(model_or_loader, on_failure=on_load_failure, on_ready=on_ready, load_timeout=settings.load_timeout,
+                     description=description)
+    watchdog = Watchdog(settings.request_timeout, on_hang)
+    app = Flask("multimodal")
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_payload_bytes
+    app.extensions["multimodal"] = slot
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+
+    @app.get("/ping")
+    def ping() -> Response:
+        state = slot.state
+        if server_started is None:
+            healthy = state == "ready"
+        elif state == "ready":  # at start-up, 200 only once every worker is ready: no request waits for a load
+            healthy = server_started()
+        else:  # a worker restarted after start-up: the others serve; its own requests wait for its load
+            healthy = state == "loading" and server_started()
+        return Response(state + "\n", status=200 if healthy else 503, mimetype="text/plain")
+
+    @app.get("/execution-parameters")
+    def execution_parameters() -> Response:
+        return jsonify({"MaxConcurrentTransforms": settings.max_concurrent_transforms,
+                        "BatchStrategy": "MULTI_RECORD",
+                        "MaxPayloadInMB": int(settings.max_payload_mb) if float(settings.max_payload_mb).is_integer()
+                        else settings.max_payload_mb})
+
+    @app.post("/invocations")
+    def invocations() -> Response:
+        started = time.monotonic()
+        accept = _response_type()
+        if accept is None:
+            return _error(406, f"cannot answer with Accept: {request.headers.get('Accept')!r}; accepted: "
+                               f"{', '.join(payloads.ACCEPT_TYPES)}", None)
+        kind, options = payloads.media_type(request.headers.get("Content-Type"))
+        content_type = payloads.CONTENT_TYPES.get(kind or "text/csv")
+        if content_type is None:
+            return _error(415, f"unsupported Content-Type {kind!r}; send one of "
+                               f"{', '.join(payloads.CONTENT_TYPES)}", accept)
+        body = _read_body(settings.max_payload_bytes)
+        try:
+            model = slot.wait(settings.load_timeout)
+        except ModelNotReady as exc:
+            return _error(503, str(exc), accept)
+        text_or_error = slot.run(_handle, model, body, content_type, options.get("charset"), accept, settings,
+                                 watchdog)
+        if isinstance(text_or_error, Response):
+            return text_or_error
+        text, batch = text_or_error
+        log.info("invocation: %d record(s), %d bad, %s → %s, %.0f ms", len(batch), len(batch.errors),
+                 content_type, accept, 1000 * (time.monotonic() - started))
+        response = Response(text, status=200, mimetype=accept)
+        if accept == payloads.CSV:
+            response.headers["X-Output-Columns"] = ",".join(payloads.csv_columns(
+                model.classes_, with_id=model.schema.id_column is not None,
+                id_column=model.schema.id_column or "ID", with_probabilities=settings.csv_probabilities))
+        return response
+
+    @app.errorhandler(RequestEntityTooLarge)
+    def too_large(exc: RequestEntityTooLarge) -> Response:
+        return _error(413, f"the body is over the payload limit of {settings.max_payload_mb:g} MB "
+                           f"({settings.max_payload_bytes:,} bytes): send fewer records per request",
+                      _response_type())
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Response:
+        return _error(exc.code or 500, exc.description or exc.name, _response_type())
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception) -> Response:
+        log.exception("invocation failed")
+        return _error(500, f"internal error: {type(exc).__name__}: {exc}", _response_type())
+
+    slot.start(background=background)
+    return app
+
+
+def _handle(model: Any, body: bytes, content_type: str, charset: str | None, accept: str,
+            settings: ServerSettings, watchdog: "Watchdog") -> tuple[str, payloads.Batch] | Response:
+    """Parse, check, predict and format one request (on the model thread): the body text, or an error response."""
+    try:
+        batch = payloads.parse(body, content_type, model.schema.prediction_header, id_column=model.schema.id_column,
+                               charset=charset)
+    except PayloadError as exc:
+        return _error(415 if isinstance(exc, payloads.CharsetError) else 400, str(exc), accept)
+    modalities = {c.name: c.modality for c in model.schema.columns}
+    payloads.validate(batch, modalities)
+    if batch.errors and settings.bad_records == "fail":
+        return _error(400, batch.error_summary(), accept)
+    with watchdog:
+        outcome = _predict(model, batch, modalities, fail_fast=settings.bad_records == "fail")
+    if outcome is None:
+        return _error(400, batch.error_summary(), accept)
+    return _format(outcome, model, accept, settings), batch
+
+
+def _read_body(limit: int) -> bytes:
+    """The request body, or 413 past ``limit``: by Content-Length before reading, else (chunked) while reading.
+
+    A body up to DRAIN_FACTOR × ``limit`` is read to its end before the 413, so that a client that sends its
+    whole body before reading the answer sees the 413 rather than a reset connection.
+    """
+    environ = request.environ
+    stream = environ["wsgi.input"]
+    length = request.content_length
+    if length is not None:
+        if length > limit:
+            if length <= DRAIN_FACTOR * limit:
+                _discard(stream, length)
+            raise RequestEntityTooLarge()
+        return request.get_data(cache=False)
+    if not environ.get("wsgi.input_terminated"):
+        return b""  # no length and a server that does not end the stream: nothing can be read safely
+    chunks, size = [], 0
+    while True:
+        chunk = stream.read(min(1 << 16, limit + 1 - size))
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            _discard(stream, DRAIN_FACTOR * limit - size)
+            raise RequestEntityTooLarge()
+
+
+def _discard(stream: Any, at_most: int) -> None:
+    left = at_most
+    while left > 0:
+        chunk = stream.read(min(1 << 16, left))
+        if not chunk:
+            return
+        left -= len(chunk)
+
+
+def _response_type() -> str | None:
+    """The best Accept match; text/csv when there is no Accept header or it allows anything."""
+    header = request.headers.get("Accept", "").strip()
+    if not header:
+        return payloads.CSV
+    best = request.accept_mimetypes.best_match(list(payloads.ACCEPT_TYPES), default=None)
+    return payloads.ACCEPT_TYPES[best] if best else None
+
+
+def _error(status: int, message: str, accept: str | None) -> Response:
+    if status >= 500 or status == 503:
+        log.warning("HTTP %d: %s", status, message)
+    else:
+        log.info("HTTP %d: %s", status, message)
+    if accept in (payloads.JSON, payloads.JSONLINES):
+        return Response(json.dumps({"error": message}) + "\n", status=status, mimetype="application/json")
+    return Response(message + "\n", status=status, mimetype="text/plain")
+
+
+def _predict(model: Any, batch: payloads.Batch, modalities: dict[str, str], *,
+             fail_fast: bool) -> payloads.Outcome | None:
+    """Predict every valid record in one call; isolate records the model still rejects.
+
+    Returns None when a record turned out bad and ``fail_fast`` (the caller answers 400 with the summary).
+    """
+    from .schema import DataError
+
+    classes = list(model.classes_)
+    n = len(batch)
+    labels: list[Any] = [None] * n
+    probabilities: list[Any] = [None] * n
+    full_images_checked = False
+    pending = batch.valid_positions()
+    while pending:
+        try:
+            proba = model.predict_proba(batch.frame(pending)).to_numpy(dtype=float)
+        except DataError as exc:
+            before = len(batch.errors)
+            if exc.row is not None and 1 <= exc.row <= len(pending):  # prepare_features names the row
+                batch.fail(pending[exc.row - 1], _ROW_REFERENCE.sub("this record", str(exc)), exc.column)
+            elif not full_images_checked:  # decode every image as the model does, naming the record
+                full_images_checked = True
+                payloads.validate(batch, {c: m for c, m in modalities.items() if m == "image"}, full_images=True)
+            if len(batch.errors) == before:  # still unattributed: split the batch until the record is found
+                _bisect(model, batch, pending, labels, probabilities, classes)
+                pending = []
+            else:
+                if fail_fast:
+                    return None
+                pending = batch.valid_positions()
+            continue
+        for k, position in enumerate(pending):
+            labels[position] = classes[int(proba[k].argmax())]
+            probabilities[position] = proba[k]
+        pending = []
+    if batch.errors and fail_fast:
+        return None
+    return payloads.Outcome(ids=batch.ids, labels=labels, probabilities=probabilities, errors=batch.errors)
+
+
+def _bisect(model: Any, batch: payloads.Batch, positions: list[int], labels: list, probabilities: list,
+            classes: list) -> None:
+    from .schema import DataError
+    stack = [positions]
+    while stack:
+        part = stack.pop()
+        try:
+            proba = model.predict_proba(batch.frame(part)).to_numpy(dtype=float)
+        except DataError as exc:
+            if len(part) == 1:
+                batch.fail(part[0], str(exc), exc.column)
+            else:
+                stack += [part[len(part) // 2:], part[:len(part) // 2]]
+            continue
+        for k, position in enumerate(part):
+            labels[position] = classes[int(proba[k].argmax())]
+            probabilities[position] = proba[k]
+
+
+def _format(outcome: payloads.Outcome, model: Any, accept: str, settings: ServerSettings) -> str:
+    id_column = model.schema.id_column
+    if accept == payloads.CSV:
+        return payloads.format_csv(outcome, model.classes_, with_id=id_column is not None,
+                                   with_probabilities=settings.csv_probabilities)
+    formatter = payloads.format_jsonlines if accept == payloads.JSONLINES else payloads.format_json
+    return formatter(outcome, model.classes_, with_id=id_column is not None, id_column=id_column or "ID")

@@ -1,0 +1,98 @@
+"""Docker end to end: the real Dockerfiles, a local Debian base image, training and batch transform in the
+containers with no network. Starts dockerd itself when none is reachable (tools/docker-up.sh)."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from multimodal.synthetic import make_dataset
+
+pytestmark = [pytest.mark.slow, pytest.mark.docker]
+
+ROOT = Path(__file__).resolve().parents[1]
+BASE_IMAGE = "multimodal-base:bookworm"
+PREFIX, TAG = "multimodal-ci", "test"
+
+
+def _sh(*command: str, timeout: int, env: dict | None = None) -> subprocess.CompletedProcess:
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+                            stdin=subprocess.DEVNULL, env=env)
+    assert result.returncode == 0, f"{' '.join(command)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result
+
+
+@pytest.fixture(scope="module")
+def docker_env():
+    exports = _sh("bash", "tools/docker-up.sh", timeout=600).stdout
+    env = os.environ.copy()
+    for line in exports.splitlines():
+        if line.startswith("export DOCKER_HOST="):
+            env["DOCKER_HOST"] = line.split("=", 1)[1].strip().strip("'\"")
+    _sh("bash", "tools/base-image.sh", BASE_IMAGE, timeout=900, env=env)
+    return env
+
+
+@pytest.fixture(scope="module")
+def images(docker_env):
+    args = ["bash", "build_push.sh", "--name-prefix", PREFIX, "--tag", TAG, "--base-image", BASE_IMAGE,
+            "--no-fetch-weights"]
+    if Path("/opt/wheels").is_dir():  # the machine's CPU PyTorch wheel: no CUDA packages in the images
+        args += ["--wheels", "/opt/wheels"]
+    _sh(*args, timeout=3000, env=docker_env)
+    return f"{PREFIX}-training:{TAG}", f"{PREFIX}-inference:{TAG}"
+
+
+@pytest.fixture
+def recording_docker(tmp_path, docker_env):
+    """A docker CLI that records each command line, so the test can see how containers were started."""
+    log = tmp_path / "docker-commands.log"
+    wrapper = tmp_path / "docker"
+    wrapper.write_text(f'#!/bin/sh\necho "$*" >> {log}\nexec {shutil.which("docker", path=docker_env["PATH"])} "$@"\n')
+    wrapper.chmod(0o755)
+    return wrapper, log
+
+
+def test_train_and_batch_transform_in_the_images_without_network(images, recording_docker, docker_env, tmp_path):
+    training_image, inference_image = images
+    docker, log = recording_docker
+    train, test = make_dataset(300, seed=31), make_dataset(120, seed=32)
+    train.to_csv(tmp_path / "train.csv", index=False)
+    test.drop(columns="label").to_csv(tmp_path / "test.csv", index=False, header=False)
+    cli = [sys.executable, "-m", "multimodal.cli", "local"]
+    _sh(*cli, "train", "--train", str(tmp_path / "train.csv"), "--out", str(tmp_path / "job"), "--image",
+        training_image, "--docker", str(docker), "--hp", "quality=toy", "--hp", "image_model=efficientnet_lite0",
+        "--hp", "n_mins=3", "--hp", "n_folds=2", timeout=900, env=docker_env)
+    assert (tmp_path / "job" / "model.tar.gz").is_file()
+    _sh(*cli, "transform", "--model", str(tmp_path / "job" / "model.tar.gz"), "--image", inference_image,
+        "--network-none", "--docker", str(docker), "--output", str(tmp_path / "out"), str(tmp_path / "test.csv"),
+        timeout=900, env=docker_env)
+    predicted = pd.read_csv(tmp_path / "out" / "test.csv.out", header=None, names=["ID", "label"], dtype=str)
+    assert predicted["ID"].tolist() == test["ID"].tolist()  # one line per record, in order
+    accuracy = (predicted["label"] == test["label"]).mean()
+    assert accuracy > 0.6, accuracy
+    runs = [line for line in log.read_text().splitlines() if line.startswith("run ")]
+    assert len(runs) == 2 and all("--network none" in line for line in runs), runs
+
+
+def test_serving_image_publishes_only_on_loopback(images, recording_docker, docker_env, tmp_path):
+    """The default transform path: the port is published on 127.0.0.1 only."""
+    training_image, inference_image = images
+    docker, log = recording_docker
+    make_dataset(120, seed=33, with_images=False).to_csv(tmp_path / "train.csv", index=False)
+    rows = make_dataset(30, seed=34, with_images=False).drop(columns="label")
+    rows.to_csv(tmp_path / "rows.csv", index=False, header=False)
+    cli = [sys.executable, "-m", "multimodal.cli", "local"]
+    _sh(*cli, "train", "--train", str(tmp_path / "train.csv"), "--out", str(tmp_path / "job"), "--hp",
+        "quality=toy", "--hp", "n_secs=60", "--hp", "n_folds=2", timeout=600, env=docker_env)
+    _sh(*cli, "transform", "--model", str(tmp_path / "job" / "model.tar.gz"), "--image", inference_image,
+        "--docker", str(docker), "--output", str(tmp_path / "out"), str(tmp_path / "rows.csv"), timeout=600,
+        env=docker_env)
+    assert len((tmp_path / "out" / "rows.csv.out").read_text().splitlines()) == 30
+    runs = [line for line in log.read_text().splitlines() if line.startswith("run ")]
+    assert len(runs) == 1 and "-p 127.0.0.1:" in runs[0]
