@@ -472,8 +472,10 @@ def test_one_prediction_at_a_time_per_process():
 
 def test_a_prediction_past_the_timeout_calls_the_hang_handler():
     hung = []
-    client = create_app(StandInModel(delay=1.5), settings=ServerSettings(request_timeout=0.3), background=False,
+    model = StandInModel()
+    client = create_app(model, settings=ServerSettings(request_timeout=0.3), background=False,
                         on_hang=hung.append).test_client()
+    model.delay = 1.5
     assert post(client, csv_body(records(1))).status_code == 200
     assert hung and hung[0] > 0.3
 
