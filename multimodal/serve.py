@@ -14,7 +14,7 @@ Environment variables: the server's whole interface (hyperparameters play no par
 |---|---|---|
 | `SAGEMAKER_BIND_TO_PORT` | `8080` | port to listen on; SageMaker sets it only for images labelled `com.amazonaws.sagemaker.capabilities.accept-bind-to-port=true` |
 | `MULTIMODAL_BIND_HOST` | `0.0.0.0` | address to listen on |
-| `SAGEMAKER_MODEL_SERVER_WORKERS`, then `MODEL_SERVER_WORKERS` | min(cores, ⌊0.8 × available memory ÷ (1.3 GB + model directory size)⌋), at least 1 | worker processes, each with its own copy of the model (one worker measured 1.2–1.35 GB RSS). Cores and memory honour the CPU affinity and cgroup limits |
+| `SAGEMAKER_MODEL_SERVER_WORKERS`, then `MODEL_SERVER_WORKERS` | min(cores, ⌊0.8 × available memory ÷ (1.7 GB + model directory size)⌋), at least 1 | worker processes, each with its own copy of the model (one worker measured 1.26 GB RSS warm, 1.64 GB peak after a 6 MB request). Cores and memory honour the CPU affinity and cgroup limits |
 | `MULTIMODAL_THREADS` | max(1, cores ÷ workers) | compute threads per worker (OMP, MKL, OpenBLAS, torch, TensorFlow intra-op), so that workers × threads ≤ cores |
 | `MULTIMODAL_HTTP_THREADS` | `8` | connections each worker serves at once; predictions run one at a time per worker, the other threads keep `/ping` answering |
 | `SAGEMAKER_MODEL_SERVER_TIMEOUT`, then `MODEL_SERVER_TIMEOUT` | `900` | seconds one prediction may run before its worker is restarted (also gunicorn's worker timeout); above SageMaker's default `InvocationsTimeoutInSeconds` of 600 |
@@ -63,7 +63,7 @@ DEFAULT_HTTP_THREADS = 8
 DEFAULT_MAX_PAYLOAD_MB = 6.0
 # Memory of one worker besides the model's own size (STACK.md: 1.2–1.35 GB RSS). bench/serve_bench.py measured
 # 1.24–1.27 GB RSS once warm but 1.59–2.1 GB peak after a ~6 MB request (small model with an image column).
-WORKER_BASE_BYTES = 1.3e9
+WORKER_BASE_BYTES = 1.7e9  # sized for the peak, not the warm figure
 MEMORY_FRACTION = 0.8
 EXIT_LOAD_FAILED = 3  # the server's status when the model cannot be served (gunicorn's WORKER_BOOT_ERROR)
 # A worker that cannot load the model exits with this; the arbiter's child_exit hook then halts the server with
