@@ -189,7 +189,11 @@ def in_process(model_dir):
 @pytest.fixture(scope="module")
 def server(model_dir, tmp_path_factory):
     work = tmp_path_factory.mktemp("gunicorn")
-    srv = Server(model_root(model_dir, work), work, SAGEMAKER_MODEL_SERVER_WORKERS="2")
+    import torch
+    # The same compute threads as the in-process reference: a conv with another thread count differs in the
+    # last bits, which can move a tree split and flip a near-tie, and these tests compare exact labels.
+    srv = Server(model_root(model_dir, work), work, SAGEMAKER_MODEL_SERVER_WORKERS="2",
+                 MULTIMODAL_THREADS=str(torch.get_num_threads()))
     try:
         srv.startup = srv.wait_ready()
         yield srv
