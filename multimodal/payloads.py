@@ -222,7 +222,6 @@ def _field_value(value: Any) -> tuple[str, str | None]:
 
 
 def _record_from_object(batch: Batch, position: int, obj: Any, columns: list[str], id_column: str | None) -> None:
-    width = len(columns)
     if not isinstance(obj, dict):
         batch.rows.append(None)
         batch.ids.append("")
