@@ -59,7 +59,7 @@ def _transform_settings(args: argparse.Namespace) -> "object":
     from .local import TransformSettings
     return TransformSettings(max_payload_mb=args.max_payload_mb, max_concurrent=args.max_concurrent_transforms,
                              strategy=args.batch_strategy, content_type=args.content_type, accept=args.accept,
-                             split_type=args.split_type)
+                             split_type=args.split_type, assemble_with=args.assemble_with)
 
 
 def _local_transform(args: argparse.Namespace) -> int:
@@ -199,6 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
     transform.add_argument("--accept", default="text/csv",
                            choices=["text/csv", "application/jsonlines", "application/json"])
     transform.add_argument("--split-type", default="Line", choices=["Line", "None"])
+    transform.add_argument("--assemble-with", default="Line", choices=["Line", "None"],
+                           help="AssembleWith: Line adds a newline after every response, as SageMaker does (default)")
     transform.add_argument("--env", action="append", metavar="NAME=VALUE", help="server environment (repeatable)")
     transform.add_argument("--report", help="write a JSON report of succeeded/failed files here")
     transform.add_argument("--docker", default="docker", help="docker CLI to use (default: docker)")

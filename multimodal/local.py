@@ -5,7 +5,8 @@ environment, or in the training image with ``docker run``), and packages ``model
 ``output.tar.gz`` as SageMaker does. A transform extracts a ``model.tar.gz``, starts the inference server
 (a local ``multimodal-serve``, or the inference image), and replays what batch transform does: ping, ask
 ``/execution-parameters``, split input files on ``\\n``, pack MULTI_RECORD requests up to MaxPayloadInMB, send
-them with MaxConcurrentTransforms in flight, and write ``<file>.out`` with the responses joined by lines.
+them with MaxConcurrentTransforms in flight, and write ``<file>.out`` assembled as SageMaker does (AssembleWith=Line:
+each response followed by a newline).
 """
 from __future__ import annotations
 
@@ -124,6 +125,7 @@ class TransformSettings:
     content_type: str = "text/csv"
     accept: str = "text/csv"
     split_type: str = "Line"  # Line | None
+    assemble_with: str = "Line"  # Line: a newline after every response, as SageMaker's AssembleWith=Line | None
 
 
 def _request(url: str, *, data: bytes | None = None, headers: Mapping[str, str] | None = None,
@@ -164,7 +166,7 @@ def resolve_settings(endpoint: str, settings: TransformSettings) -> TransformSet
         max_payload_mb=settings.max_payload_mb or float(offered.get("MaxPayloadInMB", 6)),
         max_concurrent=settings.max_concurrent or int(offered.get("MaxConcurrentTransforms", 1)),
         strategy=strategy, content_type=settings.content_type, accept=settings.accept,
-        split_type=settings.split_type)
+        split_type=settings.split_type, assemble_with=settings.assemble_with)
     if resolved.max_payload_mb * resolved.max_concurrent > 100:
         raise TransformError("MaxConcurrentTransforms × MaxPayloadInMB must not exceed 100 (SageMaker's limit)")
     return resolved
@@ -245,12 +247,19 @@ def transform_files(endpoint: str, inputs: Iterable[tuple[Path, Path]], settings
                 log.error("%s failed: %s", source, exc)
                 continue
             target.parent.mkdir(parents=True, exist_ok=True)
-            # AssembleWith=Line: responses joined by newlines
-            target.write_bytes(b"\n".join(a.rstrip(b"\n") for a in answers if a) + b"\n")
+            target.write_bytes(assemble(answers, settings.assemble_with))
             report["succeeded"].append(str(target))
             log.info("%s → %s (%d request(s))", source, target, len(pending))
     report["seconds"] = round(time.monotonic() - started, 2)
     return report
+
+
+def assemble(responses: list[bytes], assemble_with: str) -> bytes:
+    """The output file as SageMaker writes it: each response as it came, followed by a newline with
+    AssembleWith=Line ("add a newline character at the end of every transformed record"), nothing with None.
+    Nothing is stripped, so a server whose responses end with a newline shows its blank lines here too."""
+    separator = b"\n" if assemble_with == "Line" else b""
+    return b"".join(response + separator for response in responses)
 
 
 def _pairs(inputs: list[Path], output: Path) -> list[tuple[Path, Path]]:
@@ -352,6 +361,7 @@ def _transform_in_isolated_container(image: str, root: Path, inputs: list[Path],
             client = [docker, "exec", name, "multimodal", "local", "transform", "--endpoint",
                       "http://127.0.0.1:8080", "--output", inside, "--content-type", settings.content_type,
                       "--accept", settings.accept, "--split-type", settings.split_type,
+                      "--assemble-with", settings.assemble_with,
                       "--report", f"{inside}.report.json"]
             for flag, value in (("--max-payload-mb", settings.max_payload_mb),
                                 ("--max-concurrent-transforms", settings.max_concurrent),

@@ -22,6 +22,7 @@ import csv
 import io
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
@@ -157,7 +158,9 @@ def _check_count(n: int) -> None:
 
 def parse_csv(body: bytes, columns: Sequence[str], *, id_column: str | None, charset: str | None = None) -> Batch:
     """Headerless CSV, one record per line, each line parsed on its own as RFC 4180."""
+    from .channels import FIELD_SIZE_LIMIT
     _check_not_empty(body)
+    csv.field_size_limit(FIELD_SIZE_LIMIT)  # a base64 photo is far longer than the csv module's default limit
     encoding = _decoder(charset)
     columns = list(columns)
     width = len(columns)
@@ -235,10 +238,63 @@ def _record_from_object(batch: Batch, position: int, obj: Any, columns: list[str
             batch.fail(position, problem, column)
         row.append(text)
     batch.rows.append(row)
-    batch.ids.append(obj.get(id_column, "") if id_column else "")
+    batch.ids.append(_echoed_id(obj.get(id_column)) if id_column else "")
     if unknown:
         batch.fail(position, f"unknown column(s) {', '.join(map(repr, unknown[:5]))}; the model's columns are "
                              f"{', '.join(columns)}")
+
+
+def _echoed_id(value: Any) -> Any:
+    """The ID as the response echoes it: scalars as sent; anything else (a list, an object) as "", because
+    echoing a structure back could be as deep as the request (the record is reported bad anyway)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "" if math.isnan(value) else repr(value)
+    return value if value is None or isinstance(value, (str, int, float, bool)) else ""
+
+
+def _json_int(digits: str) -> int | str:
+    # Python refuses int() of more than 4,300 digits (a ValueError that json.loads would raise for the whole
+    # body): such a literal stays text, and the column's own rules judge it (it is no finite number).
+    try:
+        return int(digits)
+    except ValueError:
+        return digits
+
+
+def _loads(text: str) -> Any:
+    """json.loads, except that over-long integers cannot fail it (see _json_int); RecursionError propagates."""
+    return json.loads(text, parse_int=_json_int)
+
+
+TOO_DEEP = "JSON nested too deeply to read: a record is a flat object of column name → string, number or null"
+# Strings (skipped whole, escapes included) and the JSON punctuation that matters to find a list's elements.
+_JSON_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{},]')
+
+
+def _top_level_elements(text: str) -> list[str] | None:
+    """The source text of each element of a top-level JSON list, without parsing them (so that one element
+    nested too deeply for the parser can be reported alone); None when ``text`` is not a list."""
+    stripped = text.strip()
+    if not stripped.startswith("["):
+        return None
+    elements, depth, start = [], 0, None
+    for match in _JSON_TOKEN.finditer(stripped):
+        token = match.group()
+        if token in "[{":
+            depth += 1
+            if depth == 1:
+                start = match.end()
+        elif token in "]}":
+            depth -= 1
+            if depth == 0:
+                elements.append(stripped[start:match.start()])
+                if stripped[match.end():].strip():
+                    return None  # text after the list
+                return [] if elements == [""] else elements
+        elif token == "," and depth == 1:
+            elements.append(stripped[start:match.start()])
+            start = match.end()
+    return None
 
 
 def _json_kind(obj: Any) -> str:
@@ -258,11 +314,13 @@ def parse_jsonlines(body: bytes, columns: Sequence[str], *, id_column: str | Non
     for position, raw in enumerate(lines):
         try:
             text = raw.decode(encoding if position == 0 else encoding.replace("-sig", ""))
-            obj = json.loads(text) if text.strip() else _EMPTY
+            obj = _loads(text) if text.strip() else _EMPTY
         except UnicodeDecodeError as exc:
             obj, problem = _EMPTY, f"the bytes are not valid {encoding.replace('-sig', '')} (byte {exc.start + 1})"
         except json.JSONDecodeError as exc:
             obj, problem = _EMPTY, f"not valid JSON ({exc.msg} at character {exc.pos + 1})"
+        except RecursionError:
+            obj, problem = _EMPTY, TOO_DEEP
         else:
             problem = "empty line: expected one JSON object" if obj is _EMPTY else None
         if obj is _EMPTY:
@@ -281,12 +339,15 @@ def parse_json(body: bytes, columns: Sequence[str], *, id_column: str | None, ch
     """A JSON list of objects (or a single object); records are named 'record N'."""
     _check_not_empty(body)
     try:
-        data = json.loads(body.decode(_decoder(charset)))
+        text = body.decode(_decoder(charset))
+        data = _loads(text)
     except UnicodeDecodeError as exc:
         raise PayloadError(f"the body is not valid text in its charset (byte {exc.start + 1})") from None
     except json.JSONDecodeError as exc:
         raise PayloadError(f"the body is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}); "
                            "application/json takes a list of objects keyed by column name") from None
+    except RecursionError:
+        data = _parse_elements_one_by_one(text)
     if isinstance(data, dict):
         data = [data]
     if not isinstance(data, list):
@@ -297,8 +358,33 @@ def parse_json(body: bytes, columns: Sequence[str], *, id_column: str | None, ch
     columns = list(columns)
     batch = Batch(columns=columns, kind="record")
     for position, obj in enumerate(data):
-        _record_from_object(batch, position, obj, columns, id_column)
+        if obj is _TOO_DEEP:
+            batch.rows.append(None)
+            batch.ids.append("")
+            batch.fail(position, TOO_DEEP)
+        else:
+            _record_from_object(batch, position, obj, columns, id_column)
     return batch
+
+
+_TOO_DEEP = object()
+
+
+def _parse_elements_one_by_one(text: str) -> list[Any]:
+    """A list whose whole parse hit the recursion limit: each element parsed alone, too-deep ones marked."""
+    elements = _top_level_elements(text)
+    if elements is None:
+        raise PayloadError(TOO_DEEP)
+    parsed: list[Any] = []
+    for element in elements:
+        try:
+            parsed.append(_loads(element))
+        except RecursionError:
+            parsed.append(_TOO_DEEP)
+        except json.JSONDecodeError as exc:
+            raise PayloadError(f"the body is not valid JSON ({exc.msg}); application/json takes a list of objects "
+                               "keyed by column name") from None
+    return parsed
 
 
 PARSERS = {CSV: parse_csv, JSONLINES: parse_jsonlines, JSON: parse_json}
@@ -413,6 +499,11 @@ def validate(batch: Batch, modalities: dict[str, str], *, full_images: bool = Fa
 
 # ---------------------------------------------------------------------------------------------- responses
 
+# Output records are separated by a newline with none after the last: batch transform's AssembleWith=Line
+# adds a newline after every response, so a response ending with one would leave a blank line in the
+# assembled file for each request. (Error bodies, 4xx, are never assembled and keep theirs.)
+RECORD_SEPARATOR = "\n"
+
 def _clean(value: Any) -> str:
     text = "" if value is None else str(value)
     return text.replace("\r\n", " ").replace("\n", " ").replace("\r", " ")
@@ -436,7 +527,8 @@ class Outcome:
 def format_csv(outcome: Outcome, classes: Sequence[Any], *, with_id: bool, with_probabilities: bool) -> str:
     """``ID,label`` per record (``label`` alone without an ID column), then one column per class if asked.
 
-    A bad record (bad-record mode) becomes ``ID,ERROR: <reason>`` with empty probability fields.
+    A bad record (bad-record mode) becomes ``ID,ERROR: <reason>`` with empty probability fields. Records are
+    separated by ``\n`` with none after the last (see RECORD_SEPARATOR).
     """
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
@@ -450,7 +542,7 @@ def format_csv(outcome: Outcome, classes: Sequence[Any], *, with_id: bool, with_
             if with_probabilities:
                 row += [str(_probability(p)) for p in outcome.probabilities[i]]
         writer.writerow(row)
-    return buffer.getvalue()
+    return buffer.getvalue().removesuffix(RECORD_SEPARATOR)
 
 
 def _json_records(outcome: Outcome, classes: Sequence[Any], *, with_id: bool, id_column: str) -> Iterable[dict]:
@@ -466,8 +558,8 @@ def _json_records(outcome: Outcome, classes: Sequence[Any], *, with_id: bool, id
 
 
 def format_jsonlines(outcome: Outcome, classes: Sequence[Any], *, with_id: bool, id_column: str) -> str:
-    return "".join(json.dumps(r, ensure_ascii=False) + "\n"
-                   for r in _json_records(outcome, classes, with_id=with_id, id_column=id_column))
+    return RECORD_SEPARATOR.join(json.dumps(r, ensure_ascii=False)
+                                 for r in _json_records(outcome, classes, with_id=with_id, id_column=id_column))
 
 
 def format_json(outcome: Outcome, classes: Sequence[Any], *, with_id: bool, id_column: str) -> str:

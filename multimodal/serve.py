@@ -1,6 +1,7 @@
 """``multimodal-serve``: the inference container's server (``docker run IMAGE serve``).
 
-gunicorn (gthread workers, no ``--preload``, no control socket) serves the Flask app of ``multimodal.server``.
+gunicorn (asyncio workers, no ``--preload``, no control socket) serves the Flask app of ``multimodal.server``
+behind the asyncio front of ``multimodal.asgi``.
 The arbiter binds the port before any model code runs, so connections are accepted at once. Each worker
 loads the model from ``$MULTIMODAL_ML_ROOT/model`` itself in a background thread; meanwhile ``/ping``
 answers 503, then 200 once the model is loaded and a trial prediction has succeeded. If a worker cannot load
@@ -14,9 +15,12 @@ Environment variables: the server's whole interface (hyperparameters play no par
 |---|---|---|
 | `SAGEMAKER_BIND_TO_PORT` | `8080` | port to listen on; SageMaker sets it only for images labelled `com.amazonaws.sagemaker.capabilities.accept-bind-to-port=true` |
 | `MULTIMODAL_BIND_HOST` | `0.0.0.0` | address to listen on |
-| `SAGEMAKER_MODEL_SERVER_WORKERS`, then `MODEL_SERVER_WORKERS` | min(cores, ⌊0.8 × available memory ÷ (1.7 GB + model directory size)⌋), at least 1 | worker processes, each with its own copy of the model (one worker measured 1.26 GB RSS warm, 1.64 GB peak after a 6 MB request). Cores and memory honour the CPU affinity and cgroup limits |
+| `SAGEMAKER_MODEL_SERVER_WORKERS`, then `MODEL_SERVER_WORKERS` | min(cores, ⌊0.8 × available memory ÷ (1.7 GB + model directory size)⌋), at least 1; in a batch transform at most `SAGEMAKER_MAX_CONCURRENT_TRANSFORMS` | worker processes, each with its own copy of the model (one worker measured 1.26 GB RSS warm, 1.64 GB peak after a 6 MB request). Cores and memory honour the CPU affinity and cgroup limits |
+| `SAGEMAKER_BATCH` | `false` | set to `true` by batch transform: the worker count is then capped by `SAGEMAKER_MAX_CONCURRENT_TRANSFORMS` |
+| `SAGEMAKER_MAX_CONCURRENT_TRANSFORMS` | — | set by batch transform (MaxConcurrentTransforms): no more workers than requests that can arrive at once, so fewer model copies load at start and each worker gets more compute threads (one transform at a time: one worker with every core) |
+| `SAGEMAKER_BATCH_STRATEGY` | `MULTI_RECORD` | set by batch transform; reported as `BatchStrategy` by `/execution-parameters` (`MULTI_RECORD` or `SINGLE_RECORD`; every request may carry one record or many either way) |
 | `MULTIMODAL_THREADS` | max(1, cores ÷ workers) | compute threads per worker (OMP, MKL, OpenBLAS, torch, TensorFlow intra-op), so that workers × threads ≤ cores |
-| `MULTIMODAL_HTTP_THREADS` | `8` | connections each worker serves at once; predictions run one at a time per worker, the other threads keep `/ping` answering |
+| `MULTIMODAL_HTTP_THREADS` | `8` | requests each worker handles at once once they have fully arrived (bodies are read by the worker's event loop, which also answers `/ping` itself, so neither slow clients nor busy threads delay a ping); predictions run one at a time per worker |
 | `SAGEMAKER_MODEL_SERVER_TIMEOUT`, then `MODEL_SERVER_TIMEOUT` | `900` | seconds one prediction may run before its worker is restarted (also gunicorn's worker timeout); above SageMaker's default `InvocationsTimeoutInSeconds` of 600 |
 | `MULTIMODAL_GRACEFUL_TIMEOUT` | `120` | seconds in-flight requests get to finish after SIGTERM |
 | `MULTIMODAL_KEEPALIVE` | `5` | seconds an idle keep-alive connection is kept |
@@ -32,9 +36,7 @@ Environment variables: the server's whole interface (hyperparameters play no par
 
 `OMP_NUM_THREADS`, `MKL_NUM_THREADS`, `OPENBLAS_NUM_THREADS` and `TF_NUM_INTRAOP_THREADS` are set from
 `MULTIMODAL_THREADS` (and `TF_NUM_INTEROP_THREADS` to 1): set that one, not them. `OMP_WAIT_POLICY` defaults to
-`PASSIVE` (idle OpenMP threads sleep rather than spin). The batch-transform variables
-`SAGEMAKER_BATCH`, `SAGEMAKER_BATCH_STRATEGY` and `SAGEMAKER_MAX_CONCURRENT_TRANSFORMS` are not needed: every
-request may carry one record or many.
+`PASSIVE` (idle OpenMP threads sleep rather than spin).
 
 Exit status: 0 after SIGTERM; 2 for an invalid setting; 3 when the model cannot be loaded (missing or broken
 model directory, failed trial prediction, load timeout, a worker killed while loading).
@@ -61,6 +63,8 @@ DEFAULT_KEEPALIVE = 5
 DEFAULT_LOAD_TIMEOUT = 900
 DEFAULT_HTTP_THREADS = 8
 DEFAULT_MAX_PAYLOAD_MB = 6.0
+DEFAULT_BATCH_STRATEGY = "MULTI_RECORD"
+BATCH_STRATEGIES = {"MULTIRECORD": "MULTI_RECORD", "SINGLERECORD": "SINGLE_RECORD"}  # also CreateTransformJob's spelling
 # Memory of one worker besides the model's own size (STACK.md: 1.2–1.35 GB RSS). bench/serve_bench.py measured
 # 1.24–1.27 GB RSS once warm but 1.59–2.1 GB peak after a ~6 MB request (small model with an image column).
 WORKER_BASE_BYTES = 1.7e9  # sized for the peak, not the warm figure
@@ -95,6 +99,7 @@ class ServeConfig:
     keepalive: int
     load_timeout: int
     max_payload_mb: float
+    batch_strategy: str
     csv_probabilities: bool
     bad_records: str
     log_level: str
@@ -105,6 +110,7 @@ class ServeConfig:
     def server_settings(self) -> Any:
         from .server import ServerSettings
         return ServerSettings(workers=self.workers, max_payload_mb=self.max_payload_mb,
+                              batch_strategy=self.batch_strategy,
                               csv_probabilities=self.csv_probabilities, bad_records=self.bad_records,
                               request_timeout=self.timeout, load_timeout=self.load_timeout)
 
@@ -198,6 +204,8 @@ def read_config(environ: Mapping[str, str] | None = None) -> ServeConfig:
     model_dir = root / "model"
     cores = cpu_count()
     memory = {"available_bytes": available_memory()}
+    batch = _bool(environ, "SAGEMAKER_BATCH")
+    concurrent = _int(environ, ("SAGEMAKER_MAX_CONCURRENT_TRANSFORMS",), None)
     workers = _int(environ, ("SAGEMAKER_MODEL_SERVER_WORKERS", "MODEL_SERVER_WORKERS"), None)
     if workers is not None:
         reason = "set by the environment"
@@ -207,6 +215,10 @@ def read_config(environ: Mapping[str, str] | None = None) -> ServeConfig:
         workers = default_workers(cores, memory["available_bytes"], per_worker)
         reason = (f"min({cores} cores, {MEMORY_FRACTION:g} × {memory['available_bytes'] / 1e9:.1f} GB available / "
                   f"{per_worker / 1e9:.2f} GB per worker)")
+        if batch and concurrent is not None and concurrent < workers:
+            # A batch transform sends at most MaxConcurrentTransforms requests at once: more workers would only
+            # load the model for nothing (slower start, less memory); each worker gets more compute threads.
+            workers, reason = concurrent, f"batch transform, SAGEMAKER_MAX_CONCURRENT_TRANSFORMS={concurrent}"
     threads = _int(environ, ("MULTIMODAL_THREADS",), max(1, cores // workers))
     payload_raw = environ.get("SAGEMAKER_MAX_PAYLOAD_IN_MB", "").strip()
     try:
@@ -215,6 +227,10 @@ def read_config(environ: Mapping[str, str] | None = None) -> ServeConfig:
         raise ConfigError(f"SAGEMAKER_MAX_PAYLOAD_IN_MB={payload_raw!r}: expected a number of MB") from None
     if not 0 < max_payload_mb <= 100:
         raise ConfigError(f"SAGEMAKER_MAX_PAYLOAD_IN_MB={payload_raw!r}: expected a number in (0, 100]")
+    strategy = (environ.get("SAGEMAKER_BATCH_STRATEGY") or DEFAULT_BATCH_STRATEGY).strip().upper()
+    strategy = BATCH_STRATEGIES.get(strategy.replace("_", ""), strategy)
+    if strategy not in BATCH_STRATEGIES.values():
+        raise ConfigError(f"SAGEMAKER_BATCH_STRATEGY={strategy!r}: expected MULTI_RECORD or SINGLE_RECORD")
     bad_records = (environ.get("MULTIMODAL_BAD_RECORDS") or "fail").strip().lower()
     if bad_records not in ("fail", "emit"):
         raise ConfigError(f"MULTIMODAL_BAD_RECORDS={bad_records!r}: expected fail or emit")
@@ -234,6 +250,7 @@ def read_config(environ: Mapping[str, str] | None = None) -> ServeConfig:
         keepalive=_int(environ, ("MULTIMODAL_KEEPALIVE",), DEFAULT_KEEPALIVE),
         load_timeout=_int(environ, ("MULTIMODAL_MODEL_LOAD_TIMEOUT",), DEFAULT_LOAD_TIMEOUT),
         max_payload_mb=max_payload_mb,
+        batch_strategy=strategy,
         csv_probabilities=_bool(environ, "MULTIMODAL_CSV_PROBABILITIES"),
         bad_records=bad_records,
         log_level=log_level,
@@ -278,8 +295,9 @@ def _flush_logs() -> None:
 
 
 def worker_app(config: ServeConfig, state_dir: Path) -> Any:
-    """The WSGI app of one worker: loads the model in a thread; a failed load ends the whole server."""
-    from .server import create_app
+    """The ASGI app of one worker: loads the model in a thread; a failed load ends the whole server."""
+    from .asgi import Front
+    from .server import PING_STATE, create_app
 
     def load() -> Any:
         set_torch_threads(config.threads)
@@ -315,26 +333,29 @@ def worker_app(config: ServeConfig, state_dir: Path) -> Any:
                 started[0] = True
         return started[0]
 
-    return create_app(load, settings=config.server_settings(), on_load_failure=failed, on_ready=ready,
-                      on_hang=hung, server_started=server_started, description=f"the model in {config.model_dir}")
+    app = create_app(load, settings=config.server_settings(), on_load_failure=failed, on_ready=ready,
+                     on_hang=hung, server_started=server_started, description=f"the model in {config.model_dir}")
+    return Front(app, ping=app.extensions[PING_STATE], max_body=config.server_settings().max_payload_bytes,
+                 threads=config.http_threads)
 
 
 def worker_class() -> type:
-    """gunicorn's gthread worker, ending its process as soon as its graceful shutdown is done.
+    """gunicorn's asyncio (ASGI) worker, ending its process as soon as its graceful shutdown is done.
 
-    Interpreter teardown with TensorFlow, torch and AutoGluon loaded takes seconds of CPU; in-flight requests
-    are finished by then, so the worker skips it.
+    The event loop reads requests without holding a thread, so slow clients cannot starve /ping (see
+    ``multimodal.asgi``). Interpreter teardown with TensorFlow, torch and AutoGluon loaded takes seconds of
+    CPU; in-flight requests are finished by then, so the worker skips it.
     """
-    from gunicorn.workers.gthread import ThreadWorker
+    from gunicorn.workers.gasgi import ASGIWorker
 
-    class Worker(ThreadWorker):
+    class Worker(ASGIWorker):
         def run(self) -> None:
             super().run()
             self.log.info("Worker exiting (pid: %s)", self.pid)
             _flush_logs()
             os._exit(0)
 
-    Worker.__name__ = Worker.__qualname__ = "MultimodalThreadWorker"
+    Worker.__name__ = Worker.__qualname__ = "MultimodalAsyncWorker"
     return Worker
 
 
@@ -358,7 +379,7 @@ def gunicorn_options(config: ServeConfig, state_dir: Path) -> dict[str, Any]:
         "bind": [f"[{config.host}]:{config.port}" if ":" in config.host else f"{config.host}:{config.port}"],
         "workers": config.workers,
         "worker_class": worker_class(),
-        "threads": config.http_threads,
+        "asgi_loop": "asyncio",
         "timeout": config.timeout,
         "graceful_timeout": config.graceful_timeout,
         "keepalive": config.keepalive,

@@ -29,6 +29,7 @@ from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from . import payloads
+from .asgi import DRAIN_FACTOR
 from .payloads import PayloadError
 
 log = logging.getLogger(__name__)
@@ -37,13 +38,14 @@ MIB = 1024 * 1024
 _ROW_REFERENCE = re.compile(r"row \d+( \(ID [^)]*\))?")
 # SageMaker: MaxConcurrentTransforms × MaxPayloadInMB must not exceed 100.
 SAGEMAKER_PAYLOAD_BUDGET_MB = 100
-DRAIN_FACTOR = 4  # bodies over the limit but under 4× it are read (and dropped) before the 413
+PING_STATE = "multimodal.ping"  # app.extensions key: () -> (HTTP status, body) of /ping, for the asyncio front
 
 
 @dataclass
 class ServerSettings:
     workers: int = 1  # reported as MaxConcurrentTransforms
     max_payload_mb: float = 6.0  # reported as MaxPayloadInMB; larger bodies get 413
+    batch_strategy: str = "MULTI_RECORD"  # reported as BatchStrategy; every request may carry one record or many
     csv_probabilities: bool = False  # append one probability column per class to CSV output
     bad_records: str = "fail"  # "fail": 400 for the request; "emit": an error record in the bad record's place
     request_timeout: float | None = None  # a prediction running longer calls on_hang (the worker is restarted)
@@ -185,7 +187,7 @@ def warm_up(model: Any) -> None:
 
 
 class Watchdog:
-    """Calls ``on_hang`` when one prediction runs longer than ``timeout`` (gthread workers have no request timeout)."""
+    """Calls ``on_hang`` when one prediction runs longer than ``timeout`` (gunicorn times out silent workers, not long requests)."""
 
     def __init__(self, timeout: float | None, on_hang: Callable[[float], None] | None) -> None:
         self.timeout = timeout
@@ -236,8 +238,7 @@ def create_app(model_or_loader: Any, *, settings: ServerSettings | None = None, 
     app.extensions["multimodal"] = slot
     app.json.sort_keys = False  # type: ignore[attr-defined]
 
-    @app.get("/ping")
-    def ping() -> Response:
+    def ping_state() -> tuple[int, str]:
         state = slot.state
         if server_started is None:
             healthy = state == "ready"
@@ -245,12 +246,19 @@ def create_app(model_or_loader: Any, *, settings: ServerSettings | None = None, 
             healthy = server_started()
         else:  # a worker restarted after start-up: the others serve; its own requests wait for its load
             healthy = state == "loading" and server_started()
-        return Response(state + "\n", status=200 if healthy else 503, mimetype="text/plain")
+        return (200 if healthy else 503), state + "\n"
+
+    app.extensions[PING_STATE] = ping_state
+
+    @app.get("/ping")
+    def ping() -> Response:
+        status, text = ping_state()
+        return Response(text, status=status, mimetype="text/plain")
 
     @app.get("/execution-parameters")
     def execution_parameters() -> Response:
         return jsonify({"MaxConcurrentTransforms": settings.max_concurrent_transforms,
-                        "BatchStrategy": "MULTI_RECORD",
+                        "BatchStrategy": settings.batch_strategy,
                         "MaxPayloadInMB": int(settings.max_payload_mb) if float(settings.max_payload_mb).is_integer()
                         else settings.max_payload_mb})
 

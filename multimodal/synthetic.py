@@ -28,6 +28,23 @@ def encode_image(image: Image.Image, fmt: str = "JPEG") -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
+def photo_jpeg(kilobytes: float, *, seed: int = 0) -> bytes:
+    """A JPEG file of about ``kilobytes`` KB (within ~15 %) that compresses like a real photo: a colour
+    gradient under grain. Real product photos are 100 KB–1 MB; tests use these to exercise real sizes."""
+    rng = np.random.default_rng(seed)
+    side = int((kilobytes * 1024 / 0.65) ** 0.5)  # ≈ 0.65 bytes per pixel at quality 90 for this texture
+    for _ in range(4):
+        gradient = np.linspace(0, 255, side)[None, :, None] * np.ones((side, 1, 3)) * rng.uniform(0.5, 1.0, 3)
+        pixels = np.clip(gradient + rng.normal(0, 40, (side, side, 3)), 0, 255).astype(np.uint8)
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).save(buffer, format="JPEG", quality=90)
+        size = len(buffer.getvalue()) / 1024
+        if abs(size - kilobytes) <= 0.15 * kilobytes:
+            break
+        side = max(16, int(side * (kilobytes / size) ** 0.5))
+    return buffer.getvalue()
+
+
 def draw_image(a: int, b: int, rng: np.random.Generator, size: int = 64) -> Image.Image:
     """Shape carries bit a (disc vs bar), colour carries bit b (warm vs cool), position and size vary."""
     background = tuple(int(v) for v in rng.integers(200, 256, 3))

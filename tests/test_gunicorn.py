@@ -5,6 +5,7 @@ stopped by its PID (SIGTERM, then SIGKILL of it and its workers if it has not ex
 """
 from __future__ import annotations
 
+import base64
 import csv
 import http.client
 import io
@@ -171,8 +172,8 @@ def jsonl_body(frame: pd.DataFrame) -> bytes:
 
 
 def csv_rows(data: bytes) -> list[list[str]]:
-    assert data.endswith(b"\n")
-    return [next(csv.reader([line.decode()])) for line in data[:-1].split(b"\n")]
+    assert not data.endswith(b"\n")  # AssembleWith=Line adds the newline after each response
+    return [next(csv.reader([line.decode()])) for line in data.split(b"\n")]
 
 
 @pytest.fixture(scope="module")
@@ -260,11 +261,11 @@ def test_every_content_type_and_accept(server, in_process, content_type):
 # ---------------------------------------------------------------------------------------------- bad input
 
 def raw_exchange(port: int, payload: bytes, timeout: float = 20.0, close_early: bool = False) -> bytes:
+    """Send raw bytes, then read until the server closes (no half-close: HTTP clients keep sending or wait)."""
     with socket.create_connection((HOST, port), timeout=timeout) as s:
         s.sendall(payload)
         if close_early:
             return b""
-        s.shutdown(socket.SHUT_WR)
         chunks = []
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -287,6 +288,10 @@ def test_bad_inputs_get_4xx_and_the_server_keeps_answering(server):
         ((image_line[: len(image_line) // 2] + "\n").encode(), "text/csv", "text/csv", 400, "line 1"),
         (b'{"ID": "a"}\n{broken\n', "application/jsonlines", "application/jsonlines", 400, "line 2: not valid JSON"),
         (b"[1]", "application/json", "application/json", 400, "record 1: expected a JSON object"),
+        (b'[{"ID": "a", "size_num": ' + b"9" * 5000 + b"}]", "application/json", "application/json", 400,
+         "record 1, column 'size_num'"),
+        (b'{"ID": "a"}\n' + b"[" * 5000 + b"]" * 5000, "application/jsonlines", "text/csv", 400,
+         "line 2: JSON nested too deeply"),
         (good, "application/x-protobuf", "text/csv", 415, "unsupported Content-Type"),
         (good, "text/csv", "application/xml", 406, "cannot answer"),
         (b"x" * (6 * 1024 * 1024 + 1), "text/csv", "text/csv", 413, "payload limit"),
@@ -339,6 +344,56 @@ def test_concurrent_requests_are_bounded_and_ping_stays_fast(server):
     assert len({r[2] for r in results}) == 1  # same answer whichever worker served it
     assert total <= 30, total
     assert pings and max(pings) < 2.0, max(pings)
+
+
+def test_slow_clients_cannot_delay_ping(server):
+    """Clients that send their requests slowly hold no request thread, and /ping never queues behind requests:
+    with more slow connections than both workers' request threads, pings answer within SageMaker's 2 s."""
+    stop = threading.Event()
+    head = b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\n"
+
+    def trickle(payload: bytes) -> None:
+        with socket.create_connection((HOST, server.port), timeout=10) as sock:
+            for i in range(len(payload)):
+                if stop.wait(0.2):
+                    return
+                try:
+                    sock.sendall(payload[i:i + 1])
+                except OSError:
+                    return
+
+    # half stuck in their headers, half in their bodies (headers sent at once, then a byte at a time)
+    payloads = [head if i % 2 else head + b"Content-Length: 100000\r\n\r\n" for i in range(24)]
+    threads = [threading.Thread(target=trickle, args=(p,), daemon=True) for p in payloads]
+    for thread in threads:
+        thread.start()
+    try:
+        time.sleep(1.5)
+        latencies = []
+        for _ in range(15):
+            status, latency = server.ping(timeout=5)
+            assert status == 200, latencies
+            latencies.append(latency)
+            time.sleep(0.2)
+        status, _, data, elapsed = server.invoke(csv_body(records(2, seed=48)), timeout=30)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(15)
+    assert max(latencies) < 2.0, latencies
+    assert status == 200 and len(csv_rows(data)) == 2 and elapsed < 10, (status, elapsed)
+
+
+def test_real_size_photos_in_quoted_rows(server, in_process):
+    """A text field with commas and quotes and a 200 KB / 900 KB JPEG in the same record: predicted."""
+    from multimodal.synthetic import photo_jpeg
+    frame = records(3, seed=49)
+    frame["review_text"] = 'Soft, warm "merino" jumper'
+    frame.loc[0, "photo_image"] = base64.b64encode(photo_jpeg(200, seed=1)).decode()
+    frame.loc[1, "photo_image"] = base64.b64encode(photo_jpeg(900, seed=2)).decode()
+    status, _, data, _ = server.invoke(csv_body(frame))
+    assert status == 200, data[:300]
+    assert csv_rows(data) == [[i, str(label)] for i, label in zip(frame["ID"], in_process.predict(frame.astype(str)))]
 
 
 def test_nothing_is_written_to_home(server):

@@ -6,11 +6,12 @@ import re
 import subprocess
 import sys
 import tarfile
+import threading
 
 import pandas as pd
 import pytest
 
-from multimodal.local import TransformError, pack_requests, split_records
+from multimodal.local import TransformError, TransformSettings, assemble, pack_requests, split_records, transform_files
 from multimodal.metrics import metric_definitions
 from multimodal.synthetic import make_dataset
 
@@ -30,6 +31,54 @@ def test_multi_record_requests_hold_whole_records_up_to_the_payload():
     assert pack_requests(records, max_bytes=1000, multi_record=False) == records
     with pytest.raises(TransformError, match="record 2 is 40 bytes, over MaxPayloadInMB"):
         pack_requests([b"x", b"y" * 40], max_bytes=39, multi_record=True)
+
+
+def test_assembly_is_exactly_sagemakers():
+    """AssembleWith=Line adds a newline after every response, and nothing is stripped (SageMaker strips
+    nothing either): a response ending with a newline shows up as a blank line."""
+    assert assemble([b"r1,a\nr2,b", b"r3,c"], "Line") == b"r1,a\nr2,b\nr3,c\n"
+    assert assemble([b"r1,a\n", b"r2,b\n"], "Line") == b"r1,a\n\nr2,b\n\n"
+    assert assemble([b"[1]", b"[2]"], "None") == b"[1][2]"
+
+
+@pytest.fixture()
+def stand_in_endpoint():
+    """The real Flask app over a stand-in model, served on 127.0.0.1 by a thread (stopped after the test)."""
+    from werkzeug.serving import make_server
+
+    from multimodal.server import ServerSettings, create_app
+    from support import StandInModel
+    app = create_app(StandInModel(), settings=ServerSettings(workers=2, bad_records="emit"), background=False)
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join(10)
+
+
+@pytest.mark.parametrize("content_type", ["text/csv", "application/jsonlines"])
+@pytest.mark.parametrize("accept", ["text/csv", "application/jsonlines"])
+def test_assembled_output_has_one_line_per_input_record(stand_in_endpoint, tmp_path, content_type, accept):
+    frame = make_dataset(60, seed=46).drop(columns="label")
+    frame.loc[7, "size_num"] = "not a number"  # an ERROR line in its place, not a missing one
+    source = tmp_path / "in.data"
+    if content_type == "text/csv":
+        frame.to_csv(source, index=False, header=False)
+    else:
+        source.write_text("".join(json.dumps(r) + "\n" for r in frame.to_dict("records")))
+    settings = TransformSettings(max_payload_mb=0.01, max_concurrent=2, strategy="MultiRecord",
+                                 content_type=content_type, accept=accept)
+    report = transform_files(stand_in_endpoint, [(source, tmp_path / "in.data.out")], settings)
+    assert report["succeeded"] and not report["failed"]
+    lines = (tmp_path / "in.data.out").read_bytes().split(b"\n")
+    assert lines[-1] == b"" and b"" not in lines[:-1]  # no blank line anywhere
+    assert len(lines) - 1 == len(frame)  # several requests (10 KB each), one line per record
+    ids = [line.split(b",")[0].decode() if accept == "text/csv" else json.loads(line)["ID"] for line in lines[:-1]]
+    assert ids == frame["ID"].tolist()
+    assert b"is not a number" in lines[7]  # the bad record: an error in its place
 
 
 @pytest.fixture(scope="module")
@@ -95,6 +144,7 @@ def test_batch_transform_writes_one_line_per_record_for_every_file(job, tmp_path
     assert list(report["failed"]) == [str(broken)]
     assert not (tmp_path / "out" / "broken.csv.out").exists()
     for frame, out in ((first, tmp_path / "out" / "a.csv.out"), (second, tmp_path / "out" / "part" / "b.csv.out")):
+        assert out.read_bytes().count(b"\n") == len(frame) and b"\n\n" not in out.read_bytes()  # no blank lines
         predicted = pd.read_csv(out, header=None, names=["ID", "label"], dtype=str)
         assert predicted["ID"].tolist() == frame["ID"].tolist()
         assert set(predicted["label"]) <= {"alpha", "beta", "gamma", "delta"}

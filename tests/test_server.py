@@ -16,17 +16,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from multimodal import serve
 from multimodal.payloads import parse_csv, split_records
-from multimodal.schema import Schema, prepare_features
 from multimodal.server import ServerSettings, create_app
-from multimodal.synthetic import encode_image, make_dataset
+from multimodal.synthetic import encode_image, make_dataset, photo_jpeg
+from support import CLASSES, HEADER, StandInModel
 
-HEADER = ["ID", "review_text", "colour_cat", "size_num", "weight_num", "photo_image", "label"]
 COLUMNS = [c for c in HEADER if c != "label"]
-CLASSES = ["alpha", "beta", "delta", "gamma"]
 # Small real model shared with test_gunicorn.py through the session's temporary directory.
 SERVING_HYPERPARAMETERS = {"quality": "toy", "n_folds": 2, "n_mins": 0, "n_secs": 45, "n_epochs": 40,
                            "patience": 5, "image_model": "efficientnet_lite0"}
@@ -40,33 +40,6 @@ def serving_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if not (path / "model_config.json").is_file():
         MultimodalClassifier(**SERVING_HYPERPARAMETERS).fit(make_dataset(150, seed=21)).save(path)
     return path
-
-
-class StandInModel:
-    """Behaves like MultimodalClassifier at the boundary the server uses: schema, classes_, predict_proba."""
-
-    def __init__(self, header=HEADER, classes=CLASSES, delay: float = 0.0) -> None:
-        self.schema = Schema.from_header(header)
-        self.classes_ = list(classes)
-        self.delay = delay
-        self.calls: list[int] = []
-        self.threads: list[str] = []
-
-    def predict_proba(self, df: pd.DataFrame) -> pd.DataFrame:
-        from multimodal.images import decode_image
-        from multimodal.schema import describe_row
-        features = prepare_features(df, self.schema)
-        for name in self.schema.names("image"):
-            for i, value in enumerate(features.values[name]):
-                if value is not None:
-                    decode_image(value, column=name, row=describe_row(i, features.ids))
-        self.calls.append(len(df))
-        self.threads.append(threading.current_thread().name)
-        time.sleep(self.delay)
-        seeds = [sum(map(ord, "|".join(map(str, row)))) for row in df.astype(str).itertuples(index=False)]
-        raw = np.array([[(s * (k + 3)) % 97 + 1 for k in range(len(self.classes_))] for s in seeds], dtype=float)
-        proba = raw / raw.sum(axis=1, keepdims=True) if len(raw) else raw.reshape(0, len(self.classes_))
-        return pd.DataFrame(proba, index=df.index, columns=pd.Index(self.classes_))
 
 
 def records(n: int, seed: int = 5, with_images: bool = True, missing_rate: float = 0.08) -> pd.DataFrame:
@@ -84,9 +57,11 @@ def jsonl_body(frame: pd.DataFrame) -> bytes:
 
 
 def csv_lines(response) -> list[list[str]]:
+    """The records of a CSV response: one line each, separated by \n with none after the last (batch
+    transform's AssembleWith=Line adds that newline; one here would leave a blank line per request)."""
     text = response.get_data(as_text=True)
-    assert text.endswith("\n")
-    return [next(csv.reader([line])) for line in split_records(text.encode()) for line in [line.decode()]]
+    assert not text.endswith("\n")
+    return [next(csv.reader([line])) for line in text.split("\n")]
 
 
 def post(client, body: bytes, content_type: str = "text/csv", accept: str | None = None, **headers):
@@ -296,7 +271,8 @@ def test_integer_labels_and_a_model_without_id():
     model = StandInModel(header=["note_text", "x_num", "label"], classes=[0, 1, 2])
     client = app_with(model)
     response = post(client, b"a,1\nb,2\n")
-    assert response.get_data(as_text=True).count("\n") == 2
+    assert response.get_data(as_text=True).count("\n") == 1  # two records, a newline between them
+    assert len(csv_lines(response)) == 2
     assert all(len(line) == 1 and line[0] in {"0", "1", "2"} for line in csv_lines(response))
     assert response.headers["X-Output-Columns"] == "label"
     out = json.loads(post(client, b"a,1\n", accept="application/json").data)
@@ -391,6 +367,139 @@ def test_json_body_errors(client):
                            (b'[{"ID": "a"}, 5]', "record 2: expected a JSON object")):
         response = post(client, body, "application/json", "application/json")
         assert response.status_code == 400 and fragment in response.get_json()["error"], (body, response.data)
+
+
+def photo_record(record_id: str = "p1", kilobytes: float = 200) -> list[str]:
+    """A record as real batch jobs send it: text with a comma and quotes (so the CSV field is quoted) and a
+    real-size JPEG photo, whose base64 is longer than the csv module's default field limit (131,072)."""
+    photo = base64.b64encode(photo_jpeg(kilobytes, seed=3)).decode()
+    assert len(photo) > 131_072
+    return [record_id, 'Soft, warm "merino" jumper; fits well', "red", "2.5", "1", photo]
+
+
+@pytest.mark.parametrize("bad_records", ["fail", "emit"])
+def test_a_real_size_photo_in_a_row_with_a_quoted_text_field(bad_records):
+    model = StandInModel()
+    client = app_with(model, bad_records=bad_records)
+    rows = [photo_record("p1"), photo_record("p2", kilobytes=900), records(1).astype(str).values.tolist()[0]]
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows(rows)
+    body = buffer.getvalue().encode()
+    assert body.count(b'"') >= 4 and len(body) < 6 * 1024 * 1024
+    response = post(client, body)
+    assert response.status_code == 200, response.data[:500]
+    out = csv_lines(response)
+    assert [line[0] for line in out] == ["p1", "p2", rows[2][0]]
+    assert all(line[1] in CLASSES for line in out), out
+    assert model.calls[-1] == 3  # every record reached the model, the photos decoded
+
+
+def hostile_json_values() -> dict[str, str]:
+    """name → a JSON value that is valid JSON but hostile to a naive reader."""
+    deep_list = "[" * 5000 + "]" * 5000
+    deep_object = '{"a":' * 5000 + "1" + "}" * 5000
+    return {
+        "5,000-digit integer as a number": "9" * 5000,
+        "5,000-digit negative integer": "-" + "9" * 5000,
+        "number overflowing a float": "1e400",
+        "arrays nested 5,000 deep": deep_list,
+        "objects nested 5,000 deep": deep_object,
+        "arrays nested 900 deep": "[" * 900 + "]" * 900,
+    }
+
+
+def json_bodies(value: str, column: str) -> dict[str, bytes]:
+    good = [json.dumps(r) for r in records(2).to_dict("records")]
+    bad = '{"ID": "hostile", "%s": %s}' % (column, value)
+    return {"application/jsonlines": "\n".join([good[0], bad, good[1]]).encode(),
+            "application/json": ("[" + ", ".join([good[0], bad, good[1]]) + "]").encode()}
+
+
+@pytest.mark.parametrize("column", ["size_num", "review_text", "ID"])
+@pytest.mark.parametrize("name", list(hostile_json_values()))
+@pytest.mark.parametrize("content_type", ["application/jsonlines", "application/json"])
+def test_hostile_json_is_a_400_or_an_error_record_never_a_500(name, column, content_type):
+    model = StandInModel()
+    strict, lenient = app_with(model), app_with(model, bad_records="emit")
+    body = json_bodies(hostile_json_values()[name], column)[content_type]
+    where = "line 2" if content_type == "application/jsonlines" else "record 2"
+    harmless = column != "size_num" and "nested" not in name  # a long number is fine as text or as an ID
+    response = post(strict, body, content_type, "application/json")
+    if harmless:
+        assert response.status_code == 200, response.data[:300]
+        return
+    assert response.status_code == 400, (response.status_code, response.data[:300])
+    assert where in response.get_json()["error"]
+    for accept in ("application/jsonlines", "text/csv"):
+        response = post(lenient, body, content_type, accept)
+        assert response.status_code == 200, (response.status_code, response.data[:300])
+        text = response.get_data(as_text=True)
+        lines = text.split("\n")
+        assert len(lines) == 3 and len(text) < 2000, text[:500]  # the structure is not echoed back
+        if accept == "text/csv":
+            fields = [next(csv.reader([line])) for line in lines]
+            assert fields[1][1].startswith(f"ERROR: {where}") and [f[1] in CLASSES for f in fields] == [True, False, True]
+        else:
+            bad = json.loads(lines[1])
+            assert bad["label"] is None and bad["error"].startswith(where)
+            assert [json.loads(x)["label"] in CLASSES for x in (lines[0], lines[2])] == [True, True]
+
+
+def test_a_json_list_too_deep_to_parse_as_a_whole_is_read_record_by_record():
+    from multimodal.payloads import parse_json
+    deep = "[" * 5000 + "]" * 5000
+    body = ('[{"ID": "a", "review_text": "x, \\"quoted\\" ]"}, ' + deep + ', {"ID": "c"}]').encode()
+    batch = parse_json(body, COLUMNS, id_column="ID")
+    assert batch.ids == ["a", "", "c"] and list(batch.errors) == [1]
+    assert batch.rows[0][1] == 'x, "quoted" ]'
+    for broken in ("[" + deep + ", {oops}]", deep + " trailing", '{"a": ' + deep + "}"):
+        response = post(app_with(StandInModel()), broken.encode(), "application/json", "application/json")
+        assert response.status_code == 400, response.data[:200]
+
+
+# Any JSON a client can send: nesting, big and non-finite numbers, odd keys. Every body must get a 200 or a 4xx
+# naming the problem, never a 5xx; with bad_records=emit, one output record per input record.
+HUGE = '"__huge_integer__"'  # replaced by 5,000 digits once dumped (json.dumps cannot write such an int)
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.just(json.loads(HUGE)) | st.floats() | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=4), children, max_size=3),
+    max_leaves=12)
+JSON_RECORDS = st.dictionaries(st.sampled_from([*COLUMNS, "label", "extra"]), JSON_VALUES, max_size=7)
+FUZZ = settings(max_examples=100, deadline=None, derandomize=True,
+                suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+@pytest.fixture(scope="module")
+def fuzz_clients():
+    return {mode: app_with(StandInModel(), bad_records=mode) for mode in ("fail", "emit")}
+
+
+@FUZZ
+@given(items=st.lists(JSON_RECORDS | JSON_VALUES, min_size=1, max_size=4))
+def test_fuzzed_json_never_gets_a_5xx(fuzz_clients, items):
+    strict, lenient = fuzz_clients["fail"], fuzz_clients["emit"]
+    lines = "\n".join(json.dumps(item) for item in items).replace(HUGE, "9" * 5000).encode()
+    listed = json.dumps(items).replace(HUGE, "-" + "9" * 5000).encode()
+    for content_type, body in (("application/jsonlines", lines), ("application/json", listed)):
+        response = post(strict, body, content_type, "application/json")
+        assert response.status_code in (200, 400), (response.status_code, response.data[:300])
+        response = post(lenient, body, content_type, "application/jsonlines")
+        assert response.status_code in (200, 400), (response.status_code, response.data[:300])
+        if response.status_code == 200:
+            assert len(response.get_data(as_text=True).split("\n")) == len(items)
+
+
+@FUZZ
+@given(rows=st.lists(st.lists(st.text(max_size=12) | st.sampled_from(["1e400", "nan", "-", "QUJD", "data:,"]),
+                              min_size=1, max_size=8), min_size=1, max_size=4),
+       tail=st.binary(max_size=40))
+def test_fuzzed_csv_never_gets_a_5xx(fuzz_clients, rows, tail):
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows(rows)
+    for body in (buffer.getvalue().encode(), buffer.getvalue().encode() + tail):
+        for client in fuzz_clients.values():
+            response = post(client, body)
+            assert response.status_code in (200, 400, 415), (response.status_code, response.data[:300])
 
 
 def test_empty_body(client):
@@ -528,7 +637,35 @@ def test_environment_and_gunicorn_options(tmp_path):
     options = serve.gunicorn_options(config, tmp_path)
     assert options["control_socket_disable"] is True and options["preload_app"] is False
     assert options["workers"] == 2 and options["timeout"] == config.timeout and options["bind"] == ["0.0.0.0:8080"]
-    assert options["threads"] >= 2
+    from gunicorn.workers.gasgi import ASGIWorker
+    assert issubclass(options["worker_class"], ASGIWorker) and config.http_threads >= 2
+
+
+def test_batch_transform_variables_size_the_server(tmp_path, monkeypatch):
+    """SageMaker's batch variables: one worker (with every core) when one transform at a time is asked for."""
+    (tmp_path / "model").mkdir()
+    monkeypatch.setattr(serve, "cpu_count", lambda: 16)
+    monkeypatch.setattr(serve, "available_memory", lambda: 64 * 10 ** 9)
+    base = {"MULTIMODAL_ML_ROOT": str(tmp_path)}
+    assert serve.read_config(base).workers == 16  # an endpoint: as many as cores and memory allow
+    config = serve.read_config({**base, "SAGEMAKER_BATCH": "true", "SAGEMAKER_MAX_CONCURRENT_TRANSFORMS": "1",
+                                "SAGEMAKER_BATCH_STRATEGY": "SINGLE_RECORD", "SAGEMAKER_MAX_PAYLOAD_IN_MB": "6"})
+    assert (config.workers, config.threads, config.batch_strategy) == (1, 16, "SINGLE_RECORD")
+    assert "SAGEMAKER_MAX_CONCURRENT_TRANSFORMS=1" in config.workers_reason
+    config = serve.read_config({**base, "SAGEMAKER_BATCH": "True", "SAGEMAKER_MAX_CONCURRENT_TRANSFORMS": "4"})
+    assert (config.workers, config.threads, config.batch_strategy) == (4, 4, "MULTI_RECORD")
+    # never more workers than the machine allows, and an explicit worker count wins
+    assert serve.read_config({**base, "SAGEMAKER_BATCH": "true", "SAGEMAKER_MAX_CONCURRENT_TRANSFORMS": "64"}).workers == 16
+    assert serve.read_config({**base, "SAGEMAKER_BATCH": "true", "SAGEMAKER_MAX_CONCURRENT_TRANSFORMS": "1",
+                              "SAGEMAKER_MODEL_SERVER_WORKERS": "3"}).workers == 3
+    # the variables without SAGEMAKER_BATCH (an endpoint) change nothing; SDK spellings are accepted
+    assert serve.read_config({**base, "SAGEMAKER_MAX_CONCURRENT_TRANSFORMS": "1"}).workers == 16
+    assert serve.read_config({**base, "SAGEMAKER_BATCH_STRATEGY": "MultiRecord"}).batch_strategy == "MULTI_RECORD"
+    with pytest.raises(serve.ConfigError, match="SAGEMAKER_BATCH_STRATEGY"):
+        serve.read_config({**base, "SAGEMAKER_BATCH_STRATEGY": "ALL_AT_ONCE"})
+    client = create_app(StandInModel(), settings=config.server_settings(), background=False).test_client()
+    assert client.get("/execution-parameters").get_json() == {"MaxConcurrentTransforms": 4,
+                                                              "BatchStrategy": "MULTI_RECORD", "MaxPayloadInMB": 6}
 
 
 # ---------------------------------------------------------------------------------------------- the real model
