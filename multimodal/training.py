@@ -4,12 +4,17 @@ A thin layer over MultimodalClassifier. Paths are under ``/opt/ml``, or ``$MULTI
 
   input/config/hyperparameters.json  optional; absent = every default. Flat object, every value a string,
                                      validated against hyperparameter_specification.json; keys starting with
-                                     ``_`` or ``sagemaker_`` are ignored.
+                                     ``_`` or ``sagemaker_`` are ignored. A value written JSON-quoted, as the
+                                     SageMaker Python SDK writes script-mode hyperparameters (``"\"toy\""``), is
+                                     unwrapped to the string inside (``toy``) first.
   input/config/inputdataconfig.json  optional; absent = every channel directory under input/data in File mode
                                      (and a FIFO ``<channel>_0`` in Pipe mode).
   input/config/resourceconfig.json   optional; absent = a single host. With several hosts only the first
-                                     (sorted) trains, on its own copy of the data; the others exit 0 at once
-                                     without writing a model (the algorithm does not support distributed training).
+                                     (sorted), the head, trains, on its own copy of the data (the algorithm does
+                                     not support distributed training yet). The others read no data and never
+                                     touch model/: each waits for the head's result over TCP and exits with it
+                                     (0 if the head succeeded, else 1 with output/failure). See hosts.py for the
+                                     protocol and its settings (MULTIMODAL_HOSTS_PORT, MULTIMODAL_HOSTS_TIMEOUT).
   input/data/train/                  required: .csv / .csv.gz files with the same header (see channels.py)
   input/data/validation/             optional: early-stops the fusion network; its scores are reported
   model/                             the model (MultimodalClassifier.save); written to model/.partial/ and moved
@@ -20,7 +25,7 @@ A thin layer over MultimodalClassifier. Paths are under ``/opt/ml``, or ``$MULTI
 
 Exit status 0 = success, 1 = failure. Metric lines are printed on stdout (format: multimodal/metrics.py); the
 log (stages, row counts, timings, tracebacks) goes to stderr. SIGTERM (StopTrainingJob, MaxRuntimeInSeconds)
-ends the job as a failure with a reason and an empty model/.
+ends the job as a failure with a reason and an empty model/ (on an extra host: exit 1, nothing written).
 
 Time: ``fit`` spends the budget n_hours*3600 + n_mins*60 + n_secs; the entrypoint adds start-up, reading
 (≈ 1 s per 100 MB of CSV), saving, reports and interpreter exit, about 5 s in all, plus the time to predict the
@@ -49,7 +54,8 @@ from typing import Any
 
 from .channels import ChannelConfig, ChannelData, discover_channels, load_input_data_config, read_channel
 from .experts import TimeBudgetError
-from .hyperparameters import HyperparameterError, resolve, time_budget_seconds
+from .hosts import HeadClient, HeadStatusServer, HostsError, bind_from_env, port_from_env, timeout_from_env
+from .hyperparameters import IGNORED_PREFIXES, HyperparameterError, resolve, time_budget_seconds
 from .schema import LABEL_COLUMN, DataError, Schema
 
 log = logging.getLogger("multimodal.training")
@@ -150,7 +156,35 @@ def read_hyperparameters(paths: Paths) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise HyperparameterError(f"hyperparameters.json must be a JSON object of name/value strings, e.g. "
                                   f'{{"n_mins": "10"}}, not {type(raw).__name__}')
-    return raw
+    values, unwrapped = unwrap_json_quoted(raw)
+    if unwrapped:
+        log.info("hyperparameter(s) %s were written JSON-quoted (as the SageMaker Python SDK writes script-mode "
+                 "hyperparameters): the string inside the quotes is used", ", ".join(unwrapped))
+    return values
+
+
+def unwrap_json_quoted(raw: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """Replace each value that is a JSON string literal (``"\\"toy\\""``) by the string it encodes (``toy``).
+
+    The SageMaker Python SDK json.dumps every hyperparameter of a script-mode estimator, so a string arrives
+    quoted while a number does not (``"5"`` stays ``"5"``). Only one level of quoting is removed, and only when
+    the whole value is one JSON string; what is still invalid afterwards fails validation as usual. Keys that
+    are not ours (``_…``, ``sagemaker_…``) are left alone. Returns the values and the names unwrapped."""
+    values, unwrapped = dict(raw), []
+    for name, value in raw.items():
+        if name.startswith(IGNORED_PREFIXES) or not isinstance(value, str):
+            continue
+        text = value.strip()
+        if len(text) < 2 or not (text.startswith('"') and text.endswith('"')):
+            continue
+        try:
+            inner = json.loads(text)
+        except ValueError:
+            continue
+        if isinstance(inner, str):
+            values[name] = inner
+            unwrapped.append(name)
+    return values, unwrapped
 
 
 def read_hosts(paths: Paths) -> tuple[str, list[str]]:
@@ -222,15 +256,6 @@ def run(paths: Paths, clock: Stopwatch) -> int:
     if stale:
         log.warning("removed %d stale entr%s from %s", stale, "y" if stale == 1 else "ies", paths.model_dir)
     paths.output_data_dir.mkdir(parents=True, exist_ok=True)
-
-    current, hosts = read_hosts(paths)
-    if len(hosts) > 1:
-        if current != hosts[0]:
-            log.warning("host %s of %s: this algorithm does not support distributed training; only %s trains. "
-                        "Exiting without a model on this host.", current, ", ".join(hosts), hosts[0])
-            return 0
-        log.warning("%d hosts: this algorithm does not support distributed training; %s trains alone on the data "
-                    "it received (use one instance)", len(hosts), current)
 
     raw = read_hyperparameters(paths)
     hyperparameters = resolve(raw)
@@ -344,7 +369,7 @@ def failure_reason(exc: BaseException, clock: Stopwatch) -> str:
                   "(names, types and ranges: the algorithm's hyperparameter specification).")
     elif isinstance(exc, DataError):
         reason = f"Invalid input data: {exc}"
-    elif isinstance(exc, ConfigError):
+    elif isinstance(exc, (ConfigError, HostsError)):
         reason = f"Invalid job configuration: {exc}"
     elif isinstance(exc, TimeBudgetError):
         reason = f"Time budget too small: {exc}."
@@ -383,6 +408,95 @@ def _stop(signum: int, frame: Any) -> None:
     raise JobStopped(f"signal {signal.Signals(signum).name}")
 
 
+def fail(paths: Paths, clock: Stopwatch, exc: BaseException) -> str:
+    """Clean up after a failure on a host that trains: an empty model/ and output/failure. Returns the reason."""
+    if isinstance(exc, SystemExit) and not exc.code:
+        raise exc
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second stop request must not interrupt the clean-up
+    log.error("training failed after %.1f s:\n%s", clock.elapsed(), "".join(traceback.format_exception(exc)))
+    empty_directory(paths.model_dir)
+    reason = failure_reason(exc, clock)
+    write_failure(paths, reason)
+    log.error("failure reason: %s", reason)
+    return reason
+
+
+def train_or_fail(paths: Paths, clock: Stopwatch) -> tuple[int, str]:
+    """Run the job on a host that trains: (0, "") or (1, the failure reason), failures cleaned up."""
+    try:
+        return run(paths, clock), ""
+    except BaseException as exc:  # noqa: BLE001 - every failure must leave a reason and no model
+        return 1, fail(paths, clock, exc)
+
+
+def lead(paths: Paths, clock: Stopwatch, current: str, hosts: list[str]) -> int:
+    """The head of a multi-host job: train alone while the other hosts wait on its status service."""
+    others = [h for h in hosts if h != current]
+    log.warning("%d hosts (%s): this algorithm does not support distributed training yet, so only this host (%s) "
+                "trains, on the data it received; the other hosts wait for its result and exit with it. Use one "
+                "instance (instance_count=1 / InstanceCount 1) to pay for one.", len(hosts), ", ".join(hosts),
+                current)
+    try:
+        server = HeadStatusServer(port_from_env(), others=others, wait_seconds=timeout_from_env(), name=current,
+                                  bind=bind_from_env()).start()
+    except BaseException as exc:  # noqa: BLE001 - e.g. the port is taken: fail now, not after training
+        fail(paths, clock, exc)
+        return 1
+    with server:
+        code, reason = train_or_fail(paths, clock)
+        # The result is final: a stop request from now on only cuts short the wait for the other hosts.
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda signum, frame: server.stop_waiting())
+        server.report(code, reason)
+    settled()
+    return code
+
+
+def follow_head(paths: Paths, current: str, head: str) -> int:
+    """An extra host: read no data and never touch model/ (it may be the head's, shared); wait for the head's
+    result and exit with it. output/failure is written only for a problem this host detects itself."""
+    log.warning("host %s: this algorithm does not support distributed training yet; only %s trains. This host "
+                "reads no data and writes no model: it waits for %s's result and exits with it.", current, head, head)
+    try:
+        client = HeadClient(head, port_from_env(), timeout=timeout_from_env(), name=current)
+    except HostsError as exc:
+        return extra_host_failed(paths, f"Invalid job configuration on host {current}: {exc}.")
+    with client:
+        try:
+            code, reason = client.wait()
+        except HostsError as exc:
+            return extra_host_failed(paths, f"Host {current} could not follow the training host {head}: {exc}.")
+        except Exception as exc:  # a problem this host found itself: say so, as for the others
+            log.exception("host %s failed while waiting for %s", current, head)
+            return extra_host_failed(paths, f"Host {current} failed while waiting for the training host {head}: "
+                                            f"{type(exc).__name__}: {exc}. {LOG_HINT}.")
+        except JobStopped as exc:
+            outcome = client.outcome_if_sent()
+            if outcome is None:
+                log.error("host %s stopped (%s) while waiting for %s: exit 1, nothing written", current, exc, head)
+                return 1
+            code, reason = outcome
+    settled()
+    if code == 0:
+        log.info("the training host %s succeeded: exit 0 (the job's model is %s's)", head, head)
+        return 0
+    return extra_host_failed(paths, f"The training host {head} failed: {reason or f'exit status {code}'}")
+
+
+def extra_host_failed(paths: Paths, reason: str) -> int:
+    reason = reason if len(reason) <= FAILURE_LIMIT else reason[:FAILURE_LIMIT - 1] + "…"
+    log.error("failure reason: %s", reason)
+    write_failure(paths, reason)
+    return 1
+
+
+def settled() -> None:
+    """This host's result is final (and, on the head, about to be reported). From now on a stop request must not
+    change it: docker compose (the SDK's local mode) stops every container once one exits, so the host that
+    finishes last is always sent SIGTERM, and on the head that must not empty a published model."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="multimodal-train", description="Run the SageMaker training job: read /opt/ml (or $MULTIMODAL_ML_ROOT), "
@@ -399,21 +513,22 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     paths = Paths.from_env()
     previous = {signum: signal.signal(signum, _stop) for signum in (signal.SIGTERM, signal.SIGINT)}
+    hosts: list[str] = []
     try:
-        return run(paths, clock)
-    except BaseException as exc:  # noqa: BLE001 - every failure must leave a reason and no model
-        if isinstance(exc, SystemExit) and not exc.code:
-            raise
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second stop request must not interrupt the clean-up
-        log.error("training failed after %.1f s:\n%s", clock.elapsed(), "".join(traceback.format_exception(exc)))
-        empty_directory(paths.model_dir)
-        reason = failure_reason(exc, clock)
-        write_failure(paths, reason)
-        log.error("failure reason: %s", reason)
-        return 1
+        try:
+            current, hosts = read_hosts(paths)
+        except BaseException as exc:  # noqa: BLE001 - which host this is is unknown: fail as a single host does
+            fail(paths, clock, exc)
+            return 1
+        if len(hosts) > 1 and current != hosts[0]:
+            return follow_head(paths, current, hosts[0])
+        if len(hosts) > 1:
+            return lead(paths, clock, current, hosts)
+        return train_or_fail(paths, clock)[0]
     finally:
         for signum, handler in previous.items():
-            signal.signal(signum, handler)
+            # With several hosts SIGTERM stays ignored: the process exits right after this (see settled()).
+            signal.signal(signum, signal.SIG_IGN if len(hosts) > 1 and signum == signal.SIGTERM else handler)
 
 
 if __name__ == "__main__":

@@ -4,17 +4,21 @@ Error paths run without training (each fails in a second or two); the tests mark
 """
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from unittest import mock
 
 import pandas as pd
 import pytest
@@ -134,6 +138,8 @@ def assert_failed_cleanly(job: Job, *fragments: str) -> str:
     ({"missing_threshold": "1.5"}, ["missing_threshold='1.5' is out of range"]),
     ({"quality": "ultra"}, ["quality='ultra' is not one of toy, very_light, light, default, best"]),
     ({"n_minutes": "3"}, ["unknown hyperparameter 'n_minutes'"]),
+    ({"quality": json.dumps("tooy")}, ["quality='tooy' is not one of toy, very_light"]),  # SDK-quoted, still wrong
+    ({"n_mins": json.dumps("five")}, ["n_mins='five' must be an integer"]),
     ({"nmins": "3"}, ["did you mean n_mins?"]),
     ({"n_hours": "0", "n_mins": "0", "n_secs": "0"}, ["time budget", "n_mins=5"]),
     ('["n_mins", "5"]', ["must be a JSON object"]),
@@ -142,6 +148,40 @@ def test_each_hyperparameter_error_fails_the_job_naming_it(tmp_path, small, hype
     root = layout(tmp_path, hyperparameters=hyperparameters, channels={"train": {"train.csv": to_csv(small)}})
     reason = assert_failed_cleanly(run_job(root), "Invalid hyperparameters", *fragments)
     assert len(reason) <= 1024
+
+
+def sdk_hyperparameters(values: dict) -> dict:
+    """hyperparameters.json as the SageMaker Python SDK writes it for a script-mode estimator: every value
+    json.dumps-ed (strings arrive quoted, numbers do not), plus the SDK's own sagemaker_* keys."""
+    sdk = {"sagemaker_program": "train.py", "sagemaker_submit_directory": "s3://bucket/job/source/sourcedir.tar.gz",
+           "sagemaker_container_log_level": 20, "sagemaker_region": "us-east-1"}
+    return {str(k): json.dumps(v) for k, v in {**values, **sdk}.items()}
+
+
+def test_hyperparameters_written_json_quoted_by_the_sdk_are_unwrapped(tmp_path, caplog):
+    from multimodal import training
+    from multimodal.hyperparameters import resolve
+    written = sdk_hyperparameters({"quality": "toy", "image_model": "efficientnet_lite0", "n_mins": 5,
+                                   "learning_rate": 0.01, "missing_threshold": 1.0})
+    assert written["quality"] == '"toy"' and written["n_mins"] == "5"  # what the file holds
+    root = layout(tmp_path, hyperparameters=written)
+    with caplog.at_level("INFO", logger="multimodal.training"):
+        raw = training.read_hyperparameters(training.Paths(root))
+    values = resolve(raw)
+    assert (values["quality"], values["image_model"], values["n_mins"], values["learning_rate"]) == (
+        "toy", "efficientnet_lite0", 5, 0.01)
+    unwrapped = [r.getMessage() for r in caplog.records if "JSON-quoted" in r.getMessage()]
+    assert len(unwrapped) == 1 and "quality, image_model" in unwrapped[0]  # logged once, naming them
+    assert "sagemaker_program" not in unwrapped[0] and "n_mins" not in unwrapped[0]
+
+
+@pytest.mark.parametrize("value, expected", [
+    ('"toy"', "toy"), (' "toy" ', "toy"), ("toy", "toy"), ("5", "5"), ('"5"', "5"), ('"to', '"to'),
+    ('"a" "b"', '"a" "b"'), ('"\\"toy\\""', '"toy"'),  # one level of quoting only
+])
+def test_only_whole_json_string_literals_are_unwrapped(value, expected):
+    from multimodal.training import unwrap_json_quoted
+    assert unwrap_json_quoted({"quality": value})[0] == {"quality": expected}
 
 
 def test_invalid_hyperparameters_json_is_reported(tmp_path, small):
@@ -220,15 +260,6 @@ def test_recordio_pipe_channels_are_refused(tmp_path, small):
     config = root / "input" / "config" / "inputdataconfig.json"
     config.write_text(json.dumps({"train": {"TrainingInputMode": "File", "RecordWrapperType": "RecordIO"}}))
     assert_failed_cleanly(run_job(root), "RecordWrapperType 'RecordIO' is not supported")
-
-
-def test_other_hosts_exit_cleanly_without_a_model(tmp_path, small):
-    root = layout(tmp_path, hyperparameters=FAST, channels={"train": {"t.csv": to_csv(small)}},
-                  resource={"current_host": "algo-2", "hosts": ["algo-2", "algo-1"]})
-    job = run_job(root)
-    assert job.returncode == 0 and job.failure is None
-    assert job.model_entries == []
-    assert "does not support distributed training" in job.stderr
 
 
 def test_a_failure_while_saving_leaves_model_dir_empty(tmp_path, small, monkeypatch):
@@ -453,3 +484,207 @@ def test_a_stopped_job_leaves_a_reason_and_no_model(tmp_path):
     job = Job(root, returncode, "", log_path.read_text(), 0)
     reason = assert_failed_cleanly(job, "Training was stopped (signal SIGTERM)", "MaxRuntimeInSeconds")
     assert len(reason) <= 1024
+
+
+# ---------------------------------------------------------------------------------------------- several hosts
+# Two real `python -m multimodal.training` processes over loopback: hosts named by IP literals, so that they
+# resolve without DNS; "127.0.0.1" sorts first and is the head. The head listens on 127.0.0.1 only, on a free
+# port given through MULTIMODAL_HOSTS_PORT. Every process started is stopped by its PID in a finally block.
+
+HEAD, EXTRA, ABSENT = "127.0.0.1", "127.0.0.2", "127.0.0.3"
+# One expert (numbers only) and a 5 s budget: a head trains in about 25 s on 2 cores.
+TINY = {"quality": "toy", "n_folds": 2, "n_hours": 0, "n_mins": 0, "n_secs": 5, "n_epochs": 20}
+TINY_STRINGS = {k: str(v) for k, v in TINY.items()}
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind((HEAD, 0))
+        return probe.getsockname()[1]
+
+
+def host_root(root: Path, current: str, hosts: list[str], *, hyperparameters: dict, data: pd.DataFrame | None) -> Path:
+    channels = {"train": {"t.csv": to_csv(data)}} if data is not None else None  # an extra host gets no data at all
+    return layout(root, hyperparameters=hyperparameters, channels=channels,
+                  resource={"current_host": current, "hosts": hosts, "network_interface_name": "eth0"})
+
+
+def numbers_only(n_rows: int = 60) -> pd.DataFrame:
+    return make_dataset(n_rows, seed=5, with_images=False)[["ID", "size_num", "weight_num", "label"]]
+
+
+@dataclass
+class Host:
+    root: Path
+    process: subprocess.Popen
+    log: Path
+
+    @property
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait(self, timeout: float) -> int:
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"{self.root.name} still running after {timeout} s:\n{self.text[-3000:]}") from None
+
+
+@contextlib.contextmanager
+def hosts_running(port: int, timeout_s: float = 60) -> Iterator[Callable[[Path], Host]]:
+    """Yields start(root) -> Host; every process started is stopped (by PID) on the way out."""
+    started: list[Host] = []
+
+    def start(root: Path) -> Host:
+        env = dict(environment(root), MULTIMODAL_HOSTS_PORT=str(port), MULTIMODAL_HOSTS_BIND=HEAD,
+                   MULTIMODAL_HOSTS_TIMEOUT=str(timeout_s))
+        log_path = root.parent / f"{root.name}.log"
+        with open(log_path, "w") as log_file:
+            process = subprocess.Popen([sys.executable, "-m", "multimodal.training"], env=env,
+                                       stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT)
+        started.append(Host(root, process, log_path))
+        return started[-1]
+
+    try:
+        yield start
+    finally:
+        for host in started:
+            if host.process.poll() is None:
+                host.process.kill()
+                host.process.wait(30)
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
+        time.sleep(0.1)
+
+
+def share_model_dir(extra: Path, head: Path) -> None:
+    """As in the SDK's local mode (docker compose): every host mounts the same directory as /opt/ml/model."""
+    (extra / "model").rmdir()
+    (extra / "model").symlink_to(head / "model", target_is_directory=True)
+
+
+def assert_model_intact(root: Path) -> dict:
+    entries = sorted(p.name for p in (root / "model").iterdir())
+    assert CONFIG_FILE in entries and "wholistic" in entries and ".partial" not in entries, entries
+    return json.loads((root / "model" / CONFIG_FILE).read_text())
+
+
+@pytest.mark.slow
+def test_an_extra_host_waits_for_the_head_and_exits_0_after_it_succeeded(tmp_path):
+    """The extra host starts first (the head is not up yet), stays alive while the head trains, shares the head's
+    model/ (local mode) and exits 0 after it; hyperparameters are written as the SageMaker SDK writes them.
+    A third host that never starts does not keep the head from finishing."""
+    hosts = [EXTRA, ABSENT, HEAD]  # unsorted, as a hand-written file may be: the head is the first once sorted
+    written = sdk_hyperparameters(TINY)
+    head_root = host_root(tmp_path / "head", HEAD, hosts, hyperparameters=written, data=numbers_only())
+    extra_root = host_root(tmp_path / "extra", EXTRA, hosts, hyperparameters=written, data=None)
+    share_model_dir(extra_root, head_root)
+    with hosts_running(free_port(), timeout_s=20) as start:
+        extra = start(extra_root)
+        wait_until(lambda: "waiting for the training host 127.0.0.1" in extra.text, 30, "the extra host to start")
+        head = start(head_root)
+        wait_until(lambda: "fitting on" in head.text and "host 127.0.0.2 (127.0.0.1:" in head.text
+                   or head.process.poll() is not None, 60, "the head to train with the extra host connected")
+        assert head.process.poll() is None, head.text[-5000:]
+        assert extra.process.poll() is None, "the extra host must still run while the head trains"
+        assert head.wait(120) == 0, head.text[-5000:]
+        assert extra.wait(30) == 0, extra.text[-3000:]
+    config = assert_model_intact(head_root)
+    assert config["hyperparameters"]["quality"] == "toy" and config["hyperparameters"]["n_secs"] == 5
+    assert re.search(r"hyperparameter\(s\) quality were written JSON-quoted", head.text)
+    assert "does not support distributed training yet" in head.text and "only this host (127.0.0.1)" in head.text
+    assert "127.0.0.3 did not receive this host's result" in head.text
+    assert "the training host 127.0.0.1 succeeded" in extra.text
+    assert not (head_root / "output" / "failure").exists() and not (extra_root / "output" / "failure").exists()
+    assert list((extra_root / "output").iterdir()) == [], "an extra host writes nothing to output/"
+
+
+@pytest.mark.slow
+def test_stopping_an_extra_host_mid_job_leaves_the_shared_model_intact(tmp_path):
+    hosts = [HEAD, EXTRA]
+    head_root = host_root(tmp_path / "head", HEAD, hosts, hyperparameters=TINY_STRINGS, data=numbers_only())
+    extra_root = host_root(tmp_path / "extra", EXTRA, hosts, hyperparameters=TINY_STRINGS, data=None)
+    share_model_dir(extra_root, head_root)
+    with hosts_running(free_port()) as start:
+        head = start(head_root)
+        extra = start(extra_root)
+        wait_until(lambda: "fitting on" in head.text and "connected to the training host" in extra.text, 60,
+                   "the head to train with the extra host connected")
+        extra.process.send_signal(signal.SIGTERM)  # StopTrainingJob, or docker compose stopping the container
+        stopped = time.monotonic()
+        assert extra.wait(10) != 0
+        assert time.monotonic() - stopped < 5, "an extra host stops promptly"
+        assert head.process.poll() is None, "the head goes on training"
+        assert head.wait(120) == 0, head.text[-5000:]
+    assert_model_intact(head_root)
+    assert "stopped (signal SIGTERM) while waiting for 127.0.0.1" in extra.text
+    assert not (extra_root / "output" / "failure").exists(), "a stopped extra host writes nothing"
+    assert "host 127.0.0.2 disconnected before this host finished" in head.text
+
+
+def test_a_head_that_fails_fails_an_extra_host_that_starts_after_it(tmp_path):
+    """The head fails in seconds (an invalid, SDK-quoted hyperparameter) and waits for the extra host, which
+    starts only then; the extra host exits 1 with the head's reason and leaves its own model/ alone."""
+    hosts = [HEAD, EXTRA]
+    bad = {**TINY_STRINGS, "quality": json.dumps("tooy")}
+    head_root = host_root(tmp_path / "head", HEAD, hosts, hyperparameters=bad, data=numbers_only())
+    extra_root = host_root(tmp_path / "extra", EXTRA, hosts, hyperparameters=bad, data=None)
+    (extra_root / "model" / "sentinel").write_text("not the extra host's to delete")
+    with hosts_running(free_port()) as start:
+        head = start(head_root)
+        wait_until(lambda: "waiting for 127.0.0.2 to receive this host's result" in head.text, 60,
+                   "the head to fail and wait for the extra host")
+        extra = start(extra_root)
+        assert extra.wait(30) == 1, extra.text[-3000:]
+        assert head.wait(30) == 1, head.text[-3000:]
+    head_reason = (head_root / "output" / "failure").read_text()
+    assert "quality='tooy' is not one of" in head_reason
+    extra_reason = (extra_root / "output" / "failure").read_text()
+    assert extra_reason.startswith("The training host 127.0.0.1 failed: Invalid hyperparameters: hyperparameter "
+                                   "quality='tooy' is not one of"), extra_reason
+    assert len(extra_reason.strip()) <= 1024
+    assert sorted(p.name for p in (extra_root / "model").iterdir()) == ["sentinel"]
+    assert "every other host received this host's result" in head.text
+
+
+def test_an_extra_host_whose_head_never_appears_fails_after_the_timeout(tmp_path):
+    root = host_root(tmp_path / "extra", EXTRA, [HEAD, EXTRA], hyperparameters=TINY_STRINGS, data=None)
+    (root / "model" / "sentinel").write_text("untouched")
+    port = free_port()  # nothing listens there
+    with hosts_running(port, timeout_s=2) as start:
+        extra = start(root)
+        assert extra.wait(30) == 1, extra.text[-3000:]
+    reason = (root / "output" / "failure").read_text()
+    assert reason.startswith(f"Host 127.0.0.2 could not follow the training host 127.0.0.1: could not reach the "
+                             f"training host 127.0.0.1 on port {port} within 2 s"), reason
+    assert "MULTIMODAL_HOSTS_PORT" in reason and len(reason.strip()) <= 1024
+    assert sorted(p.name for p in (root / "model").iterdir()) == ["sentinel"]
+    assert sorted(p.name for p in (root / "output").iterdir()) == ["failure"]
+
+
+def test_a_head_whose_port_is_taken_fails_at_once_naming_the_setting(tmp_path, small):
+    root = host_root(tmp_path / "head", HEAD, [HEAD, EXTRA], hyperparameters=TINY_STRINGS, data=numbers_only())
+    with socket.create_server((HEAD, 0)) as taken:
+        port = taken.getsockname()[1]
+        with hosts_running(port) as start:
+            head = start(root)
+            assert head.wait(60) == 1, head.text[-3000:]
+    reason = (root / "output" / "failure").read_text()
+    assert reason.startswith(f"Invalid job configuration: the head cannot listen on port {port}"), reason
+    assert "MULTIMODAL_HOSTS_PORT" in reason
+    assert "fitting on" not in head.text
+
+
+def test_a_single_host_opens_no_port(tmp_path, small):
+    """Port taken and set: a single host does not care, and gets as far as its (invalid) hyperparameters."""
+    root = layout(tmp_path, hyperparameters={**FAST, "n_epochs": "0"}, channels={"train": {"t.csv": to_csv(small)}})
+    with socket.create_server((HEAD, 0)) as taken:
+        environ = dict(os.environ, MULTIMODAL_HOSTS_PORT=str(taken.getsockname()[1]), MULTIMODAL_HOSTS_BIND=HEAD)
+        with mock.patch.dict(os.environ, environ):
+            job = run_job(root)
+    assert_failed_cleanly(job, "Invalid hyperparameters", "n_epochs='0' is out of range")
+    assert "head status service" not in job.stderr and "distributed training" not in job.stderr
