@@ -1,8 +1,12 @@
 """Per-modality experts: one bagged AutoGluon TabularPredictor each, with an 'insufficient information' class."""
 from __future__ import annotations
 
+import contextlib
+import copy
 import logging
 import shutil
+import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +27,11 @@ QUALITY = {
     "default": ("default", 0, 0),
     "best": ("default", 1, 8),  # the core of AutoGluon's best_quality: more folds and a stacking layer
 }
+
+
+# persist() keeps the models in memory only if they need at most this share of the available memory
+# (AutoGluon's own default for TabularPredictor.persist).
+PERSIST_MAX_MEMORY = 0.4
 
 
 class TimeBudgetError(RuntimeError):
@@ -143,7 +152,7 @@ class Expert:
     def load(cls, spec: ExpertSpec, path: Path, classes: list[int]) -> "Expert":
         from autogluon.tabular import TabularPredictor
         predictor = TabularPredictor.load(str(path), verbosity=0, require_py_version_match=False)
-        predictor.persist(models="best")  # keep models in memory: no disk reads per request
+        persist(predictor, path)
         return cls(spec, predictor, classes, path)
 
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
@@ -163,3 +172,58 @@ def align(proba: pd.DataFrame, classes: list[int], n_rows: int) -> np.ndarray:
     keep = (index >= 0) & (index < n_rows) & ~proba.index.duplicated()
     out[index[keep]] = proba[keep].reindex(columns=classes, fill_value=0.0).to_numpy(dtype=np.float64)
     return out
+
+
+def persist(predictor: Any, path: Path, max_memory: float = PERSIST_MAX_MEMORY) -> bool:
+    """Keep the best model (and the models it depends on) in memory: no disk reads per request.
+
+    AutoGluon's own check (``persist(max_memory=...)``) sizes every model by pickling it again after a full
+    ``gc.collect()``, which took 0.5–1.8 s per expert in a server worker (a full collection per model, over a
+    heap holding pandas, scikit-learn and torch). The same limit is applied here to the size of the expert's
+    saved models, the pickles of those same objects (after ``clone_for_deployment`` the directory holds only
+    the models prediction uses). Above it, models stay on disk and are loaded per prediction, as AutoGluon
+    does.
+    """
+    from autogluon.common.utils.resource_utils import ResourceManager
+    required = sum(f.stat().st_size for f in (path / "models").rglob("*") if f.is_file())
+    available = ResourceManager.get_available_virtual_mem()
+    if required > max_memory * available:
+        log.warning("expert at %s: not persisting its models in memory: they need about %.0f MB, over %.0f %% of "
+                    "the %.0f MB available; they are read from disk at each prediction (slower)", path,
+                    required / 1e6, 100 * max_memory, available / 1e6)
+        return False
+    predictor.persist(models="best", max_memory=None)
+    return True
+
+
+_METADATA_LOCK = threading.RLock()
+
+
+@contextlib.contextmanager
+def shared_autogluon_metadata():
+    """Within the block, TabularPredictor.load reads the installed packages' metadata once, not per predictor.
+
+    Each TabularPredictor.load collects the versions of every installed distribution (about 0.2 s, parsing
+    some 300 METADATA files) to compare them with those the predictor was saved with; loading several experts
+    in a row repeats identical work. The first result is reused (a copy each time) until the block ends.
+    """
+    with _METADATA_LOCK:
+        module = sys.modules.get("autogluon.tabular.predictor.predictor")
+        if module is None:
+            import autogluon.tabular.predictor.predictor as module
+        original = getattr(module, "get_autogluon_metadata", None)
+        if original is None:  # another AutoGluon version: nothing to share
+            yield
+            return
+        cache: list[dict] = []
+
+        def get_autogluon_metadata() -> dict:
+            if not cache:
+                cache.append(original())
+            return copy.deepcopy(cache[0])
+
+        module.get_autogluon_metadata = get_autogluon_metadata
+        try:
+            yield
+        finally:
+            module.get_autogluon_metadata = original

@@ -1,11 +1,24 @@
-"""The fusion network: a Keras 3 MLP from the experts' concatenated probabilities to the real classes."""
+"""The fusion network: a Keras 3 MLP from the experts' concatenated probabilities to the real classes.
+
+Training uses Keras (TensorFlow backend) and the artifact is the Keras file ``fusion.keras``. Prediction does
+not need Keras: the Dense layers' kernels, biases and activations are read from that file (a zip holding
+``config.json`` and ``model.weights.h5``) and the forward pass runs in numpy (float32). Importing TensorFlow
+costs a server worker seconds of start-up and hundreds of MB, for a network of a few thousand weights.
+The same numpy forward pass serves predictions right after ``train`` and after ``load``, so the two agree
+exactly. A file whose layers the numpy pass does not support (anything but float32 Dense layers with the
+activations of ``ACTIVATIONS``) is predicted with Keras, as before.
+"""
 from __future__ import annotations
 
+import io
+import json
 import logging
 import os
+import tempfile
 import time
+import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -13,19 +26,169 @@ log = logging.getLogger(__name__)
 
 MODEL_FILE = "fusion.keras"
 _PREDICT_CHUNK = 65536
+_CONFIG_ENTRY = "config.json"
+_WEIGHTS_ENTRY = "model.weights.h5"
 
 
 def keras() -> Any:
-    # The backend is fixed before the first import; TensorFlow is only loaded when fusion is needed.
+    # The backend is fixed before the first import; TensorFlow is only loaded when training needs it.
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras as _keras
     return _keras
 
 
+# ---------------------------------------------------------------------------------------------- numpy forward
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return (1.0 / (1.0 + np.exp(-x))).astype(x.dtype, copy=False)
+
+
+ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "linear": lambda x: x,
+    "relu": lambda x: np.maximum(x, np.float32(0)),
+    "softmax": _softmax,
+    "sigmoid": _sigmoid,
+    "tanh": np.tanh,
+}
+
+
+class UnsupportedNetwork(ValueError):
+    """The Keras file holds something the numpy forward pass does not compute (Keras must predict)."""
+
+
+class DenseStack:
+    """A stack of Dense layers (kernel, bias, activation), evaluated in float32 numpy."""
+
+    def __init__(self, layers: list[tuple[np.ndarray, np.ndarray | None, str]]) -> None:
+        if not layers:
+            raise UnsupportedNetwork("no Dense layers")
+        self.layers = [(np.ascontiguousarray(kernel, dtype=np.float32),
+                        None if bias is None else np.ascontiguousarray(bias, dtype=np.float32), activation)
+                       for kernel, bias, activation in layers]
+        self._activations = [ACTIVATIONS[activation] for _, _, activation in layers]
+
+    @property
+    def n_inputs(self) -> int:
+        return self.layers[0][0].shape[0]
+
+    @property
+    def n_outputs(self) -> int:
+        return self.layers[-1][0].shape[1]
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        h = np.asarray(x, dtype=np.float32)
+        for (kernel, bias, _), activation in zip(self.layers, self._activations):
+            h = h @ kernel
+            if bias is not None:
+                h += bias
+            h = activation(h)
+        return h
+
+    @classmethod
+    def from_keras_file(cls, data: bytes) -> "DenseStack":
+        """Kernels, biases and activations of a Sequential of Dense layers saved by Keras 3 (``.keras`` bytes)."""
+        try:
+            with zipfile.ZipFile(io.BytesIO(data)) as archive:
+                config = json.loads(archive.read(_CONFIG_ENTRY))
+                weights = archive.read(_WEIGHTS_ENTRY)
+        except (zipfile.BadZipFile, KeyError, ValueError) as exc:
+            raise UnsupportedNetwork(f"not a Keras 3 .keras file ({exc})") from None
+        if config.get("class_name") != "Sequential":
+            raise UnsupportedNetwork(f"a {config.get('class_name')!r} model, not a Sequential one")
+        specs = []
+        for layer in config.get("config", {}).get("layers", []):
+            kind, options = layer.get("class_name"), layer.get("config", {})
+            if kind == "InputLayer":
+                continue
+            if kind != "Dense":
+                raise UnsupportedNetwork(f"a {kind!r} layer")
+            dtype = options.get("dtype", "float32")
+            if isinstance(dtype, dict):
+                dtype = dtype.get("config", {}).get("name")
+            if dtype != "float32":
+                raise UnsupportedNetwork(f"layer {options.get('name')!r} computes in {dtype!r}")
+            if options.get("quantization_config") or options.get("lora_rank"):
+                raise UnsupportedNetwork(f"layer {options.get('name')!r} is quantized or has LoRA weights")
+            activation = options.get("activation") or "linear"
+            if isinstance(activation, dict) and activation.get("class_name") == "function":
+                activation = activation.get("config")
+            if not isinstance(activation, str) or activation not in ACTIVATIONS:
+                raise UnsupportedNetwork(f"layer {options.get('name')!r} has activation {activation!r}")
+            specs.append((options.get("name"), activation, bool(options.get("use_bias", True))))
+        layers = _read_dense_weights(weights, specs)
+        for (kernel, _, _), (next_kernel, _, _) in zip(layers, layers[1:]):
+            if kernel.shape[1] != next_kernel.shape[0]:
+                raise UnsupportedNetwork(f"layer shapes do not chain: {kernel.shape} then {next_kernel.shape}")
+        return cls(layers)
+
+
+def _read_dense_weights(weights: bytes, specs: list[tuple[str, str, bool]]) -> list:
+    """(kernel, bias, activation) per Dense layer from Keras 3's model.weights.h5.
+
+    Keras names each layer's group by its class in order (``layers/dense``, ``layers/dense_1``, …) and records
+    the layer's own name in the ``vars`` group's ``name`` attribute: the attribute is matched first.
+    """
+    import h5py
+    try:
+        with h5py.File(io.BytesIO(weights), "r") as h5:
+            groups = h5.get("layers")
+            if groups is None:
+                raise UnsupportedNetwork("model.weights.h5 has no 'layers' group")
+            by_name = {}
+            for key in groups:
+                variables = groups[key].get("vars")
+                if variables is not None and "name" in variables.attrs:
+                    by_name[str(variables.attrs["name"])] = variables
+            layers = []
+            for position, (name, activation, use_bias) in enumerate(specs):
+                variables = by_name.get(name)
+                if variables is None:
+                    key = "dense" if position == 0 else f"dense_{position}"
+                    variables = groups.get(f"{key}/vars")
+                if variables is None or len(variables) != (2 if use_bias else 1):
+                    raise UnsupportedNetwork(f"no weights (or unexpected ones) for layer {name!r}")
+                kernel = np.asarray(variables["0"], dtype=np.float32)
+                bias = np.asarray(variables["1"], dtype=np.float32) if use_bias else None
+                if kernel.ndim != 2 or (bias is not None and bias.shape != (kernel.shape[1],)):
+                    raise UnsupportedNetwork(f"layer {name!r}: kernel {kernel.shape}, bias "
+                                             f"{None if bias is None else bias.shape}")
+                layers.append((kernel, bias, activation))
+            return layers
+    except OSError as exc:
+        raise UnsupportedNetwork(f"model.weights.h5 cannot be read ({exc})") from None
+
+
+# ---------------------------------------------------------------------------------------------- the network
+
 class FusionNetwork:
-    def __init__(self, model: Any) -> None:
-        self.model = model
+    """The fitted fusion MLP: the ``.keras`` file's bytes, and the numpy forward pass that predicts with them.
+
+    ``model`` is the Keras model (loaded with Keras on first access after ``load``; only training, and a file
+    the numpy pass cannot compute, need it).
+    """
+
+    def __init__(self, model: Any = None, *, keras_file: bytes | None = None) -> None:
+        if model is None and keras_file is None:
+            raise ValueError("FusionNetwork needs a Keras model or the bytes of its .keras file")
+        self._model = model
+        self.keras_file = keras_file if keras_file is not None else _keras_file_bytes(model)
+        try:
+            self.forward: DenseStack | None = DenseStack.from_keras_file(self.keras_file)
+        except UnsupportedNetwork as exc:
+            log.info("fusion network: predicting with Keras (the numpy forward pass does not support %s)", exc)
+            self.forward = None
+
+    @property
+    def model(self) -> Any:
+        if self._model is None:
+            self._model = _load_keras_model(self.keras_file)
+        return self._model
 
     @classmethod
     def train(cls, x: np.ndarray, y: np.ndarray, n_classes: int, *, x_val: np.ndarray, y_val: np.ndarray,
@@ -65,17 +228,42 @@ class FusionNetwork:
         curve["best_epoch"] = int(np.argmin(curve["val_loss"])) + 1 if curve.get("val_loss") else len(curve["loss"])
         return cls(model), curve
 
+    @property
+    def n_classes(self) -> int:
+        return self.forward.n_outputs if self.forward is not None else int(self.model.output_shape[-1])
+
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        # predict_on_batch skips Keras predict()'s per-call setup (~40 ms), which dominates small requests
-        x = x.astype(np.float32)
-        parts = [np.asarray(self.model.predict_on_batch(x[i:i + _PREDICT_CHUNK]))
-                 for i in range(0, len(x), _PREDICT_CHUNK)]
-        return np.concatenate(parts) if parts else np.empty((0, self.model.output_shape[-1]), np.float32)
+        x = np.asarray(x, dtype=np.float32)
+        if self.forward is not None:
+            predict = self.forward
+        else:  # predict_on_batch skips Keras predict()'s per-call setup (~40 ms), which dominates small requests
+            def predict(chunk: np.ndarray) -> np.ndarray:
+                return np.asarray(self.model.predict_on_batch(chunk))
+        parts = [predict(x[i:i + _PREDICT_CHUNK]) for i in range(0, len(x), _PREDICT_CHUNK)]
+        return np.concatenate(parts) if parts else np.empty((0, self.n_classes), np.float32)
 
     def save(self, directory: Path) -> None:
+        """Write ``fusion.keras``: the file Keras saved after training (or the one loaded), byte for byte."""
         directory.mkdir(parents=True, exist_ok=True)
-        self.model.save(directory / MODEL_FILE)
+        tmp = directory / (MODEL_FILE + ".tmp")
+        tmp.write_bytes(self.keras_file)
+        tmp.replace(directory / MODEL_FILE)
 
     @classmethod
     def load(cls, directory: Path) -> "FusionNetwork":
-        return cls(keras().models.load_model(directory / MODEL_FILE, compile=False))
+        return cls(keras_file=(directory / MODEL_FILE).read_bytes())
+
+
+def _keras_file_bytes(model: Any) -> bytes:
+    with tempfile.TemporaryDirectory(prefix="multimodal-fusion-") as tmp:
+        path = Path(tmp) / MODEL_FILE
+        model.save(path)
+        return path.read_bytes()
+
+
+def _load_keras_model(data: bytes) -> Any:
+    k = keras()
+    with tempfile.TemporaryDirectory(prefix="multimodal-fusion-") as tmp:
+        path = Path(tmp) / MODEL_FILE
+        path.write_bytes(data)
+        return k.models.load_model(path, compile=False)

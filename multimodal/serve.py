@@ -15,7 +15,7 @@ Environment variables: the server's whole interface (hyperparameters play no par
 |---|---|---|
 | `SAGEMAKER_BIND_TO_PORT` | `8080` | port to listen on; SageMaker sets it only for images labelled `com.amazonaws.sagemaker.capabilities.accept-bind-to-port=true` |
 | `MULTIMODAL_BIND_HOST` | `0.0.0.0` | address to listen on |
-| `SAGEMAKER_MODEL_SERVER_WORKERS`, then `MODEL_SERVER_WORKERS` | min(cores, ⌊0.8 × available memory ÷ (1.7 GB + model directory size)⌋), at least 1; in a batch transform at most `SAGEMAKER_MAX_CONCURRENT_TRANSFORMS` | worker processes, each with its own copy of the model (one worker measured 1.26 GB RSS warm, 1.64 GB peak after a 6 MB request). Cores and memory honour the CPU affinity and cgroup limits |
+| `SAGEMAKER_MODEL_SERVER_WORKERS`, then `MODEL_SERVER_WORKERS` | min(cores, ⌊0.8 × available memory ÷ (1.2 GB + model directory size)⌋), at least 1; in a batch transform at most `SAGEMAKER_MAX_CONCURRENT_TRANSFORMS` | worker processes, each with its own copy of the model (one worker measured 0.50 GB RSS warm, 0.91 GB peak after a 6 MB request, small model with an image column). Cores and memory honour the CPU affinity and cgroup limits |
 | `SAGEMAKER_BATCH` | `false` | set to `true` by batch transform: the worker count is then capped by `SAGEMAKER_MAX_CONCURRENT_TRANSFORMS` |
 | `SAGEMAKER_MAX_CONCURRENT_TRANSFORMS` | — | set by batch transform (MaxConcurrentTransforms): no more workers than requests that can arrive at once, so fewer model copies load at start and each worker gets more compute threads (one transform at a time: one worker with every core) |
 | `SAGEMAKER_BATCH_STRATEGY` | `MULTI_RECORD` | set by batch transform; reported as `BatchStrategy` by `/execution-parameters` (`MULTI_RECORD` or `SINGLE_RECORD`; every request may carry one record or many either way) |
@@ -65,9 +65,10 @@ DEFAULT_HTTP_THREADS = 8
 DEFAULT_MAX_PAYLOAD_MB = 6.0
 DEFAULT_BATCH_STRATEGY = "MULTI_RECORD"
 BATCH_STRATEGIES = {"MULTIRECORD": "MULTI_RECORD", "SINGLERECORD": "SINGLE_RECORD"}  # also CreateTransformJob's spelling
-# Memory of one worker besides the model's own size (STACK.md: 1.2–1.35 GB RSS). bench/serve_bench.py measured
-# 1.24–1.27 GB RSS once warm but 1.59–2.1 GB peak after a ~6 MB request (small model with an image column).
-WORKER_BASE_BYTES = 1.7e9  # sized for the peak, not the warm figure
+# Memory of one worker besides the model's own size. bench/startup_bench.py measured 0.50 GB RSS once warm and
+# 0.91 GB peak after a ~6 MB request (small model with an image column; the fusion network runs in numpy, so
+# TensorFlow is never loaded: before that, 1.26 GB warm and 1.42–2.1 GB peak).
+WORKER_BASE_BYTES = 1.2e9  # sized for the peak, not the warm figure
 MEMORY_FRACTION = 0.8
 EXIT_LOAD_FAILED = 3  # the server's status when the model cannot be served (gunicorn's WORKER_BOOT_ERROR)
 # A worker that cannot load the model exits with this; the arbiter's child_exit hook then halts the server with

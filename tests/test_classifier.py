@@ -70,6 +70,29 @@ def test_save_and_load_give_identical_probabilities(trained, saved_model_dir, te
     assert loaded.classes_ == trained.classes_ and loaded.expert_names == trained.expert_names
 
 
+def test_a_served_model_loads_without_tensorflow_keras_or_matplotlib_and_predicts_the_same(
+        trained, saved_model_dir, test_df, tmp_path):
+    """What a server worker does: load in a fresh process, predict; the fusion runs in numpy there and in fit."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    features = test_df.drop(columns="label").head(40)
+    features.to_csv(tmp_path / "features.csv", index=False)
+    code = (
+        "import sys, gc, numpy as np, pandas as pd; from multimodal import MultimodalClassifier; "
+        f"m = MultimodalClassifier.load({str(saved_model_dir)!r}); assert gc.isenabled(); "
+        f"f = pd.read_csv({str(tmp_path / 'features.csv')!r}, dtype=str, keep_default_na=False); "
+        f"np.save({str(tmp_path / 'proba.npy')!r}, m.predict_proba(f).to_numpy()); "
+        "print('imported:', *(n for n in ('tensorflow', 'keras', 'matplotlib', 'torchvision') if n in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip().splitlines()[-1] == "imported:"  # none of them
+    np.testing.assert_allclose(np.load(tmp_path / "proba.npy"), trained.predict_proba(features).to_numpy(),
+                               atol=1e-6, rtol=0)
+
+
 def test_artifact_layout_and_config(saved_model_dir, trained):
     config = json.loads((saved_model_dir / CONFIG_FILE).read_text())
     assert [c["name"] for c in config["schema"]["columns"]] == [

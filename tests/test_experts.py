@@ -43,3 +43,56 @@ def test_an_expert_left_no_time_falls_back_to_a_small_model(tmp_path, monkeypatc
     assert "fitting one small LightGBM instead" in caplog.text
     assert oof.shape == (90, 3) and not np.isnan(oof).any()
     assert expert.predict_proba(frame.head(3)).shape == (3, 3)
+
+
+def _small_expert(tmp_path, monkeypatch):
+    import pytest
+    from multimodal import experts
+    pytest.importorskip("autogluon.tabular")
+    monkeypatch.setattr(experts, "hyperparameters_for", lambda quality: {"GBM": {"num_boost_round": 10}})
+    rng = np.random.default_rng(1)
+    frame = pd.DataFrame({"x_num": rng.normal(size=80), "y_num": rng.normal(size=80)})
+    target = (frame["x_num"] > 0).astype(int).to_numpy()
+    spec = experts.ExpertSpec("num", "num", ["x_num", "y_num"])
+    expert, _ = experts.Expert.fit(spec, frame, target, path=tmp_path / "num", quality="toy", n_folds=2,
+                                   time_limit=30, seed=0, text_columns=[])
+    return spec, expert, frame
+
+
+def test_loaded_experts_keep_their_models_in_memory_unless_too_large(tmp_path, monkeypatch, caplog):
+    from multimodal import experts
+    spec, fitted, frame = _small_expert(tmp_path, monkeypatch)
+    loaded = experts.Expert.load(spec, tmp_path / "num", fitted.classes)
+    persisted = set(loaded.predictor._trainer.models)
+    assert loaded.predictor.model_best in persisted and len(persisted) >= 2  # the ensemble and its base model
+    np.testing.assert_array_equal(loaded.predict_proba(frame.head(5)), fitted.predict_proba(frame.head(5)))
+
+    # over the memory share, AutoGluon's own rule: nothing persisted, models read from disk at each prediction
+    from autogluon.tabular import TabularPredictor
+    predictor = TabularPredictor.load(str(tmp_path / "num"), verbosity=0)
+    assert not experts.persist(predictor, tmp_path / "num", max_memory=1e-12)
+    assert not predictor._trainer.models and "not persisting its models in memory" in caplog.text
+    np.testing.assert_array_equal(experts.align(predictor.predict_proba(frame.head(5), as_multiclass=True),
+                                                fitted.classes, 5), fitted.predict_proba(frame.head(5)))
+
+
+def test_package_metadata_is_read_once_while_loading_several_experts(tmp_path, monkeypatch):
+    from autogluon.tabular.predictor import predictor as predictor_module
+    from multimodal import experts
+    spec, fitted, frame = _small_expert(tmp_path, monkeypatch)
+    calls = []
+    original = predictor_module.get_autogluon_metadata
+
+    def counting() -> dict:
+        calls.append(1)
+        return original()
+
+    monkeypatch.setattr(predictor_module, "get_autogluon_metadata", counting)
+    with experts.shared_autogluon_metadata():
+        first = experts.Expert.load(spec, tmp_path / "num", fitted.classes)
+        second = experts.Expert.load(spec, tmp_path / "num", fitted.classes)
+    assert len(calls) == 1
+    assert predictor_module.get_autogluon_metadata is counting  # restored after the block
+    experts.Expert.load(spec, tmp_path / "num", fitted.classes)
+    assert len(calls) == 2
+    np.testing.assert_array_equal(first.predict_proba(frame), second.predict_proba(frame))
