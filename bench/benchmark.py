@@ -138,10 +138,10 @@ def run_dataset(name: str, args: argparse.Namespace) -> dict:
     from sklearn.model_selection import train_test_split
 
     from multimodal import MultimodalClassifier
-    from multimodal.classifier import _classification_scores
-    from multimodal.fusion import FusionNetwork
-    from multimodal.images import decode_image
-    from multimodal.schema import describe_row, labels_to_indices, prepare_features
+    from multimodal.core.fusion import FusionNetwork
+    from multimodal.core.images import decode_image
+    from multimodal.core.schema import describe_row, labels_to_indices, prepare_features
+    from multimodal.core.scores import classification_scores as _classification_scores
 
     started = time.monotonic()
     busy_start, own_start = machine_busy_seconds(), own_cpu_seconds()
@@ -175,7 +175,7 @@ def run_dataset(name: str, args: argparse.Namespace) -> dict:
     original_embed = model._embed
 
     def cached_embed(features):  # same embeddings, computed once per distinct set of images
-        names = model.schema.names("image")
+        names = model.schema_.names("image")
         digest = hashlib.sha1()
         for column in names:
             for value in features.values[column]:
@@ -200,7 +200,7 @@ def run_dataset(name: str, args: argparse.Namespace) -> dict:
     evaluate_wall = time.monotonic() - t
     artifact_bytes = model.save(out_dir / "model")
     rss_after_mm = peak_rss_mb()
-    timings = model.metrics.get("timings_seconds", {})
+    timings = model.metrics_.get("timings_seconds", {})
     embed_train_s = float(timings.get("embed_images", 0.0))
     result["multimodal"] = {
         "fit_wall_seconds": fit_wall,
@@ -210,15 +210,15 @@ def run_dataset(name: str, args: argparse.Namespace) -> dict:
         "artifact_bytes": artifact_bytes,
         "peak_rss_mb_after_fit": rss_after_fit,
         "peak_rss_mb_after_evaluate_and_save": rss_after_mm,
-        "fusion_best_epoch": model.metrics.get("fusion_curve", {}).get("best_epoch"),
-        "fusion_epochs_run": len(model.metrics.get("fusion_curve", {}).get("loss", [])),
-        "train_oof_scores": model.metrics.get("train"),
-        "expert_best_models": {e.name: (model.leaderboards.get(e.name).iloc[0]["model"]
-                                        if model.leaderboards.get(e.name) is not None else None)
-                               for e in model.experts},
-        "expert_models_trained": {e.name: (int(len(model.leaderboards[e.name]))
-                                           if model.leaderboards.get(e.name) is not None else None)
-                                  for e in model.experts},
+        "fusion_best_epoch": model.metrics_.get("fusion_curve", {}).get("best_epoch"),
+        "fusion_epochs_run": len(model.metrics_.get("fusion_curve", {}).get("loss", [])),
+        "train_oof_scores": model.metrics_.get("train"),
+        "expert_best_models": {e.name: (model.leaderboards_.get(e.name).iloc[0]["model"]
+                                        if model.leaderboards_.get(e.name) is not None else None)
+                               for e in model.experts_},
+        "expert_models_trained": {e.name: (int(len(model.leaderboards_[e.name]))
+                                           if model.leaderboards_.get(e.name) is not None else None)
+                                  for e in model.experts_},
     }
     log.info("%s: multimodal fit %.1f s (budget %.0f s), test accuracy %.4f log-loss %.4f", name, fit_wall, budget,
              evaluation["accuracy"], evaluation["log_loss"])
@@ -228,21 +228,21 @@ def run_dataset(name: str, args: argparse.Namespace) -> dict:
     y_train, train_labelled = labels_to_indices(train["label"], model.classes_, source="the training data")
     y_test, test_labelled = labels_to_indices(test["label"], model.classes_, source="the test data")
     assert train_labelled.all() and test_labelled.all(), "the benchmark data has empty labels"
-    features_train = prepare_features(train, model.schema, source="the training data")
-    features_test = prepare_features(test, model.schema, source="the test data")
+    features_train = prepare_features(train, model.schema_, source="the training data")
+    features_test = prepare_features(test, model.schema_, source="the test data")
     emb_train, emb_test = model._embed(features_train), model._embed(features_test)  # cached: no re-embedding
     t = time.monotonic()
     x_train_in = model._fusion_inputs(features_train, emb_train)
     x_test = model._fusion_inputs(features_test, emb_test)
     expert_predict_s = time.monotonic() - t
-    widths = [len(e.classes) for e in model.experts]
-    oof_check = _classification_scores(y_test, model.fusion.predict_proba(x_test), n_classes)
+    widths = [len(e.classes) for e in model.experts_]
+    oof_check = _classification_scores(y_test, model.fusion_.predict_proba(x_test), n_classes)
     assert abs(oof_check["accuracy"] - evaluation["accuracy"]) < 1e-9, (oof_check, evaluation)
 
     result["calibration_check"] = calibration_check(model, x_test, y_test, n_classes)
 
     # -- in-sample fusion: same experts, fusion trained on their in-sample probabilities ------------------
-    hp = model.hyperparameters
+    hp = model.get_params()
     counts = np.bincount(y_train, minlength=n_classes)
     fit_rows, held_out = train_test_split(
         np.arange(len(y_train)), test_size=hp["validation_fraction"], random_state=hp["seed"], shuffle=True,
@@ -273,7 +273,7 @@ def run_dataset(name: str, args: argparse.Namespace) -> dict:
     result["all_columns_autogluon"]["embedding_seconds_counted_against_budget"] = embed_train_s
 
     # -- image embedding throughput ----------------------------------------------------------------------
-    image_columns = model.schema.names("image")
+    image_columns = model.schema_.names("image")
     if image_columns:
         result["embedding_throughput"] = embedding_throughput(model, features_test, image_columns[0],
                                                               decode_image, describe_row, args.throughput_images)
@@ -299,7 +299,7 @@ def run_dataset(name: str, args: argparse.Namespace) -> dict:
 def expert_temperatures(model) -> dict[str, float | None]:
     """The temperature AutoGluon's calibrate='auto' gave each expert's best model (None: not calibrated)."""
     out = {}
-    for expert in model.experts:
+    for expert in model.experts_:
         predictor = expert.predictor
         best = predictor._trainer.load_model(predictor.model_best)
         value = getattr(best, "temperature_scalar", None)
@@ -314,12 +314,13 @@ def calibration_check(model, x_test: np.ndarray, y_test: np.ndarray, n_classes: 
     its ``calibrate='auto'`` fits on those same OOF probabilities and applies in ``predict_proba()``. Undoing
     the temperature on the test inputs (p_raw ∝ p_calibrated ** T) gives the inputs the fusion was trained on.
     """
-    from multimodal.classifier import _classification_scores, _real_class_probabilities
+    from multimodal.core.classifier import _real_class_probabilities
+    from multimodal.core.scores import classification_scores as _classification_scores
     temperatures = expert_temperatures(model)
     x = x_test.copy()
-    offsets = np.cumsum([0] + [len(e.classes) for e in model.experts])
+    offsets = np.cumsum([0] + [len(e.classes) for e in model.experts_])
     experts = {}
-    for expert, start, stop in zip(model.experts, offsets[:-1], offsets[1:]):
+    for expert, start, stop in zip(model.experts_, offsets[:-1], offsets[1:]):
         t = temperatures[expert.name]
         if t is not None:
             block = np.clip(x[:, start:stop], 1e-15, 1.0) ** t
@@ -328,7 +329,7 @@ def calibration_check(model, x_test: np.ndarray, y_test: np.ndarray, n_classes: 
             y_test, _real_class_probabilities(x[:, start:stop], expert.classes, n_classes), n_classes)
     return {"expert_temperature": temperatures,
             "fusion_test_with_uncalibrated_expert_inputs": _classification_scores(
-                y_test, model.fusion.predict_proba(x), n_classes),
+                y_test, model.fusion_.predict_proba(x), n_classes),
             "experts_test_uncalibrated": experts}
 
 
@@ -336,10 +337,10 @@ def all_columns_autogluon(model, features_train, emb_train, y_train, features_te
                           n_classes: int, *, time_limit: float, quality: str, n_folds: int, path: Path) -> dict:
     from autogluon.tabular import TabularPredictor
 
-    from multimodal.classifier import _classification_scores
-    from multimodal.experts import QUALITY, feature_metadata, hyperparameters_for
+    from multimodal.core.experts import QUALITY, feature_metadata, hyperparameters_for
+    from multimodal.core.scores import classification_scores as _classification_scores
 
-    schema = model.schema
+    schema = model.schema_
 
     def frame(features, embeddings) -> pd.DataFrame:
         parts = []

@@ -36,8 +36,18 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from startup_bench import (DOCS, HOST, START_TIMEOUT, children, ensure_model, free_port, ping,  # noqa: E402
-                           server_environment, stop)
+from startup_bench import (  # noqa: E402
+    DOCS,
+    HOST,
+    START_TIMEOUT,
+    children,
+    ensure_model,
+    free_port,
+    modules,
+    ping,
+    server_environment,
+    stop,
+)
 
 PING_EVERY = 0.2
 PING_TIMEOUT = 5.0
@@ -49,7 +59,7 @@ def start(tree: Path, ml_root: Path, work: Path, log_path: Path) -> tuple[subpro
     env = server_environment(tree, SAGEMAKER_BIND_TO_PORT=str(port), MULTIMODAL_BIND_HOST=HOST,
                              MULTIMODAL_ML_ROOT=str(ml_root), MULTIMODAL_CACHE_DIR=str(work / "cache"))
     log = open(log_path, "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "multimodal.serve"], env=env, cwd=work, stdout=log,
+    proc = subprocess.Popen([sys.executable, "-m", modules(tree)["serve"]], env=env, cwd=work, stdout=log,
                             stderr=subprocess.STDOUT)
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline and proc.poll() is None:
@@ -97,7 +107,7 @@ def timed_pings(port: int, seconds: float) -> list[float | None]:
 
 
 def records_body(n: int, images: int) -> bytes:
-    from multimodal.synthetic import make_dataset
+    from multimodal.tools.synthetic import make_dataset
     frame = make_dataset(n, seed=48).drop(columns="label")
     frame.loc[frame.index[images:], "photo_image"] = ""
     buffer = io.StringIO()

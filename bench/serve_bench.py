@@ -29,7 +29,6 @@ import io
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -39,7 +38,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-HOST = "127.0.0.1"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from startup_bench import HOST, children, free_port  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 SIX_MB = 6 * 1024 * 1024
@@ -47,19 +48,6 @@ SIX_MB = 6 * 1024 * 1024
 
 def cores() -> int:
     return len(os.sched_getaffinity(0))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
-def children(pid: int) -> list[int]:
-    try:
-        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        return []
 
 
 def rss_mb(pid: int) -> dict:
@@ -127,7 +115,7 @@ class Pinger:
 
 def train_model(path: Path) -> None:
     from multimodal import MultimodalClassifier
-    from multimodal.synthetic import make_dataset
+    from multimodal.tools.synthetic import make_dataset
     MultimodalClassifier(quality="toy", n_folds=2, n_mins=0, n_secs=45, n_epochs=40, patience=5,
                          image_model="efficientnet_lite0").fit(make_dataset(150, seed=21)).save(path)
 
@@ -208,8 +196,8 @@ def main() -> int:
         import torch
         torch.set_num_threads(threads)
         from multimodal import MultimodalClassifier
-        from multimodal.server import warm_up
-        from multimodal.synthetic import make_dataset
+        from multimodal.sagemaker.serving.app import warm_up
+        from multimodal.tools.synthetic import make_dataset
         model = MultimodalClassifier.load(model_dir)
         warm_up(model)
 

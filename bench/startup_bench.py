@@ -26,7 +26,7 @@ Prints a markdown table; ``--write-docs`` also appends it to docs/benchmarks.md.
 thread settings as a single-worker server): the imports of the app, of numpy/pandas and of AutoGluon, the
 libraries the artifact's models need (imported up front to time them apart), each expert's
 ``TabularPredictor.load`` and ``persist``, the fusion network's load, and the trial prediction of
-``multimodal.server.warm_up`` split into image-encoder construction, image embedding, expert predictions and
+``multimodal.sagemaker.serving.app.warm_up`` split into image-encoder construction, image embedding, expert predictions and
 the fusion forward pass; with CPU seconds and RSS at the end. Results go to ``<work>/breakdown.json``.
 """
 from __future__ import annotations
@@ -50,7 +50,7 @@ from pathlib import Path
 HOST = "127.0.0.1"
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs" / "benchmarks.md"
-# The small model of tests/test_server.py (SERVING_HYPERPARAMETERS on make_dataset(150, seed=21)).
+# The small model the server tests serve (tests/conftest.py: SERVING_HYPERPARAMETERS on make_dataset(150, seed=21)).
 HYPERPARAMETERS = {"quality": "toy", "n_folds": 2, "n_mins": 0, "n_secs": 45, "n_epochs": 40, "patience": 5,
                    "image_model": "efficientnet_lite0"}
 MODELS = {"images": True, "no-images": False}
@@ -61,8 +61,27 @@ STOP_TIMEOUT = 60.0
 CLEARED = ("SAGEMAKER_MODEL_SERVER_WORKERS", "MODEL_SERVER_WORKERS", "SAGEMAKER_BATCH",
            "SAGEMAKER_MAX_CONCURRENT_TRANSFORMS", "MULTIMODAL_THREADS", "PYTHONPATH", "KERAS_HOME", "TORCH_HOME",
            "MPLCONFIGDIR", "XDG_CACHE_HOME", "TORCHINDUCTOR_CACHE_DIR", "MULTIMODAL_CACHE_DIR")
-_LOADED = re.compile(r"\[(\d+)\] \[INFO\] multimodal\.server: model loaded in ([0-9.]+) s")
-_READY = re.compile(r"\[(\d+)\] \[INFO\] multimodal\.server: model ready in ([0-9.]+) s")
+_LOADED = re.compile(r"\[(\d+)\] \[INFO\] multimodal[\w.]*: model loaded in ([0-9.]+) s")
+_READY = re.compile(r"\[(\d+)\] \[INFO\] multimodal[\w.]*: model ready in ([0-9.]+) s")
+# Module names in each layout: the package was split into subpackages (core, sagemaker, tools); a baseline
+# tree may predate that.
+LAYOUTS = {
+    "subpackages": {"serve": "multimodal.sagemaker.serving", "app": "multimodal.sagemaker.serving.app",
+                    "front": "multimodal.sagemaker.serving.front", "classifier": "multimodal.core.classifier",
+                    "experts": "multimodal.core.experts", "fusion": "multimodal.core.fusion",
+                    "images": "multimodal.core.images"},
+    "flat": {"serve": "multimodal.serve", "app": "multimodal.server", "front": "multimodal.asgi",
+             "classifier": "multimodal.classifier", "experts": "multimodal.experts", "fusion": "multimodal.fusion",
+             "images": "multimodal.images"},
+}
+
+
+def modules(tree: Path | None = None) -> dict[str, str]:
+    """The module names of ``tree`` (default: whatever ``import multimodal`` finds)."""
+    if tree is not None:
+        return LAYOUTS["subpackages" if (tree / "multimodal" / "core").is_dir() else "flat"]
+    import importlib.util
+    return LAYOUTS["subpackages" if importlib.util.find_spec("multimodal.core") else "flat"]
 
 
 # ---------------------------------------------------------------------------------------------- models
@@ -70,7 +89,7 @@ _READY = re.compile(r"\[(\d+)\] \[INFO\] multimodal\.server: model ready in ([0-
 def train(path: Path, with_images: bool) -> None:
     """Train one small model into ``path`` (runs in a subprocess: see ``ensure_model``)."""
     from multimodal import MultimodalClassifier
-    from multimodal.synthetic import make_dataset
+    from multimodal.tools.synthetic import make_dataset
     data = make_dataset(150, seed=21, with_images=with_images)
     MultimodalClassifier(**HYPERPARAMETERS).fit(data).save(path)
 
@@ -201,7 +220,7 @@ def start_once(tree: Path, ml_root: Path, work: Path, workers: int | None, log_p
     load_before = os.getloadavg()[0]
     with open(log_path, "wb") as log:
         started = time.monotonic()
-        proc = subprocess.Popen([sys.executable, "-m", "multimodal.serve"], env=env, cwd=work, stdout=log,
+        proc = subprocess.Popen([sys.executable, "-m", modules(tree)["serve"]], env=env, cwd=work, stdout=log,
                                 stderr=subprocess.STDOUT)
         first_connection = ready = None
         seen: list[int] = []
@@ -271,15 +290,18 @@ def breakdown_child(model_dir: Path) -> None:
         finally:
             phases[name] = phases.get(name, 0.0) + time.monotonic() - t
 
-    timed("import the app (flask, multimodal.server, multimodal.asgi)",
-          lambda: [importlib.import_module(m) for m in ("multimodal.asgi", "multimodal.server")])
-    timed("import multimodal.classifier (numpy, pandas)", importlib.import_module, "multimodal.classifier")
+    names = modules()
+    timed("import the app (flask, the server's app and front)",
+          lambda: [importlib.import_module(names[m]) for m in ("front", "app")])
+    timed("import the classifier (numpy, pandas)", importlib.import_module, names["classifier"])
     timed("import autogluon.tabular (incl. scikit-learn)", importlib.import_module, "autogluon.tabular")
     for library in libraries_needed(model_dir):
         timed(f"import {library} (the artifact's models need it)", importlib.import_module, library)
 
     from autogluon.tabular import TabularPredictor
-    from multimodal import classifier, experts, fusion, server
+
+    classifier, experts, fusion, server = (importlib.import_module(names[m])
+                                           for m in ("classifier", "experts", "fusion", "app"))
     load_predictor, persist = TabularPredictor.load.__func__, TabularPredictor.persist
     TabularPredictor.load = classmethod(lambda cls, path, *a, **k: timed(
         f"expert {Path(path).name}: TabularPredictor.load", load_predictor, cls, path, *a, **k))
@@ -302,8 +324,9 @@ def breakdown_child(model_dir: Path) -> None:
         if not self._embedders else embedder(self)
 
     model = timed("MultimodalClassifier.load (total)", classifier.MultimodalClassifier.load, model_dir)
-    if model.schema.names("image"):
-        from multimodal import images
+    schema = getattr(model, "schema_", None) or model.schema  # fitted attributes gained their underscore later
+    if schema.names("image"):
+        images = importlib.import_module(names["images"])
         embed = images.ImageEmbedder.embed
         images.ImageEmbedder.embed = lambda self, *a, **k: timed("trial prediction: image decode + embed",
                                                                  embed, self, *a, **k)

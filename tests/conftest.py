@@ -9,7 +9,11 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from multimodal import MultimodalClassifier  # noqa: E402
-from multimodal.synthetic import make_dataset  # noqa: E402
+from multimodal.tools.synthetic import make_dataset  # noqa: E402
+
+# The small model the server tests serve (tests/test_app.py, tests/test_launcher.py), trained once per session.
+SERVING_HYPERPARAMETERS = {"quality": "toy", "n_folds": 2, "n_mins": 0, "n_secs": 45, "n_epochs": 40,
+                           "patience": 5, "image_model": "efficientnet_lite0"}
 
 # Small but real: every modality present, a few holes in each, a real pretrained encoder.
 FAST_HYPERPARAMETERS = {"quality": "toy", "image_model": "efficientnet_lite0", "n_mins": 6, "n_folds": 3,
@@ -35,4 +39,11 @@ def trained(train_df):
 def saved_model_dir(trained, tmp_path_factory):
     path = tmp_path_factory.mktemp("model")
     trained.save(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def serving_model_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("serving-model")
+    MultimodalClassifier(**SERVING_HYPERPARAMETERS).fit(make_dataset(150, seed=21)).save(path)
     return path

@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 
 from multimodal import MultimodalClassifier
-from multimodal.classifier import CONFIG_FILE
-from multimodal.synthetic import CLASSES, make_dataset
+from multimodal.core.artifact import CONFIG_FILE
+from multimodal.tools.synthetic import CLASSES, make_dataset
 
 pytestmark = pytest.mark.slow
 
@@ -67,7 +67,7 @@ def test_save_and_load_give_identical_probabilities(trained, saved_model_dir, te
     features = test_df.drop(columns="label")
     np.testing.assert_allclose(loaded.predict_proba(features).to_numpy(),
                                trained.predict_proba(features).to_numpy(), atol=1e-6)
-    assert loaded.classes_ == trained.classes_ and loaded.expert_names == trained.expert_names
+    assert loaded.classes_ == trained.classes_ and loaded.expert_names_ == trained.expert_names_
 
 
 def test_a_served_model_loads_without_tensorflow_keras_or_matplotlib_and_predicts_the_same(
@@ -129,8 +129,8 @@ def test_load_of_a_directory_without_a_model_says_so(tmp_path):
 
 def test_fusion_is_trained_on_out_of_fold_probabilities(monkeypatch):
     """The fusion's training inputs must be out-of-fold: less confident than the experts' in-sample output."""
-    from multimodal import fusion as fusion_module
-    from multimodal.schema import prepare_features
+    from multimodal.core import fusion as fusion_module
+    from multimodal.core.schema import prepare_features
     captured = {}
     original = fusion_module.FusionNetwork.train.__func__
 
@@ -143,14 +143,14 @@ def test_fusion_is_trained_on_out_of_fold_probabilities(monkeypatch):
     # with a validation set every training row trains the fusion, in order
     model = MultimodalClassifier(quality="toy", n_folds=3, n_mins=3).fit(data, make_dataset(80, seed=22,
                                                                                           with_images=False))
-    in_sample = model._fusion_inputs(prepare_features(data, model.schema), {})
+    in_sample = model._fusion_inputs(prepare_features(data, model.schema_), {})
     x, y = captured["x"], captured["y"]
     assert x.shape == in_sample.shape
     assert np.abs(x - in_sample).mean() > 0.01
 
     def loss(p):
         start, total = 0, 0.0
-        for expert in model.experts:
+        for expert in model.experts_:
             block = p[:, start:start + len(expert.classes)]
             total += -np.log(np.clip(block[np.arange(len(y)), y], 1e-9, 1)).mean()
             start += len(expert.classes)
@@ -163,6 +163,17 @@ def test_a_modality_missing_in_a_single_row_still_trains():
     data = make_dataset(120, seed=5, with_images=False, missing_rate=0.0)
     data.loc[3, "review_text"] = ""
     model = MultimodalClassifier(quality="toy", n_folds=3, n_secs=60).fit(data)
-    text = next(e for e in model.experts if e.name == "text")
+    text = next(e for e in model.experts_ if e.name == "text")
     assert text.classes == [0, 1, 2, 3, 4]
     assert model.predict_proba(data.drop(columns="label").head(5)).notna().all().all()
+
+
+def test_fitted_attributes_end_with_an_underscore_and_show_in_repr(trained):
+    assert trained.classes_ == sorted(CLASSES)
+    assert trained.expert_names_ == ["text", "num", "cat", "photo_image"]
+    assert [c.name for c in trained.schema_.columns] == ["review_text", "colour_cat", "size_num", "weight_num",
+                                                         "photo_image"]
+    assert set(trained.metrics_) >= {"train", "validation", "fusion_curve"} and set(trained.leaderboards_) == {
+        "text", "num", "cat", "photo_image"}
+    assert repr(trained).startswith("MultimodalClassifier(n_mins=6, ")
+    assert repr(trained).endswith("  # fitted: 4 classes, experts text, num, cat, photo_image")

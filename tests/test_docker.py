@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from multimodal.synthetic import make_dataset
+from multimodal.tools.synthetic import make_dataset
 
 pytestmark = [pytest.mark.slow, pytest.mark.docker]
 
@@ -64,7 +64,7 @@ def test_train_and_batch_transform_in_the_images_without_network(images, recordi
     train, test = make_dataset(300, seed=31), make_dataset(120, seed=32)
     train.to_csv(tmp_path / "train.csv", index=False)
     test.drop(columns="label").to_csv(tmp_path / "test.csv", index=False, header=False)
-    cli = [sys.executable, "-m", "multimodal.cli", "local"]
+    cli = [sys.executable, "-m", "multimodal.tools.cli", "local"]
     _sh(*cli, "train", "--train", str(tmp_path / "train.csv"), "--out", str(tmp_path / "job"), "--image",
         training_image, "--docker", str(docker), "--hp", "quality=toy", "--hp", "image_model=efficientnet_lite0",
         "--hp", "n_mins=3", "--hp", "n_folds=2", timeout=900, env=docker_env)
@@ -87,7 +87,7 @@ def test_serving_image_publishes_only_on_loopback(images, recording_docker, dock
     make_dataset(120, seed=33, with_images=False).to_csv(tmp_path / "train.csv", index=False)
     rows = make_dataset(30, seed=34, with_images=False).drop(columns="label")
     rows.to_csv(tmp_path / "rows.csv", index=False, header=False)
-    cli = [sys.executable, "-m", "multimodal.cli", "local"]
+    cli = [sys.executable, "-m", "multimodal.tools.cli", "local"]
     _sh(*cli, "train", "--train", str(tmp_path / "train.csv"), "--out", str(tmp_path / "job"), "--hp",
         "quality=toy", "--hp", "n_secs=60", "--hp", "n_folds=2", timeout=600, env=docker_env)
     _sh(*cli, "transform", "--model", str(tmp_path / "job" / "model.tar.gz"), "--image", inference_image,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from multimodal.images import DEFAULT_WEIGHTS_DIR, TORCHVISION_WEIGHTS
+from multimodal.core.images import DEFAULT_WEIGHTS_DIR, TORCHVISION_WEIGHTS
 
 ROOT = Path(__file__).resolve().parents[1]
 MARKER = "# ---- end of shared layers ----"
@@ -89,7 +89,7 @@ def test_the_sagemaker_command_is_an_executable_on_path(command):
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     assert script in scripts
     if command == "train":
-        assert scripts[script] == "multimodal.training:main"
+        assert scripts[script] == "multimodal.sagemaker.training.job:main"
 
 
 def test_the_inference_image_may_bind_to_the_port_sagemaker_chooses():

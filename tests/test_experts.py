@@ -1,7 +1,7 @@
 import numpy as np
 import pandas as pd
 
-from multimodal.experts import QUALITY, align, hyperparameters_for, modality_labels
+from multimodal.core.experts import QUALITY, align, hyperparameters_for, modality_labels
 
 
 def test_probabilities_are_aligned_to_the_experts_classes():
@@ -30,7 +30,8 @@ def test_every_quality_maps_to_an_installed_autogluon_preset():
 
 def test_an_expert_left_no_time_falls_back_to_a_small_model(tmp_path, monkeypatch, caplog):
     import pytest
-    from multimodal import experts
+
+    from multimodal.core import experts
     pytest.importorskip("autogluon.tabular")
     # FASTAI is not installed, so AutoGluon trains nothing, as when the budget is already spent
     monkeypatch.setattr(experts, "hyperparameters_for", lambda quality: {"FASTAI": {}})
@@ -47,7 +48,8 @@ def test_an_expert_left_no_time_falls_back_to_a_small_model(tmp_path, monkeypatc
 
 def _small_expert(tmp_path, monkeypatch):
     import pytest
-    from multimodal import experts
+
+    from multimodal.core import experts
     pytest.importorskip("autogluon.tabular")
     monkeypatch.setattr(experts, "hyperparameters_for", lambda quality: {"GBM": {"num_boost_round": 10}})
     rng = np.random.default_rng(1)
@@ -60,7 +62,7 @@ def _small_expert(tmp_path, monkeypatch):
 
 
 def test_loaded_experts_keep_their_models_in_memory_unless_too_large(tmp_path, monkeypatch, caplog):
-    from multimodal import experts
+    from multimodal.core import experts
     spec, fitted, frame = _small_expert(tmp_path, monkeypatch)
     loaded = experts.Expert.load(spec, tmp_path / "num", fitted.classes)
     persisted = set(loaded.predictor._trainer.models)
@@ -78,7 +80,8 @@ def test_loaded_experts_keep_their_models_in_memory_unless_too_large(tmp_path, m
 
 def test_package_metadata_is_read_once_while_loading_several_experts(tmp_path, monkeypatch):
     from autogluon.tabular.predictor import predictor as predictor_module
-    from multimodal import experts
+
+    from multimodal.core import experts
     spec, fitted, frame = _small_expert(tmp_path, monkeypatch)
     calls = []
     original = predictor_module.get_autogluon_metadata

@@ -12,7 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from multimodal.fusion import MODEL_FILE, DenseStack, FusionNetwork, UnsupportedNetwork, keras
+from multimodal.core.fusion import (
+    MODEL_FILE,
+    DenseStack,
+    FusionNetwork,
+    UnsupportedNetwork,
+    keras,
+)
 
 N_FEATURES, N_CLASSES = 11, 4
 
@@ -71,7 +77,7 @@ def test_empty_input(trained):
 
 
 def test_large_inputs_are_predicted_in_chunks_with_the_same_result(trained, monkeypatch):
-    from multimodal import fusion
+    from multimodal.core import fusion
     x = probabilities_like(1000, seed=3)
     whole = trained.predict_proba(x)
     monkeypatch.setattr(fusion, "_PREDICT_CHUNK", 64)
@@ -82,7 +88,7 @@ def test_loading_and_predicting_imports_neither_keras_nor_tensorflow(trained, tm
     trained.save(tmp_path)
     x = probabilities_like(20, seed=4)
     np.save(tmp_path / "x.npy", x)
-    code = ("import sys, numpy as np; from pathlib import Path; from multimodal.fusion import FusionNetwork; "
+    code = ("import sys, numpy as np; from pathlib import Path; from multimodal.core.fusion import FusionNetwork; "
             f"d = Path({str(tmp_path)!r}); f = FusionNetwork.load(d); np.save(d / 'p.npy', f.predict_proba("
             "np.load(d / 'x.npy'))); loaded = [m for m in ('keras', 'tensorflow', 'torch') if m in sys.modules]; "
             "assert not loaded, loaded")

@@ -11,8 +11,15 @@ import time
 
 import pytest
 
-from multimodal import hosts
-from multimodal.hosts import HeadClient, HeadLost, HeadStatusServer, HeadUnreachable, HostsError, wait_for_head
+from multimodal.sagemaker.training import hosts
+from multimodal.sagemaker.training.hosts import (
+    HeadClient,
+    HeadLost,
+    HeadStatusServer,
+    HeadUnreachable,
+    HostsError,
+    wait_for_head,
+)
 
 LOOPBACK = "127.0.0.1"
 

@@ -4,7 +4,13 @@ from pathlib import Path
 import pytest
 
 from multimodal import MultimodalClassifier
-from multimodal.hyperparameters import HyperparameterError, defaults, load_spec_document, resolve, specification
+from multimodal.core.errors import HyperparameterError
+from multimodal.core.hyperparameters import (
+    defaults,
+    load_spec_document,
+    resolve,
+    specification,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -68,6 +74,6 @@ def test_sagemaker_keys_are_ignored():
 
 
 def test_estimator_validates_its_keywords():
-    assert MultimodalClassifier().hyperparameters == defaults()
+    assert MultimodalClassifier().get_params() == defaults()
     with pytest.raises(HyperparameterError, match="quality"):
         MultimodalClassifier(quality="bogus")

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from multimodal import images
-from multimodal.images import ImageEmbedder, decode_image
-from multimodal.schema import DataError
-from multimodal.synthetic import draw_image, encode_image
+from multimodal.core import images
+from multimodal.core.errors import DataError
+from multimodal.core.images import ImageEmbedder, decode_image
+from multimodal.tools.synthetic import draw_image, encode_image
 
 
 def _png_with_alpha() -> str:

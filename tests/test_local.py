@@ -11,18 +11,25 @@ import threading
 import pandas as pd
 import pytest
 
-from multimodal.local import TransformError, TransformSettings, assemble, pack_requests, split_records, transform_files
-from multimodal.metrics import metric_definitions
-from multimodal.synthetic import make_dataset
+from multimodal.sagemaker.training.metrics import metric_definitions
+from multimodal.tools.local import (
+    TransformError,
+    TransformSettings,
+    assemble,
+    pack_requests,
+    split_input,
+    transform_files,
+)
+from multimodal.tools.synthetic import make_dataset
 
-CLI = [sys.executable, "-m", "multimodal.cli", "local"]
+CLI = [sys.executable, "-m", "multimodal.tools.cli", "local"]
 
 
 def test_line_split_is_on_newline_only():
     data = "a,1\r\nb,\u2028two\nc,3\n".encode()
-    assert split_records(data, "Line") == [b"a,1\r", "b,\u2028two".encode(), b"c,3"]
-    assert split_records(b"x\ny", "None") == [b"x\ny"]
-    assert split_records(b"", "Line") == []
+    assert split_input(data, "Line") == [b"a,1\r", "b,\u2028two".encode(), b"c,3"]
+    assert split_input(b"x\ny", "None") == [b"x\ny"]
+    assert split_input(b"", "Line") == []
 
 
 def test_multi_record_requests_hold_whole_records_up_to_the_payload():
@@ -44,10 +51,10 @@ def test_assembly_is_exactly_sagemakers():
 @pytest.fixture()
 def stand_in_endpoint():
     """The real Flask app over a stand-in model, served on 127.0.0.1 by a thread (stopped after the test)."""
+    from support import StandInModel
     from werkzeug.serving import make_server
 
-    from multimodal.server import ServerSettings, create_app
-    from support import StandInModel
+    from multimodal.sagemaker.serving.app import ServerSettings, create_app
     app = create_app(StandInModel(), settings=ServerSettings(workers=2, bad_records="emit"), background=False)
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)

@@ -8,9 +8,14 @@ import re
 import botocore.session
 from botocore.validate import validate_parameters
 
-from multimodal.hyperparameters import load_spec_document
-from multimodal.metrics import (MAX_DEFINITIONS, format_lines, metric_definitions, print_metric_lines,
-                                tuning_objectives)
+from multimodal.core.hyperparameters import load_spec_document
+from multimodal.sagemaker.training.metrics import (
+    MAX_DEFINITIONS,
+    format_lines,
+    metric_definitions,
+    print_metric_lines,
+    tuning_objectives,
+)
 
 
 def scores(accuracy: float, balanced: float, loss: float, experts: dict | None = None) -> dict:

@@ -1,9 +1,10 @@
 """The README's tables are copies of definitions elsewhere: keep them true."""
+import ast
 import re
 from pathlib import Path
 
-from multimodal import serve
-from multimodal.hyperparameters import load_spec_document
+from multimodal.core.hyperparameters import load_spec_document
+from multimodal.sagemaker.serving import launcher as serve
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 
@@ -33,3 +34,16 @@ def test_server_settings_table_is_the_one_serve_documents():
 def test_quick_start_commands_exist():
     assert "./setup.sh && .venv/bin/multimodal example" in README
     assert "./setup.sh && ./run-tests.sh" in README
+
+
+def test_the_code_map_lists_every_subpackage_and_each_says_what_lives_there():
+    root = Path(__file__).resolve().parents[1]
+    section = README[README.index("### Code map"):]
+    listed = set(re.findall(r"^- `(multimodal/[\w/]+/)` — ", section, re.M))
+    packages = {f"{p.parent.relative_to(root).as_posix()}/" for p in (root / "multimodal").rglob("__init__.py")
+                if p.parent != root / "multimodal"}
+    assert listed == packages
+    for package in packages:
+        doc = ast.get_docstring(ast.parse((root / package / "__init__.py").read_text()))
+        assert doc and len(doc.split()) >= 20, f"{package}__init__.py needs a docstring saying what lives there"
+        assert "import" in doc.lower(), f"{package}__init__.py should say what it may import"

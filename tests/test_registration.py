@@ -5,9 +5,9 @@ import sys
 import pytest
 from botocore.exceptions import ParamValidationError
 
-from multimodal.hyperparameters import load_spec_document
-from multimodal.metrics import metric_definitions
-from multimodal.registration import build_request, validate_request
+from multimodal.core.hyperparameters import load_spec_document
+from multimodal.sagemaker.training.metrics import metric_definitions
+from multimodal.tools.registration import build_request, validate_request
 
 IMAGES = {"training_image": "123456789012.dkr.ecr.us-east-1.amazonaws.com/multimodal-training:v1",
           "inference_image": "123456789012.dkr.ecr.us-east-1.amazonaws.com/multimodal-inference:v1"}
@@ -58,7 +58,7 @@ def test_image_column_metrics_fit_the_limit_of_40():
 
 
 def test_dry_run_prints_the_request():
-    result = subprocess.run([sys.executable, "-m", "multimodal.cli", "register-algorithm", "--dry-run",
+    result = subprocess.run([sys.executable, "-m", "multimodal.tools.cli", "register-algorithm", "--dry-run",
                              "--training-image", IMAGES["training_image"], "--inference-image",
                              IMAGES["inference_image"], "--image-column", "photo_image"],
                             capture_output=True, text=True, timeout=120)

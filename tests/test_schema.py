@@ -4,7 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from multimodal.schema import DataError, Schema, encode_labels, prepare_features
+from multimodal.core.errors import DataError
+from multimodal.core.schema import Schema, encode_labels, prepare_features
 
 
 def test_columns_are_routed_by_suffix():

@@ -27,11 +27,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping
 
+from multimodal.sagemaker.contract import (
+    CSV,
+    DEFAULT_ML_ROOT,
+    ML_ROOT_ENV,
+    PAYLOAD_BUDGET_MB,
+    split_records,
+)
+
 log = logging.getLogger(__name__)
 
 PING_TIMEOUT_SECONDS = 240  # SageMaker gives an endpoint about 4 minutes to pass its first ping
 RETRIES = 3  # batch transform retries a failed invocation up to 3 times
-CONTAINER_ML = "/opt/ml"
 
 
 class TransformError(RuntimeError):
@@ -63,7 +70,7 @@ def layout_training_root(root: Path, *, train: Path, validation: Path | None, hy
     (config / "hyperparameters.json").write_text(json.dumps({k: str(v) for k, v in hyperparameters.items()}))
     channels = {"train": train, **({"validation": validation} if validation else {})}
     (config / "inputdataconfig.json").write_text(json.dumps({
-        name: {"ContentType": "text/csv", "TrainingInputMode": input_mode, "S3DistributionType": "FullyReplicated",
+        name: {"ContentType": CSV, "TrainingInputMode": input_mode, "S3DistributionType": "FullyReplicated",
                "RecordWrapperType": "None"} for name in channels}))
     (config / "resourceconfig.json").write_text(json.dumps(
         {"current_host": "algo-1", "hosts": ["algo-1"], "network_interface_name": "eth0"}))
@@ -94,13 +101,13 @@ def local_train(*, train: Path, out: Path, hyperparameters: Mapping[str, str], v
     if image:
         name = f"multimodal-train-{uuid.uuid4().hex[:8]}"
         # --network none: SageMaker's network isolation, and proof that nothing is fetched at run time
-        command = [docker, "run", "--rm", "--name", name, "--network", "none", "-v", f"{root.resolve()}:{CONTAINER_ML}",
+        command = [docker, "run", "--rm", "--name", name, "--network", "none", "-v", f"{root.resolve()}:{DEFAULT_ML_ROOT}",
                    image, "train"]
         log.info("running %s", " ".join(command))
         code = subprocess.call(command, stdin=subprocess.DEVNULL)
     else:
-        env = {**os.environ, "MULTIMODAL_ML_ROOT": str(root.resolve())}
-        code = subprocess.call([sys.executable, "-m", "multimodal.training"], env=env, stdin=subprocess.DEVNULL)
+        env = {**os.environ, ML_ROOT_ENV: str(root.resolve())}
+        code = subprocess.call([sys.executable, "-m", "multimodal.sagemaker.training"], env=env, stdin=subprocess.DEVNULL)
     log.info("training job finished with exit code %d in %.0f s", code, time.monotonic() - started)
     if any((root / "output" / "data").iterdir()):
         pack(root / "output" / "data", out / "output.tar.gz")
@@ -122,8 +129,8 @@ class TransformSettings:
     max_payload_mb: float | None = None  # None: ask the container, else 6
     max_concurrent: int | None = None  # None: ask the container, else 1
     strategy: str | None = None  # MultiRecord | SingleRecord; None: ask the container
-    content_type: str = "text/csv"
-    accept: str = "text/csv"
+    content_type: str = CSV
+    accept: str = CSV
     split_type: str = "Line"  # Line | None
     assemble_with: str = "Line"  # Line: a newline after every response, as SageMaker's AssembleWith=Line | None
 
@@ -167,19 +174,18 @@ def resolve_settings(endpoint: str, settings: TransformSettings) -> TransformSet
         max_concurrent=settings.max_concurrent or int(offered.get("MaxConcurrentTransforms", 1)),
         strategy=strategy, content_type=settings.content_type, accept=settings.accept,
         split_type=settings.split_type, assemble_with=settings.assemble_with)
-    if resolved.max_payload_mb * resolved.max_concurrent > 100:
-        raise TransformError("MaxConcurrentTransforms × MaxPayloadInMB must not exceed 100 (SageMaker's limit)")
+    if resolved.max_payload_mb * resolved.max_concurrent > PAYLOAD_BUDGET_MB:
+        raise TransformError(f"MaxConcurrentTransforms × MaxPayloadInMB must not exceed {PAYLOAD_BUDGET_MB} "
+                             "(SageMaker's limit)")
     return resolved
 
 
-def split_records(data: bytes, split_type: str) -> list[bytes]:
-    """SplitType=Line splits on \\n only, as SageMaker does (not on \\r or Unicode line separators)."""
+def split_input(data: bytes, split_type: str) -> list[bytes]:
+    """The records of one input file: SplitType=Line splits as SageMaker does (``contract.split_records``);
+    SplitType=None keeps the file whole."""
     if split_type == "None":
         return [data] if data else []
-    records = data.split(b"\n")
-    if records and records[-1] == b"":
-        records.pop()
-    return records
+    return split_records(data)
 
 
 def pack_requests(records: list[bytes], *, max_bytes: int, multi_record: bool) -> list[bytes]:
@@ -230,7 +236,7 @@ def transform_files(endpoint: str, inputs: Iterable[tuple[Path, Path]], settings
     jobs: list[tuple[Path, Path, list[bytes]]] = []
     for source, target in inputs:
         try:
-            records = split_records(source.read_bytes(), settings.split_type)
+            records = split_input(source.read_bytes(), settings.split_type)
             jobs.append((source, target, pack_requests(records, max_bytes=max_bytes,
                                                        multi_record=settings.strategy == "MultiRecord")))
         except TransformError as exc:
@@ -262,7 +268,7 @@ def assemble(responses: list[bytes], assemble_with: str) -> bytes:
     return b"".join(response + separator for response in responses)
 
 
-def _pairs(inputs: list[Path], output: Path) -> list[tuple[Path, Path]]:
+def input_output_pairs(inputs: list[Path], output: Path) -> list[tuple[Path, Path]]:
     pairs = []
     for item in inputs:
         if item.is_dir():
@@ -305,20 +311,20 @@ def local_transform(*, model: Path, inputs: list[Path], output: Path, settings: 
     if image:
         name = f"multimodal-serve-{uuid.uuid4().hex[:8]}"
         command = [docker, "run", "--rm", "--name", name, "-p", f"127.0.0.1:{port}:8080",
-                   "-v", f"{(root / 'model').resolve()}:{CONTAINER_ML}/model:ro"]
+                   "-v", f"{(root / 'model').resolve()}:{DEFAULT_ML_ROOT}/model:ro"]
         for key, value in server_env.items():
             command += ["-e", f"{key}={value}"]
         server = subprocess.Popen(command + [image, "serve"], stdin=subprocess.DEVNULL)
     else:
         name = None
         server = subprocess.Popen(
-            [sys.executable, "-m", "multimodal.serve"], stdin=subprocess.DEVNULL,
-            env={**os.environ, **server_env, "MULTIMODAL_ML_ROOT": str(root.resolve()),
+            [sys.executable, "-m", "multimodal.sagemaker.serving"], stdin=subprocess.DEVNULL,
+            env={**os.environ, **server_env, ML_ROOT_ENV: str(root.resolve()),
                  "SAGEMAKER_BIND_TO_PORT": str(port), "MULTIMODAL_BIND_HOST": "127.0.0.1"})
     endpoint = f"http://127.0.0.1:{port}"
     try:
         wait_for_ping(endpoint, alive=lambda: server.poll() is None)
-        return transform_files(endpoint, _pairs(inputs, output), settings)
+        return transform_files(endpoint, input_output_pairs(inputs, output), settings)
     finally:
         if name:
             subprocess.call([docker, "stop", "--time", "30", name], stdout=subprocess.DEVNULL,
@@ -349,15 +355,15 @@ def _transform_in_isolated_container(image: str, root: Path, inputs: list[Path],
     os.chmod(results, 0o777)  # the container may run as another user
     name = f"multimodal-serve-{uuid.uuid4().hex[:8]}"
     command = [docker, "run", "-d", "--rm", "--name", name, "--network", "none",
-               "-v", f"{(root / 'model').resolve()}:{CONTAINER_ML}/model:ro",
-               "-v", f"{(root / 'transform').resolve()}:{CONTAINER_ML}/transform"]
+               "-v", f"{(root / 'model').resolve()}:{DEFAULT_ML_ROOT}/model:ro",
+               "-v", f"{(root / 'transform').resolve()}:{DEFAULT_ML_ROOT}/transform"]
     for key, value in server_env.items():
         command += ["-e", f"{key}={value}"]
     subprocess.run(command + [image, "serve"], check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
     report: dict = {"succeeded": [], "failed": {}}
     try:
         for staged_item in sorted(staged.iterdir()):
-            inside = f"{CONTAINER_ML}/transform/output/{staged_item.name}"
+            inside = f"{DEFAULT_ML_ROOT}/transform/output/{staged_item.name}"
             client = [docker, "exec", name, "multimodal", "local", "transform", "--endpoint",
                       "http://127.0.0.1:8080", "--output", inside, "--content-type", settings.content_type,
                       "--accept", settings.accept, "--split-type", settings.split_type,
@@ -368,7 +374,7 @@ def _transform_in_isolated_container(image: str, root: Path, inputs: list[Path],
                                 ("--batch-strategy", settings.strategy)):
                 if value:
                     client += [flag, str(value)]
-            code = subprocess.call(client + [f"{CONTAINER_ML}/transform/input/{staged_item.name}"],
+            code = subprocess.call(client + [f"{DEFAULT_ML_ROOT}/transform/input/{staged_item.name}"],
                                    stdin=subprocess.DEVNULL)
             part_file = results / f"{staged_item.name}.report.json"
             part = json.loads(part_file.read_text()) if part_file.is_file() else {

@@ -12,13 +12,11 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any, Mapping
 
+from .errors import HyperparameterError
+
 SPEC_FILE = "hyperparameter_specification.json"
 # SageMaker adds keys of its own (e.g. _tuning_objective_metric, sagemaker_*): they are not ours to validate.
 IGNORED_PREFIXES = ("_", "sagemaker_")
-
-
-class HyperparameterError(ValueError):
-    """A hyperparameter has an unknown name, the wrong type or a value out of range."""
 
 
 @dataclass(frozen=True)
@@ -55,6 +53,10 @@ class Hyperparameter:
     @property
     def default_value(self) -> Any:
         return self.parse(self.default)
+
+    @property
+    def python_type(self) -> type:
+        return {"Integer": int, "Continuous": float}.get(self.type, str)
 
 
 def _fmt(x: float | None) -> str:
@@ -96,7 +98,7 @@ def _to_float(name: str, raw: Any) -> float:
 
 def load_spec_document() -> list[dict]:
     """The raw SupportedHyperParameters list, as CreateAlgorithm takes it."""
-    return json.loads(resources.files("multimodal").joinpath(SPEC_FILE).read_text(encoding="utf-8"))
+    return json.loads(resources.files(__package__).joinpath(SPEC_FILE).read_text(encoding="utf-8"))
 
 
 @lru_cache(maxsize=1)

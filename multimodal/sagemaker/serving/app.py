@@ -9,8 +9,9 @@ warm-up cost. Request parsing and response formatting live in ``payloads``; pred
 
 Loading, the trial prediction and every request's parsing, prediction and formatting run on one dedicated
 model thread per process, one request at a time: the compute threads of all workers stay within the cores,
-and the thread that serves requests is the one the trial prediction warmed up. The HTTP threads around it keep /ping answering meanwhile.
-See ``serve`` for the environment variables and the gunicorn set-up.
+and the thread that serves requests is the one the trial prediction warmed up. The request threads
+around it wait for it; the asyncio front keeps answering /ping meanwhile.
+See ``launcher`` for the environment variables and the gunicorn set-up, ``front`` for the asyncio front.
 """
 from __future__ import annotations
 
@@ -28,16 +29,29 @@ from typing import Any, Callable
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from multimodal.sagemaker.contract import (
+    CSV,
+    JSON,
+    JSONLINES,
+    MEDIA_TYPES,
+    PAYLOAD_BUDGET_MB,
+)
+
 from . import payloads
-from .asgi import DRAIN_FACTOR
-from .payloads import PayloadError
+from .errors import (
+    BadRequest,
+    HTTPProblem,
+    NotAcceptable,
+    NotReady,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+)
+from .front import DRAIN_FACTOR
 
 log = logging.getLogger(__name__)
 
 MIB = 1024 * 1024
 _ROW_REFERENCE = re.compile(r"row \d+( \(ID [^)]*\))?")
-# SageMaker: MaxConcurrentTransforms × MaxPayloadInMB must not exceed 100.
-SAGEMAKER_PAYLOAD_BUDGET_MB = 100
 PING_STATE = "multimodal.ping"  # app.extensions key: () -> (HTTP status, body) of /ping, for the asyncio front
 
 
@@ -61,11 +75,7 @@ class ServerSettings:
 
     @property
     def max_concurrent_transforms(self) -> int:
-        return max(1, min(self.workers, int(SAGEMAKER_PAYLOAD_BUDGET_MB // max(self.max_payload_mb, 1))))
-
-
-class ModelNotReady(RuntimeError):
-    pass
+        return max(1, min(self.workers, int(PAYLOAD_BUDGET_MB // max(self.max_payload_mb, 1))))
 
 
 class ModelSlot:
@@ -152,8 +162,8 @@ class ModelSlot:
         if self._ready.is_set():
             return self.model
         if self.error is not None:
-            raise ModelNotReady(f"the model failed to load: {type(self.error).__name__}: {self.error}")
-        raise ModelNotReady("the model is still loading")
+            raise NotReady(f"the model failed to load: {type(self.error).__name__}: {self.error}")
+        raise NotReady("the model is still loading")
 
 
 def _tiny_png() -> str:
@@ -172,7 +182,7 @@ def warm_up(model: Any) -> None:
     import numpy as np
     import pandas as pd
 
-    schema = model.schema
+    schema = model.schema_
     modality = {c.name: c.modality for c in schema.columns}
     filled = {"text": "warm up", "num": "1", "cat": "warm up", "image": _tiny_png()}
     header = schema.prediction_header
@@ -232,103 +242,117 @@ def create_app(model_or_loader: Any, *, settings: ServerSettings | None = None, 
     settings = settings or ServerSettings()
     slot = ModelSlot(model_or_loader, on_failure=on_load_failure, on_ready=on_ready, load_timeout=settings.load_timeout,
                      description=description)
-    watchdog = Watchdog(settings.request_timeout, on_hang)
+    service = _Service(slot, settings, Watchdog(settings.request_timeout, on_hang), server_started)
     app = Flask("multimodal")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_payload_bytes
     app.extensions["multimodal"] = slot
+    app.extensions[PING_STATE] = service.ping_state
     app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.add_url_rule("/ping", view_func=service.ping, methods=["GET"])
+    app.add_url_rule("/execution-parameters", view_func=service.execution_parameters, methods=["GET"])
+    app.add_url_rule("/invocations", view_func=service.invocations, methods=["POST"])
+    app.register_error_handler(HTTPProblem, _problem_response)
+    app.register_error_handler(RequestEntityTooLarge, lambda exc: _problem_response(PayloadTooLarge(
+        f"the body is over the payload limit of {settings.max_payload_mb:g} MB ({settings.max_payload_bytes:,} "
+        "bytes): send fewer records per request")))
+    app.register_error_handler(HTTPException, lambda exc: _problem_response(
+        _problem(exc.code or 500, exc.description or exc.name)))
+    app.register_error_handler(Exception, _unexpected)
+    slot.start(background=background)
+    return app
 
-    def ping_state() -> tuple[int, str]:
-        state = slot.state
-        if server_started is None:
+
+class _Service:
+    """The routes of one app: its model slot, settings and request watchdog."""
+
+    def __init__(self, slot: ModelSlot, settings: ServerSettings, watchdog: Watchdog,
+                 server_started: Callable[[], bool] | None) -> None:
+        self.slot, self.settings, self.watchdog, self.server_started = slot, settings, watchdog, server_started
+
+    def ping_state(self) -> tuple[int, str]:
+        """(HTTP status, body) of /ping; cheap enough for the asyncio front to call on its event loop."""
+        state = self.slot.state
+        if self.server_started is None:
             healthy = state == "ready"
         elif state == "ready":  # at start-up, 200 only once every worker is ready: no request waits for a load
-            healthy = server_started()
+            healthy = self.server_started()
         else:  # a worker restarted after start-up: the others serve; its own requests wait for its load
-            healthy = state == "loading" and server_started()
+            healthy = state == "loading" and self.server_started()
         return (200 if healthy else 503), state + "\n"
 
-    app.extensions[PING_STATE] = ping_state
-
-    @app.get("/ping")
-    def ping() -> Response:
-        status, text = ping_state()
+    def ping(self) -> Response:
+        status, text = self.ping_state()
         return Response(text, status=status, mimetype="text/plain")
 
-    @app.get("/execution-parameters")
-    def execution_parameters() -> Response:
+    def execution_parameters(self) -> Response:
+        settings = self.settings
         return jsonify({"MaxConcurrentTransforms": settings.max_concurrent_transforms,
                         "BatchStrategy": settings.batch_strategy,
                         "MaxPayloadInMB": int(settings.max_payload_mb) if float(settings.max_payload_mb).is_integer()
                         else settings.max_payload_mb})
 
-    @app.post("/invocations")
-    def invocations() -> Response:
+    def invocations(self) -> Response:
         started = time.monotonic()
         accept = _response_type()
         if accept is None:
-            return _error(406, f"cannot answer with Accept: {request.headers.get('Accept')!r}; accepted: "
-                               f"{', '.join(payloads.ACCEPT_TYPES)}", None)
+            raise NotAcceptable(f"cannot answer with Accept: {request.headers.get('Accept')!r}; accepted: "
+                                f"{', '.join(MEDIA_TYPES)}")
         kind, options = payloads.media_type(request.headers.get("Content-Type"))
-        content_type = payloads.CONTENT_TYPES.get(kind or "text/csv")
+        content_type = MEDIA_TYPES.get(kind or CSV)
         if content_type is None:
-            return _error(415, f"unsupported Content-Type {kind!r}; send one of "
-                               f"{', '.join(payloads.CONTENT_TYPES)}", accept)
-        body = _read_body(settings.max_payload_bytes)
-        try:
-            model = slot.wait(settings.load_timeout)
-        except ModelNotReady as exc:
-            return _error(503, str(exc), accept)
-        text_or_error = slot.run(_handle, model, body, content_type, options.get("charset"), accept, settings,
-                                 watchdog)
-        if isinstance(text_or_error, Response):
-            return text_or_error
-        text, batch = text_or_error
+            raise UnsupportedMediaType(f"unsupported Content-Type {kind!r}; send one of {', '.join(MEDIA_TYPES)}")
+        body = _read_body(self.settings.max_payload_bytes)
+        model = self.slot.wait(self.settings.load_timeout)
+        text, batch = self.slot.run(self._handle, model, body, content_type, options.get("charset"), accept)
         log.info("invocation: %d record(s), %d bad, %s → %s, %.0f ms", len(batch), len(batch.errors),
                  content_type, accept, 1000 * (time.monotonic() - started))
         response = Response(text, status=200, mimetype=accept)
-        if accept == payloads.CSV:
+        if accept == CSV:
+            id_column = model.schema_.id_column
             response.headers["X-Output-Columns"] = ",".join(payloads.csv_columns(
-                model.classes_, with_id=model.schema.id_column is not None,
-                id_column=model.schema.id_column or "ID", with_probabilities=settings.csv_probabilities))
+                model.classes_, with_id=id_column is not None, id_column=id_column or "ID",
+                with_probabilities=self.settings.csv_probabilities))
         return response
 
-    @app.errorhandler(RequestEntityTooLarge)
-    def too_large(exc: RequestEntityTooLarge) -> Response:
-        return _error(413, f"the body is over the payload limit of {settings.max_payload_mb:g} MB "
-                           f"({settings.max_payload_bytes:,} bytes): send fewer records per request",
-                      _response_type())
-
-    @app.errorhandler(HTTPException)
-    def http_error(exc: HTTPException) -> Response:
-        return _error(exc.code or 500, exc.description or exc.name, _response_type())
-
-    @app.errorhandler(Exception)
-    def unexpected(exc: Exception) -> Response:
-        log.exception("invocation failed")
-        return _error(500, f"internal error: {type(exc).__name__}: {exc}", _response_type())
-
-    slot.start(background=background)
-    return app
-
-
-def _handle(model: Any, body: bytes, content_type: str, charset: str | None, accept: str,
-            settings: ServerSettings, watchdog: "Watchdog") -> tuple[str, payloads.Batch] | Response:
-    """Parse, check, predict and format one request (on the model thread): the body text, or an error response."""
-    try:
-        batch = payloads.parse(body, content_type, model.schema.prediction_header, id_column=model.schema.id_column,
+    def _handle(self, model: Any, body: bytes, content_type: str, charset: str | None,
+                accept: str) -> tuple[str, payloads.Batch]:
+        """Parse, check, predict and format one request (on the model thread): the body text and the batch."""
+        schema = model.schema_
+        batch = payloads.parse(body, content_type, schema.prediction_header, id_column=schema.id_column,
                                charset=charset)
-    except PayloadError as exc:
-        return _error(415 if isinstance(exc, payloads.CharsetError) else 400, str(exc), accept)
-    modalities = {c.name: c.modality for c in model.schema.columns}
-    payloads.validate(batch, modalities)
-    if batch.errors and settings.bad_records == "fail":
-        return _error(400, batch.error_summary(), accept)
-    with watchdog:
-        outcome = _predict(model, batch, modalities, fail_fast=settings.bad_records == "fail")
-    if outcome is None:
-        return _error(400, batch.error_summary(), accept)
-    return _format(outcome, model, accept, settings), batch
+        modalities = {c.name: c.modality for c in schema.columns}
+        payloads.validate(batch, modalities)
+        fail_fast = self.settings.bad_records == "fail"
+        if batch.errors and fail_fast:
+            raise BadRequest(batch.error_summary())
+        with self.watchdog:
+            outcome = _predict(model, batch, modalities, fail_fast=fail_fast)
+        if outcome is None:
+            raise BadRequest(batch.error_summary())
+        return _format(outcome, model, accept, self.settings), batch
+
+
+def _problem(status: int, message: str) -> HTTPProblem:
+    """An outcome werkzeug decided (404, 405, a request it could not parse …), as an HTTPProblem."""
+    problem = HTTPProblem(message)
+    problem.status = status
+    return problem
+
+
+def _problem_response(problem: HTTPProblem) -> Response:
+    """Every error response: the message as text, or {"error": message} when the client accepts JSON."""
+    log.log(logging.WARNING if problem.status >= 500 else logging.INFO, "HTTP %d: %s", problem.status,
+            problem.message)
+    accept = _response_type() if not isinstance(problem, NotAcceptable) else None
+    if accept in (JSON, JSONLINES):
+        return Response(json.dumps({"error": problem.message}) + "\n", status=problem.status,
+                        mimetype=JSON)
+    return Response(problem.message + "\n", status=problem.status, mimetype="text/plain")
+
+
+def _unexpected(exc: Exception) -> Response:
+    log.exception("invocation failed")
+    return _problem_response(HTTPProblem(f"internal error: {type(exc).__name__}: {exc}"))
 
 
 def _read_body(limit: int) -> bytes:
@@ -373,19 +397,9 @@ def _response_type() -> str | None:
     """The best Accept match; text/csv when there is no Accept header or it allows anything."""
     header = request.headers.get("Accept", "").strip()
     if not header:
-        return payloads.CSV
-    best = request.accept_mimetypes.best_match(list(payloads.ACCEPT_TYPES), default=None)
-    return payloads.ACCEPT_TYPES[best] if best else None
-
-
-def _error(status: int, message: str, accept: str | None) -> Response:
-    if status >= 500 or status == 503:
-        log.warning("HTTP %d: %s", status, message)
-    else:
-        log.info("HTTP %d: %s", status, message)
-    if accept in (payloads.JSON, payloads.JSONLINES):
-        return Response(json.dumps({"error": message}) + "\n", status=status, mimetype="application/json")
-    return Response(message + "\n", status=status, mimetype="text/plain")
+        return CSV
+    best = request.accept_mimetypes.best_match(list(MEDIA_TYPES), default=None)
+    return MEDIA_TYPES[best] if best else None
 
 
 def _predict(model: Any, batch: payloads.Batch, modalities: dict[str, str], *,
@@ -394,7 +408,7 @@ def _predict(model: Any, batch: payloads.Batch, modalities: dict[str, str], *,
 
     Returns None when a record turned out bad and ``fail_fast`` (the caller answers 400 with the summary).
     """
-    from .schema import DataError
+    from multimodal.core.errors import DataError
 
     classes = list(model.classes_)
     n = len(batch)
@@ -431,7 +445,7 @@ def _predict(model: Any, batch: payloads.Batch, modalities: dict[str, str], *,
 
 def _bisect(model: Any, batch: payloads.Batch, positions: list[int], labels: list, probabilities: list,
             classes: list) -> None:
-    from .schema import DataError
+    from multimodal.core.errors import DataError
     stack = [positions]
     while stack:
         part = stack.pop()
@@ -449,9 +463,9 @@ def _bisect(model: Any, batch: payloads.Batch, positions: list[int], labels: lis
 
 
 def _format(outcome: payloads.Outcome, model: Any, accept: str, settings: ServerSettings) -> str:
-    id_column = model.schema.id_column
-    if accept == payloads.CSV:
+    id_column = model.schema_.id_column
+    if accept == CSV:
         return payloads.format_csv(outcome, model.classes_, with_id=id_column is not None,
                                    with_probabilities=settings.csv_probabilities)
-    formatter = payloads.format_jsonlines if accept == payloads.JSONLINES else payloads.format_json
+    formatter = payloads.format_jsonlines if accept == JSONLINES else payloads.format_json
     return formatter(outcome, model.classes_, with_id=id_column is not None, id_column=id_column or "ID")

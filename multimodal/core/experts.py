@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .errors import TimeBudgetError
+
 log = logging.getLogger(__name__)
 
 TARGET = "__target__"
@@ -34,10 +36,6 @@ QUALITY = {
 PERSIST_MAX_MEMORY = 0.4
 
 
-class TimeBudgetError(RuntimeError):
-    """The time budget left an expert too little time to train any model."""
-
-
 @dataclass
 class ExpertSpec:
     """What an expert sees: its name (also its directory), modality and input columns."""
@@ -51,7 +49,9 @@ class ExpertSpec:
 
 
 def hyperparameters_for(quality: str) -> dict:
-    from autogluon.tabular.configs.hyperparameter_configs import get_hyperparameter_config
+    from autogluon.tabular.configs.hyperparameter_configs import (
+        get_hyperparameter_config,
+    )
     config = dict(get_hyperparameter_config(QUALITY[quality][0]))
     try:  # FASTAI needs the autogluon.tabular[fastai] extra, which this product does not install
         import fastai  # noqa: F401

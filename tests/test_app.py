@@ -1,7 +1,7 @@
 """The inference server's HTTP contract, in-process through Flask's test client.
 
 Fast tests use a stand-in model (the real schema checks, deterministic probabilities); the tests marked slow
-use a small real model trained once per session and saved where tests/test_gunicorn.py finds it too.
+use the small real model of conftest's ``serving_model_dir`` (tests/test_launcher.py serves the same one).
 """
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import io
 import json
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -19,41 +18,17 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
+from support import CLASSES, HEADER, StandInModel, csv_body, jsonl_body
 
-from multimodal import serve
-from multimodal.payloads import parse_csv, split_records
-from multimodal.server import ServerSettings, create_app
-from multimodal.synthetic import encode_image, make_dataset, photo_jpeg
-from support import CLASSES, HEADER, StandInModel
+from multimodal.sagemaker.serving.app import ServerSettings, create_app
+from multimodal.sagemaker.serving.payloads import split_records
+from multimodal.tools.synthetic import encode_image, make_dataset, photo_jpeg
 
 COLUMNS = [c for c in HEADER if c != "label"]
-# Small real model shared with test_gunicorn.py through the session's temporary directory.
-SERVING_HYPERPARAMETERS = {"quality": "toy", "n_folds": 2, "n_mins": 0, "n_secs": 45, "n_epochs": 40,
-                           "patience": 5, "image_model": "efficientnet_lite0"}
-SERVING_MODEL = "serving-model"
-
-
-def serving_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Train (once per session) and save the small model the server tests use."""
-    from multimodal import MultimodalClassifier
-    path = tmp_path_factory.getbasetemp() / SERVING_MODEL
-    if not (path / "model_config.json").is_file():
-        MultimodalClassifier(**SERVING_HYPERPARAMETERS).fit(make_dataset(150, seed=21)).save(path)
-    return path
 
 
 def records(n: int, seed: int = 5, with_images: bool = True, missing_rate: float = 0.08) -> pd.DataFrame:
     return make_dataset(n, seed=seed, with_images=with_images, missing_rate=missing_rate).drop(columns="label")
-
-
-def csv_body(frame: pd.DataFrame) -> bytes:
-    buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\n").writerows(frame.astype(str).values.tolist())
-    return buffer.getvalue().encode()
-
-
-def jsonl_body(frame: pd.DataFrame) -> bytes:
-    return "".join(json.dumps(r) + "\n" for r in frame.to_dict("records")).encode()
 
 
 def csv_lines(response) -> list[list[str]]:
@@ -445,13 +420,8 @@ def test_hostile_json_is_a_400_or_an_error_record_never_a_500(name, column, cont
             assert [json.loads(x)["label"] in CLASSES for x in (lines[0], lines[2])] == [True, True]
 
 
-def test_a_json_list_too_deep_to_parse_as_a_whole_is_read_record_by_record():
-    from multimodal.payloads import parse_json
+def test_json_that_is_too_deep_and_broken_as_well_is_a_400():
     deep = "[" * 5000 + "]" * 5000
-    body = ('[{"ID": "a", "review_text": "x, \\"quoted\\" ]"}, ' + deep + ', {"ID": "c"}]').encode()
-    batch = parse_json(body, COLUMNS, id_column="ID")
-    assert batch.ids == ["a", "", "c"] and list(batch.errors) == [1]
-    assert batch.rows[0][1] == 'x, "quoted" ]'
     for broken in ("[" + deep + ", {oops}]", deep + " trailing", '{"a": ' + deep + "}"):
         response = post(app_with(StandInModel()), broken.encode(), "application/json", "application/json")
         assert response.status_code == 400, response.data[:200]
@@ -589,91 +559,12 @@ def test_a_prediction_past_the_timeout_calls_the_hang_handler():
     assert hung and hung[0] > 0.3
 
 
-def test_parse_csv_splits_on_newline_only():
-    batch = parse_csv(b'a,"x\xe2\x80\xa8y",1\r\nb,,2\n', ["ID", "t_text", "n_num"], id_column="ID")
-    assert batch.rows == [["a", "x\u2028y", "1"], ["b", "", "2"]] and batch.ids == ["a", "b"] and not batch.errors
-
-
-# ---------------------------------------------------------------------------------------------- configuration
-
-def test_configuration_from_environment(tmp_path):
-    (tmp_path / "model").mkdir()
-    env = {"MULTIMODAL_ML_ROOT": str(tmp_path), "MODEL_SERVER_WORKERS": "3", "MODEL_SERVER_TIMEOUT": "700"}
-    config = serve.read_config(env)
-    assert config.model_dir == tmp_path / "model" and config.workers == 3 and config.timeout == 700
-    assert config.port == 8080 and config.host == "0.0.0.0" and config.max_payload_mb == 6
-    assert config.threads == max(1, serve.cpu_count() // 3)
-    env.update(SAGEMAKER_MODEL_SERVER_WORKERS="2", SAGEMAKER_MODEL_SERVER_TIMEOUT="1200",
-               SAGEMAKER_BIND_TO_PORT="9090", SAGEMAKER_MAX_PAYLOAD_IN_MB="20", MULTIMODAL_CSV_PROBABILITIES="true",
-               MULTIMODAL_BAD_RECORDS="emit", MULTIMODAL_THREADS="5")
-    config = serve.read_config(env)
-    assert (config.workers, config.timeout, config.port, config.max_payload_mb) == (2, 1200, 9090, 20)
-    assert config.csv_probabilities and config.bad_records == "emit" and config.threads == 5
-    assert serve.read_config({"MULTIMODAL_ML_ROOT": str(tmp_path)}).timeout >= 600
-    for bad in ({"MODEL_SERVER_WORKERS": "zero"}, {"SAGEMAKER_MODEL_SERVER_WORKERS": "0"},
-                {"SAGEMAKER_MAX_PAYLOAD_IN_MB": "500"}, {"MULTIMODAL_BAD_RECORDS": "skip"},
-                {"MULTIMODAL_CSV_PROBABILITIES": "maybe"}):
-        with pytest.raises(serve.ConfigError):
-            serve.read_config({"MULTIMODAL_ML_ROOT": str(tmp_path), **bad})
-
-
-def test_default_workers_from_cores_and_memory():
-    gb = 10 ** 9
-    assert serve.default_workers(cores=8, available=64 * gb, per_worker=int(1.5 * gb)) == 8
-    assert serve.default_workers(cores=8, available=4 * gb, per_worker=int(1.5 * gb)) == 2  # 3.2 / 1.5
-    assert serve.default_workers(cores=8, available=1 * gb, per_worker=int(1.5 * gb)) == 1
-    assert serve.default_workers(cores=1, available=64 * gb, per_worker=int(1.5 * gb)) == 1
-
-
-def test_environment_and_gunicorn_options(tmp_path):
-    (tmp_path / "model").mkdir()
-    config = serve.read_config({"MULTIMODAL_ML_ROOT": str(tmp_path), "MODEL_SERVER_WORKERS": "2",
-                                "MULTIMODAL_THREADS": "3", "MULTIMODAL_CACHE_DIR": str(tmp_path / "c")})
-    env: dict[str, str] = {"TORCH_HOME": "/keep"}
-    serve.prepare_environment(config, env)
-    assert env["OMP_NUM_THREADS"] == env["TF_NUM_INTRAOP_THREADS"] == "3" and env["TORCH_HOME"] == "/keep"
-    assert env["OMP_WAIT_POLICY"] == "PASSIVE"
-    assert env["KERAS_HOME"].startswith(str(tmp_path / "c")) and env["MPLCONFIGDIR"].startswith(str(tmp_path))
-    options = serve.gunicorn_options(config, tmp_path)
-    assert options["control_socket_disable"] is True and options["preload_app"] is False
-    assert options["workers"] == 2 and options["timeout"] == config.timeout and options["bind"] == ["0.0.0.0:8080"]
-    from gunicorn.workers.gasgi import ASGIWorker
-    assert issubclass(options["worker_class"], ASGIWorker) and config.http_threads >= 2
-
-
-def test_batch_transform_variables_size_the_server(tmp_path, monkeypatch):
-    """SageMaker's batch variables: one worker (with every core) when one transform at a time is asked for."""
-    (tmp_path / "model").mkdir()
-    monkeypatch.setattr(serve, "cpu_count", lambda: 16)
-    monkeypatch.setattr(serve, "available_memory", lambda: 64 * 10 ** 9)
-    base = {"MULTIMODAL_ML_ROOT": str(tmp_path)}
-    assert serve.read_config(base).workers == 16  # an endpoint: as many as cores and memory allow
-    config = serve.read_config({**base, "SAGEMAKER_BATCH": "true", "SAGEMAKER_MAX_CONCURRENT_TRANSFORMS": "1",
-                                "SAGEMAKER_BATCH_STRATEGY": "SINGLE_RECORD", "SAGEMAKER_MAX_PAYLOAD_IN_MB": "6"})
-    assert (config.workers, config.threads, config.batch_strategy) == (1, 16, "SINGLE_RECORD")
-    assert "SAGEMAKER_MAX_CONCURRENT_TRANSFORMS=1" in config.workers_reason
-    config = serve.read_config({**base, "SAGEMAKER_BATCH": "True", "SAGEMAKER_MAX_CONCURRENT_TRANSFORMS": "4"})
-    assert (config.workers, config.threads, config.batch_strategy) == (4, 4, "MULTI_RECORD")
-    # never more workers than the machine allows, and an explicit worker count wins
-    assert serve.read_config({**base, "SAGEMAKER_BATCH": "true", "SAGEMAKER_MAX_CONCURRENT_TRANSFORMS": "64"}).workers == 16
-    assert serve.read_config({**base, "SAGEMAKER_BATCH": "true", "SAGEMAKER_MAX_CONCURRENT_TRANSFORMS": "1",
-                              "SAGEMAKER_MODEL_SERVER_WORKERS": "3"}).workers == 3
-    # the variables without SAGEMAKER_BATCH (an endpoint) change nothing; SDK spellings are accepted
-    assert serve.read_config({**base, "SAGEMAKER_MAX_CONCURRENT_TRANSFORMS": "1"}).workers == 16
-    assert serve.read_config({**base, "SAGEMAKER_BATCH_STRATEGY": "MultiRecord"}).batch_strategy == "MULTI_RECORD"
-    with pytest.raises(serve.ConfigError, match="SAGEMAKER_BATCH_STRATEGY"):
-        serve.read_config({**base, "SAGEMAKER_BATCH_STRATEGY": "ALL_AT_ONCE"})
-    client = create_app(StandInModel(), settings=config.server_settings(), background=False).test_client()
-    assert client.get("/execution-parameters").get_json() == {"MaxConcurrentTransforms": 4,
-                                                              "BatchStrategy": "MULTI_RECORD", "MaxPayloadInMB": 6}
-
-
 # ---------------------------------------------------------------------------------------------- the real model
 
 @pytest.fixture(scope="module")
-def real_model(tmp_path_factory):
+def real_model(serving_model_dir):
     from multimodal import MultimodalClassifier
-    return MultimodalClassifier.load(serving_model_dir(tmp_path_factory))
+    return MultimodalClassifier.load(serving_model_dir)
 
 
 @pytest.mark.slow
@@ -717,6 +608,6 @@ def test_carriage_returns_and_the_record_count_limit(client):
     assert response.status_code == 400 and "carriage return" in response.get_data(as_text=True)
     lines = csv_lines(post(client, b'r1,"a\rb",red,1,1,\n'))  # inside quotes it is text
     assert lines[0][0] == "r1"
-    from multimodal.payloads import MAX_RECORDS
+    from multimodal.sagemaker.serving.payloads import MAX_RECORDS
     response = post(client, b",,,,,\n" * (MAX_RECORDS + 1))
     assert response.status_code == 400 and "records in one request" in response.get_data(as_text=True)

@@ -1,7 +1,7 @@
 """``multimodal-serve``: the inference container's server (``docker run IMAGE serve``).
 
-gunicorn (asyncio workers, no ``--preload``, no control socket) serves the Flask app of ``multimodal.server``
-behind the asyncio front of ``multimodal.asgi``.
+gunicorn (asyncio workers, no ``--preload``, no control socket) serves the Flask app of ``app``
+behind the asyncio front of ``front``.
 The arbiter binds the port before any model code runs, so connections are accepted at once. Each worker
 loads the model from ``$MULTIMODAL_ML_ROOT/model`` itself in a background thread; meanwhile ``/ping``
 answers 503, then 200 once the model is loaded and a trial prediction has succeeded. If a worker cannot load
@@ -31,8 +31,8 @@ Environment variables: the server's whole interface (hyperparameters play no par
 | `MULTIMODAL_ML_ROOT` | `/opt/ml` | the model is read from `<root>/model` |
 | `MULTIMODAL_LOG_LEVEL` | `info` | log level of the server and gunicorn (`info` logs one line per invocation) |
 | `MULTIMODAL_CACHE_DIR` | `$TMPDIR/multimodal-cache` | where `KERAS_HOME`, `TORCH_HOME`, `MPLCONFIGDIR`, `TORCHINDUCTOR_CACHE_DIR` and `XDG_CACHE_HOME` point unless already set: nothing is written to `$HOME` |
-| `MULTIMODAL_MAX_IMAGE_PIXELS` | `40000000` | larger images are rejected (see `multimodal.images`) |
-| `MULTIMODAL_WEIGHTS_DIR` | `/opt/multimodal/weights` | baked-in image encoder weights (see `multimodal.images`) |
+| `MULTIMODAL_MAX_IMAGE_PIXELS` | `40000000` | larger images are rejected (see `multimodal.core.images`) |
+| `MULTIMODAL_WEIGHTS_DIR` | `/opt/multimodal/weights` | baked-in image encoder weights (see `multimodal.core.images`) |
 
 `OMP_NUM_THREADS`, `MKL_NUM_THREADS`, `OPENBLAS_NUM_THREADS` and `TF_NUM_INTRAOP_THREADS` are set from
 `MULTIMODAL_THREADS` (and `TF_NUM_INTEROP_THREADS` to 1): set that one, not them. `OMP_WAIT_POLICY` defaults to
@@ -53,7 +53,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-log = logging.getLogger("multimodal.serve")
+from multimodal.core.artifact import CONFIG_FILE
+from multimodal.logs import configure_logging
+from multimodal.sagemaker.contract import (
+    DEFAULT_MAX_PAYLOAD_MB,
+    ML_ROOT_ENV,
+    MULTI_RECORD,
+    PAYLOAD_BUDGET_MB,
+    SINGLE_RECORD,
+    ConfigError,
+    ml_root,
+)
+
+log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 8080
 DEFAULT_HOST = "0.0.0.0"
@@ -62,9 +74,8 @@ DEFAULT_GRACEFUL_TIMEOUT = 120
 DEFAULT_KEEPALIVE = 5
 DEFAULT_LOAD_TIMEOUT = 900
 DEFAULT_HTTP_THREADS = 8
-DEFAULT_MAX_PAYLOAD_MB = 6.0
-DEFAULT_BATCH_STRATEGY = "MULTI_RECORD"
-BATCH_STRATEGIES = {"MULTIRECORD": "MULTI_RECORD", "SINGLERECORD": "SINGLE_RECORD"}  # also CreateTransformJob's spelling
+# SAGEMAKER_BATCH_STRATEGY as the platform spells it, or as CreateTransformJob does (MultiRecord)
+BATCH_STRATEGIES = {"MULTIRECORD": MULTI_RECORD, "SINGLERECORD": SINGLE_RECORD}
 # Memory of one worker besides the model's own size. bench/startup_bench.py measured 0.50 GB RSS once warm and
 # 0.91 GB peak after a ~6 MB request (small model with an image column; the fusion network runs in numpy, so
 # TensorFlow is never loaded: before that, 1.26 GB warm and 1.42–2.1 GB peak).
@@ -80,10 +91,6 @@ EXIT_CONFIG = 2
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "TF_NUM_INTRAOP_THREADS")
 CACHE_VARIABLES = {"KERAS_HOME": "keras", "TORCH_HOME": "torch", "MPLCONFIGDIR": "matplotlib",
                    "TORCHINDUCTOR_CACHE_DIR": "torchinductor", "XDG_CACHE_HOME": "xdg"}
-
-
-class ConfigError(ValueError):
-    pass
 
 
 @dataclass
@@ -109,7 +116,7 @@ class ServeConfig:
     memory: dict = field(default_factory=dict)
 
     def server_settings(self) -> Any:
-        from .server import ServerSettings
+        from .app import ServerSettings
         return ServerSettings(workers=self.workers, max_payload_mb=self.max_payload_mb,
                               batch_strategy=self.batch_strategy,
                               csv_probabilities=self.csv_probabilities, bad_records=self.bad_records,
@@ -201,7 +208,7 @@ def _bool(environ: Mapping[str, str], name: str) -> bool:
 
 def read_config(environ: Mapping[str, str] | None = None) -> ServeConfig:
     environ = os.environ if environ is None else environ
-    root = Path(environ.get("MULTIMODAL_ML_ROOT") or "/opt/ml")
+    root = ml_root(environ)
     model_dir = root / "model"
     cores = cpu_count()
     memory = {"available_bytes": available_memory()}
@@ -226,9 +233,9 @@ def read_config(environ: Mapping[str, str] | None = None) -> ServeConfig:
         max_payload_mb = float(payload_raw) if payload_raw else DEFAULT_MAX_PAYLOAD_MB
     except ValueError:
         raise ConfigError(f"SAGEMAKER_MAX_PAYLOAD_IN_MB={payload_raw!r}: expected a number of MB") from None
-    if not 0 < max_payload_mb <= 100:
-        raise ConfigError(f"SAGEMAKER_MAX_PAYLOAD_IN_MB={payload_raw!r}: expected a number in (0, 100]")
-    strategy = (environ.get("SAGEMAKER_BATCH_STRATEGY") or DEFAULT_BATCH_STRATEGY).strip().upper()
+    if not 0 < max_payload_mb <= PAYLOAD_BUDGET_MB:
+        raise ConfigError(f"SAGEMAKER_MAX_PAYLOAD_IN_MB={payload_raw!r}: expected a number in (0, {PAYLOAD_BUDGET_MB}]")
+    strategy = (environ.get("SAGEMAKER_BATCH_STRATEGY") or MULTI_RECORD).strip().upper()
     strategy = BATCH_STRATEGIES.get(strategy.replace("_", ""), strategy)
     if strategy not in BATCH_STRATEGIES.values():
         raise ConfigError(f"SAGEMAKER_BATCH_STRATEGY={strategy!r}: expected MULTI_RECORD or SINGLE_RECORD")
@@ -297,12 +304,12 @@ def _flush_logs() -> None:
 
 def worker_app(config: ServeConfig, state_dir: Path) -> Any:
     """The ASGI app of one worker: loads the model in a thread; a failed load ends the whole server."""
-    from .asgi import Front
-    from .server import PING_STATE, create_app
+    from .app import PING_STATE, create_app
+    from .front import Front
 
     def load() -> Any:
         set_torch_threads(config.threads)
-        from .classifier import MultimodalClassifier
+        from multimodal.core.classifier import MultimodalClassifier
         model = MultimodalClassifier.load(config.model_dir)
         set_torch_threads(config.threads)
         return model
@@ -344,7 +351,7 @@ def worker_class() -> type:
     """gunicorn's asyncio (ASGI) worker, ending its process as soon as its graceful shutdown is done.
 
     The event loop reads requests without holding a thread, so slow clients cannot starve /ping (see
-    ``multimodal.asgi``). Interpreter teardown with TensorFlow, torch and AutoGluon loaded takes seconds of
+    ``front``). Interpreter teardown with TensorFlow, torch and AutoGluon loaded takes seconds of
     CPU; in-flight requests are finished by then, so the worker skips it.
     """
     from gunicorn.workers.gasgi import ASGIWorker
@@ -414,11 +421,6 @@ def run_gunicorn(config: ServeConfig) -> None:
     Application().run()  # exits through sys.exit with the arbiter's status
 
 
-def configure_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), stream=sys.stderr,
-                        format="%(asctime)s [%(process)d] [%(levelname)s] %(name)s: %(message)s")
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in ("-h", "--help"):
@@ -431,14 +433,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = read_config()
     except ConfigError as exc:
-        configure_logging("info")
+        configure_logging("info", with_process=True)
         log.error("invalid configuration: %s", exc)
         return EXIT_CONFIG
-    configure_logging(config.log_level)
-    if not (config.model_dir / "model_config.json").is_file():
-        log.error("no model to serve: %s/model_config.json not found. SageMaker extracts model.tar.gz into "
-                  "/opt/ml/model; set MULTIMODAL_ML_ROOT to serve a model directory <root>/model elsewhere",
-                  config.model_dir)
+    configure_logging(config.log_level, with_process=True)
+    if not (config.model_dir / CONFIG_FILE).is_file():
+        log.error("no model to serve: %s/%s not found. SageMaker extracts model.tar.gz into /opt/ml/model; set "
+                  "%s to serve a model directory <root>/model elsewhere", config.model_dir, CONFIG_FILE, ML_ROOT_ENV)
         return EXIT_LOAD_FAILED
     prepare_environment(config)
     log.info("serving %s on %s:%d: %d worker(s) [%s], %d compute thread(s) and %d HTTP threads each, "

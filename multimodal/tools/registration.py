@@ -4,8 +4,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from .hyperparameters import load_spec_document
-from .metrics import metric_definitions, tuning_objectives
+from multimodal.core.hyperparameters import load_spec_document
+from multimodal.sagemaker.contract import CSV, FORMATS
+from multimodal.sagemaker.training.metrics import metric_definitions, tuning_objectives
 
 log = logging.getLogger(__name__)
 
@@ -17,15 +18,12 @@ TRANSFORM_INSTANCE_TYPES = ["ml.m5.xlarge", "ml.m5.2xlarge", "ml.m5.4xlarge", "m
                             "ml.g4dn.xlarge"]
 REALTIME_INSTANCE_TYPES = ["ml.m5.large", "ml.m5.xlarge", "ml.m5.2xlarge", "ml.c5.xlarge", "ml.c5.2xlarge",
                            "ml.g4dn.xlarge"]
-# What the server accepts and answers (multimodal.server); kept here as the registration's single list.
-CONTENT_TYPES = ["text/csv", "application/jsonlines", "application/json"]
-RESPONSE_TYPES = ["text/csv", "application/jsonlines", "application/json"]
 DESCRIPTION = ("Classifier for CSV data mixing free text, numbers, categories and base64 images: one AutoGluon "
                "expert per modality, fused by a neural network trained on out-of-fold probabilities.")
 
 
 def training_channels() -> list[dict]:
-    common = {"SupportedContentTypes": ["text/csv"], "SupportedCompressionTypes": ["None", "Gzip"],
+    common = {"SupportedContentTypes": [CSV], "SupportedCompressionTypes": ["None", "Gzip"],
               "SupportedInputModes": ["File", "Pipe", "FastFile"]}
     return [
         {"Name": "train", "IsRequired": True, **common,
@@ -63,8 +61,8 @@ def build_request(*, name: str, training_image: str, inference_image: str, descr
             "Containers": [{"Image": inference_image}],
             "SupportedTransformInstanceTypes": TRANSFORM_INSTANCE_TYPES,
             "SupportedRealtimeInferenceInstanceTypes": REALTIME_INSTANCE_TYPES,
-            "SupportedContentTypes": CONTENT_TYPES,
-            "SupportedResponseMIMETypes": RESPONSE_TYPES,
+            "SupportedContentTypes": list(FORMATS),
+            "SupportedResponseMIMETypes": list(FORMATS),
         },
         "CertifyForMarketplace": certify_for_marketplace,
     }
@@ -73,35 +71,43 @@ def build_request(*, name: str, training_image: str, inference_image: str, descr
         raise ValueError("a validation profile needs all of --validation-role, --validation-train-s3, "
                          "--validation-transform-s3 and --validation-output-s3")
     if all(given):
-        request["ValidationSpecification"] = {
-            "ValidationRole": validation_role,
-            "ValidationProfiles": [{
-                "ProfileName": "generated-data",
-                "TrainingJobDefinition": {
-                    "TrainingInputMode": "File",
-                    "HyperParameters": {"n_mins": "10", "quality": "light", "image_model": "resnet50"},
-                    "InputDataConfig": [{"ChannelName": "train", "ContentType": "text/csv", "DataSource": {
-                        "S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": validation_train_s3,
-                                         "S3DataDistributionType": "FullyReplicated"}}}],
-                    "OutputDataConfig": {"S3OutputPath": validation_output_s3},
-                    "ResourceConfig": {"InstanceType": validation_instance_type, "InstanceCount": 1,
-                                       "VolumeSizeInGB": 30},
-                    "StoppingCondition": {"MaxRuntimeInSeconds": 3600},
-                },
-                "TransformJobDefinition": {
-                    "MaxConcurrentTransforms": 1,
-                    "MaxPayloadInMB": 6,
-                    "BatchStrategy": "MultiRecord",
-                    "TransformInput": {"DataSource": {"S3DataSource": {"S3DataType": "S3Prefix",
-                                                                       "S3Uri": validation_transform_s3}},
-                                       "ContentType": "text/csv", "SplitType": "Line"},
-                    "TransformOutput": {"S3OutputPath": validation_output_s3, "Accept": "text/csv",
-                                        "AssembleWith": "Line"},
-                    "TransformResources": {"InstanceType": validation_instance_type, "InstanceCount": 1},
-                },
-            }],
-        }
+        request["ValidationSpecification"] = validation_specification(
+            role=validation_role, train_s3=validation_train_s3, transform_s3=validation_transform_s3,
+            output_s3=validation_output_s3, instance_type=validation_instance_type)
     return request
+
+
+def validation_specification(*, role: str, train_s3: str, transform_s3: str, output_s3: str,
+                             instance_type: str) -> dict:
+    """One validation profile: a training job on ``train_s3`` and a batch transform of ``transform_s3``."""
+    return {
+        "ValidationRole": role,
+        "ValidationProfiles": [{
+            "ProfileName": "generated-data",
+            "TrainingJobDefinition": {
+                "TrainingInputMode": "File",
+                "HyperParameters": {"n_mins": "10", "quality": "light", "image_model": "resnet50"},
+                "InputDataConfig": [{"ChannelName": "train", "ContentType": CSV, "DataSource": {
+                    "S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": train_s3,
+                                     "S3DataDistributionType": "FullyReplicated"}}}],
+                "OutputDataConfig": {"S3OutputPath": output_s3},
+                "ResourceConfig": {"InstanceType": instance_type, "InstanceCount": 1,
+                                   "VolumeSizeInGB": 30},
+                "StoppingCondition": {"MaxRuntimeInSeconds": 3600},
+            },
+            "TransformJobDefinition": {
+                "MaxConcurrentTransforms": 1,
+                "MaxPayloadInMB": 6,
+                "BatchStrategy": "MultiRecord",
+                "TransformInput": {"DataSource": {"S3DataSource": {"S3DataType": "S3Prefix",
+                                                                   "S3Uri": transform_s3}},
+                                   "ContentType": CSV, "SplitType": "Line"},
+                "TransformOutput": {"S3OutputPath": output_s3, "Accept": CSV,
+                                    "AssembleWith": "Line"},
+                "TransformResources": {"InstanceType": instance_type, "InstanceCount": 1},
+            },
+        }],
+    }
 
 
 def validate_request(request: dict) -> None:

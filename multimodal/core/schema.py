@@ -9,6 +9,8 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from .errors import DataError
+
 log = logging.getLogger(__name__)
 
 ID_COLUMN = "ID"
@@ -19,15 +21,6 @@ SUFFIXES = {f"_{m}": m for m in MODALITIES}
 NUMERIC_MISSING_TOKENS = frozenset({"", "na", "n/a", "nan", "null", "none", "-"})
 CATEGORY_IMPUTED = "unknown"
 _INT_RE = re.compile(r"^[+-]?\d+$")
-
-
-class DataError(ValueError):
-    """Input data that cannot be used, with the column, the row and the fix in the message."""
-
-    def __init__(self, message: str, *, column: str | None = None, row: int | None = None) -> None:
-        super().__init__(message)
-        self.column = column
-        self.row = row
 
 
 @dataclass(frozen=True)
@@ -165,32 +158,48 @@ def _category_text(value: Any) -> str:
     return str(value).strip()
 
 
-def _parse_numbers(raw: pd.Series, name: str, ids: pd.Series | None, source: str) -> tuple[pd.Series, np.ndarray]:
+@dataclass
+class ParsedNumbers:
+    """A ``_num`` column read by the number rules: values (NaN where missing or unusable) and, per row, whether
+    it was missing (empty or a NUMERIC_MISSING_TOKENS spelling), not a number, or infinite."""
+
+    values: pd.Series
+    missing: np.ndarray
+    bad: np.ndarray
+    infinite: np.ndarray
+
+
+def parse_numbers(raw: pd.Series) -> ParsedNumbers:
+    """The number rules, shared by training, prediction and the server's per-record checks."""
     if pd.api.types.is_bool_dtype(raw.dtype):
         raw = raw.astype(float)
     if pd.api.types.is_numeric_dtype(raw.dtype):
         parsed = raw.astype(float)
-        text = None
+        bad = np.zeros(len(raw), dtype=bool)
     else:
         text = raw.astype("string").str.strip()
-        blank = raw.isna() | text.str.lower().isin(NUMERIC_MISSING_TOKENS)
-        parsed = pd.to_numeric(text.where(~blank.fillna(True)), errors="coerce").astype(float)
-        bad = ~blank.fillna(True) & parsed.isna()
-        if bad.any():
-            position = int(np.flatnonzero(bad.to_numpy())[0])
-            raise DataError(
-                f"{source}: column {name!r}, {describe_row(position, ids)}: {raw.iloc[position]!r} is not a number. "
-                f"Fix the value, leave the field empty to impute 0, or rename the column with a _cat or _text "
-                f"suffix if it is not numeric ({int(bad.sum())} such value(s) in this column)",
-                column=name, row=position + 1)
+        blank = (raw.isna() | text.str.lower().isin(NUMERIC_MISSING_TOKENS)).fillna(True)
+        parsed = pd.to_numeric(text.where(~blank), errors="coerce").astype(float)
+        bad = (~blank & parsed.isna()).to_numpy(dtype=bool)
     infinite = np.isinf(parsed.to_numpy())
-    if infinite.any():
-        position = int(np.flatnonzero(infinite)[0])
+    return ParsedNumbers(values=parsed, missing=parsed.isna().to_numpy() & ~bad, bad=bad, infinite=infinite)
+
+
+def _parse_numbers(raw: pd.Series, name: str, ids: pd.Series | None, source: str) -> tuple[pd.Series, np.ndarray]:
+    parsed = parse_numbers(raw)
+    if parsed.bad.any():
+        position = int(np.flatnonzero(parsed.bad)[0])
+        raise DataError(
+            f"{source}: column {name!r}, {describe_row(position, ids)}: {raw.iloc[position]!r} is not a number. "
+            f"Fix the value, leave the field empty to impute 0, or rename the column with a _cat or _text "
+            f"suffix if it is not numeric ({int(parsed.bad.sum())} such value(s) in this column)",
+            column=name, row=position + 1)
+    if parsed.infinite.any():
+        position = int(np.flatnonzero(parsed.infinite)[0])
         raise DataError(f"{source}: column {name!r}, {describe_row(position, ids)}: infinite values are not "
                         "supported; replace it with a finite number or leave the field empty",
                         column=name, row=position + 1)
-    missing = parsed.isna().to_numpy()
-    return parsed.fillna(0.0), missing
+    return parsed.values.fillna(0.0), parsed.missing
 
 
 def _native(value: Any) -> Any:

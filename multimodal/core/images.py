@@ -18,7 +18,7 @@ from typing import Callable, Sequence
 import numpy as np
 from PIL import Image, ImageOps
 
-from .schema import DataError
+from .errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -40,20 +40,28 @@ def max_pixels() -> int:
 
 # ---------------------------------------------------------------------------------------------- decoding
 
+def image_file_bytes(value: str) -> bytes:
+    """The image file's bytes from the base64 text of an ``_image`` field (a ``data:`` URI prefix, as pasted
+    from a browser, and missing padding are tolerated); ValueError saying how to encode it otherwise."""
+    text = value.strip()
+    if text.startswith("data:") and "," in text[:100]:
+        text = text.split(",", 1)[1]
+    try:
+        return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError(f"the value is not valid base64 (starts with {text[:20]!r}). Encode the image file's bytes "
+                         "with base64, e.g. base64.b64encode(open(path, 'rb').read()).decode()") from None
+
+
 def decode_image(value: str, *, column: str, row: str) -> np.ndarray:
     """base64 of an image file → 224×224×3 uint8 RGB (shorter side resized, centre-cropped).
 
     Any format Pillow reads is accepted; transparency is composited on white; EXIF rotation applied.
     """
-    text = value.strip()
-    if text.startswith("data:") and "," in text[:100]:  # tolerate data URIs pasted from a browser
-        text = text.split(",", 1)[1]
     try:
-        payload = base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
-    except (binascii.Error, ValueError):
-        raise DataError(f"column {column!r}, {row}: the value is not valid base64 "
-                        f"(starts with {text[:20]!r}). Encode the image file's bytes with base64, "
-                        "e.g. base64.b64encode(open(path, 'rb').read()).decode()", column=column) from None
+        payload = image_file_bytes(value)
+    except ValueError as exc:
+        raise DataError(f"column {column!r}, {row}: {exc}", column=column) from None
     limit = max_pixels()
     try:
         with warnings.catch_warnings():

@@ -24,11 +24,9 @@ import pandas as pd
 import pytest
 
 from multimodal import MultimodalClassifier
-from multimodal.channels import ChannelConfig, read_channel
-from multimodal.classifier import CONFIG_FILE
-from multimodal.metrics import metric_definitions
-from multimodal.schema import DataError
-from multimodal.synthetic import make_dataset
+from multimodal.core.artifact import CONFIG_FILE
+from multimodal.sagemaker.training.metrics import metric_definitions
+from multimodal.tools.synthetic import make_dataset
 
 ENTRYPOINT = Path(sys.executable).parent / "multimodal-train"  # the console script the images put on PATH
 FAST = {"quality": "toy", "n_folds": "2", "n_hours": "0", "n_mins": "0", "n_secs": "30", "n_epochs": "40"}
@@ -159,13 +157,13 @@ def sdk_hyperparameters(values: dict) -> dict:
 
 
 def test_hyperparameters_written_json_quoted_by_the_sdk_are_unwrapped(tmp_path, caplog):
-    from multimodal import training
-    from multimodal.hyperparameters import resolve
+    from multimodal.core.hyperparameters import resolve
+    from multimodal.sagemaker.training import job as training
     written = sdk_hyperparameters({"quality": "toy", "image_model": "efficientnet_lite0", "n_mins": 5,
                                    "learning_rate": 0.01, "missing_threshold": 1.0})
     assert written["quality"] == '"toy"' and written["n_mins"] == "5"  # what the file holds
     root = layout(tmp_path, hyperparameters=written)
-    with caplog.at_level("INFO", logger="multimodal.training"):
+    with caplog.at_level("INFO", logger="multimodal.sagemaker.training.job"):
         raw = training.read_hyperparameters(training.Paths(root))
     values = resolve(raw)
     assert (values["quality"], values["image_model"], values["n_mins"], values["learning_rate"]) == (
@@ -180,7 +178,7 @@ def test_hyperparameters_written_json_quoted_by_the_sdk_are_unwrapped(tmp_path, 
     ('"a" "b"', '"a" "b"'), ('"\\"toy\\""', '"toy"'),  # one level of quoting only
 ])
 def test_only_whole_json_string_literals_are_unwrapped(value, expected):
-    from multimodal.training import unwrap_json_quoted
+    from multimodal.sagemaker.training.job import unwrap_json_quoted
     assert unwrap_json_quoted({"quality": value})[0] == {"quality": expected}
 
 
@@ -264,10 +262,10 @@ def test_recordio_pipe_channels_are_refused(tmp_path, small):
 
 def test_a_failure_while_saving_leaves_model_dir_empty(tmp_path, small, monkeypatch):
     """Disk full half-way through writing the model: nothing in model/ may pass for a model."""
-    from multimodal import training
+    from multimodal.sagemaker.training import job as training
 
     def fake_fit(self, train, validation=None):
-        self.classes_, self.metrics, self.leaderboards = ["a", "b"], {}, {}
+        self.classes_, self.metrics_, self.leaderboards_ = ["a", "b"], {}, {}
         return self
 
     def partial_save(self, path):
@@ -287,7 +285,7 @@ def test_a_failure_while_saving_leaves_model_dir_empty(tmp_path, small, monkeypa
 
 
 def test_unexpected_errors_give_type_message_and_pointer_to_the_log(tmp_path, small, monkeypatch):
-    from multimodal import training
+    from multimodal.sagemaker.training import job as training
 
     def broken_fit(self, train, validation=None):
         raise KeyError("x" * 5000)
@@ -300,69 +298,6 @@ def test_unexpected_errors_give_type_message_and_pointer_to_the_log(tmp_path, sm
     assert reason.startswith("KeyError: ") and len(reason.strip()) <= 1024
     assert reason.strip().endswith("The traceback is in the training job's log (CloudWatch "
                                    "/aws/sagemaker/TrainingJobs).")
-
-
-# ---------------------------------------------------------------------------------------------- channel reading
-
-def _channel(tmp_path: Path, files: dict, mode: str = "File"):
-    for relative, content in files.items():
-        path = tmp_path / "train" / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(content if isinstance(content, bytes) else content.encode())
-    return read_channel(ChannelConfig("train", mode), tmp_path)
-
-
-def test_rfc4180_quoting_survives_reading(tmp_path):
-    big = "A" * 300_000  # a base64 image is far longer than the csv module's default field limit
-    text = ('\ufeffID,review_text,photo_image,label\r\n'
-            '1,"comma, ""quotes"" and\r\na line break",' + big + ',x\r\n'
-            '\r\n'
-            '2,,,y\r\n')
-    data = _channel(tmp_path, {"part.csv": text})
-    assert data.header == ["ID", "review_text", "photo_image", "label"]
-    assert data.frame.to_dict("records") == [
-        {"ID": "1", "review_text": 'comma, "quotes" and\r\na line break', "photo_image": big, "label": "x"},
-        {"ID": "2", "review_text": "", "photo_image": "", "label": "y"}]
-
-
-def test_missing_value_spellings_stay_text(tmp_path):
-    data = _channel(tmp_path, {"a.csv": "ID,note_text,n_num,label\n1,NA,null,None\n2,nan,,x\n"})
-    assert data.frame["note_text"].tolist() == ["NA", "nan"]  # only an empty field is missing
-    assert data.frame["n_num"].tolist() == ["null", ""]  # the classifier decides what a _num token means
-
-
-def test_files_are_read_in_path_order_including_subdirectories_and_gzip(tmp_path):
-    header = "ID,a_num,label\n"
-    data = _channel(tmp_path, {"b.csv.gz": gzipped(header + "3,3,x\n"), "a.csv": header + "1,1,x\n2,2,y\n",
-                               "c/d.CSV": header + "4,4,y\n", "notes.txt": "ignored", ".hidden.csv": "ignored"})
-    assert data.frame["ID"].tolist() == ["1", "2", "3", "4"]
-    assert data.sources == ["a.csv", "b.csv.gz", "c/d.CSV"]
-
-
-def test_pipe_mode_reads_the_fifo_as_one_stream(tmp_path):
-    """SageMaker concatenates the channel's objects into train_0: headers repeat, gzip members follow each other."""
-    fifo = tmp_path / "train_0"
-    os.mkfifo(fifo)
-    first = "ID,a_num,note_text,label\n1,1,\"two\nlines\",x\n"
-    second = "ID,a_num,note_text,label\n2,2,b,y\n"
-
-    def feed():
-        with open(fifo, "wb") as pipe:
-            pipe.write(gzip.compress(first.encode()) + gzip.compress(second.encode()))
-
-    writer = threading.Thread(target=feed, daemon=True)
-    writer.start()
-    data = read_channel(ChannelConfig("train", "Pipe"), tmp_path)
-    writer.join(10)
-    assert data.frame.to_dict("records") == [{"ID": "1", "a_num": "1", "note_text": "two\nlines", "label": "x"},
-                                             {"ID": "2", "a_num": "2", "note_text": "b", "label": "y"}]
-
-
-def test_header_mismatch_names_both_files_and_the_difference(tmp_path):
-    with pytest.raises(DataError) as info:
-        _channel(tmp_path, {"x.csv": "ID,a_num,b_num,label\n1,1,1,x\n", "y.csv": "ID,b_num,a_num,label\n1,1,1,x\n"})
-    assert "'x.csv' and 'y.csv' have different headers" in str(info.value)
-    assert "column 2 is 'a_num' in 'x.csv' but 'b_num' in 'y.csv'" in str(info.value)
 
 
 # ---------------------------------------------------------------------------------------------- training jobs
@@ -461,7 +396,7 @@ def test_pipe_mode_job_with_an_image_column(tmp_path):
     assert "validation:photo_image_accuracy" in printed and "train:photo_image_log_loss" in printed
     assert re.search(r"photo_image: embedded \d+ images in [0-9.]+ s \([0-9.]+ images/s", job.stderr)
     assert (job.outputs / "leaderboard_photo_image.csv").is_file()
-    assert "photo_image" in MultimodalClassifier.load(root / "model").expert_names
+    assert "photo_image" in MultimodalClassifier.load(root / "model").expert_names_
 
 
 @pytest.mark.slow
@@ -540,7 +475,7 @@ def hosts_running(port: int, timeout_s: float = 60) -> Iterator[Callable[[Path],
                    MULTIMODAL_HOSTS_TIMEOUT=str(timeout_s))
         log_path = root.parent / f"{root.name}.log"
         with open(log_path, "w") as log_file:
-            process = subprocess.Popen([sys.executable, "-m", "multimodal.training"], env=env,
+            process = subprocess.Popen([sys.executable, "-m", "multimodal.sagemaker.training.job"], env=env,
                                        stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT)
         started.append(Host(root, process, log_path))
         return started[-1]

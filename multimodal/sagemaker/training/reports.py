@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import re
 import tempfile
@@ -17,6 +16,9 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+
+from multimodal.core import scores
+from multimodal.core.jsonsafe import to_json
 
 log = logging.getLogger(__name__)
 
@@ -42,23 +44,6 @@ def safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", str(name)).lstrip(".") or "_"
 
 
-def to_json(value: Any) -> Any:
-    """JSON-ready copy: numpy scalars to Python, NaN/inf to null (json.dumps would write invalid NaN)."""
-    if isinstance(value, Mapping):
-        return {str(k): to_json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_json(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return to_json(value.tolist())
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    return str(value)
-
-
 def write_metrics_json(metrics: Mapping, directory: Path) -> Path:
     path = directory / METRICS_FILE
     path.write_text(json.dumps(to_json(metrics), indent=2, allow_nan=False), encoding="utf-8")
@@ -82,14 +67,11 @@ def write_leaderboards(leaderboards: Mapping[str, pd.DataFrame], directory: Path
 
 
 def confusion_matrix(y_true: Sequence, y_pred: Sequence, classes: Sequence) -> np.ndarray:
-    """Counts: rows = true class, columns = predicted class, in the order of ``classes``."""
+    """Counts from labels (as the user writes them): rows = true class, columns = predicted class, in the order
+    of ``classes``; labels that are not classes are left out."""
     lookup = {str(c): i for i, c in enumerate(classes)}
-    matrix = np.zeros((len(classes), len(classes)), dtype=np.int64)
-    for truth, predicted in zip(y_true, y_pred):
-        i, j = lookup.get(str(truth).strip()), lookup.get(str(predicted).strip())
-        if i is not None and j is not None:
-            matrix[i, j] += 1
-    return matrix
+    return scores.confusion_matrix([lookup.get(str(t).strip(), -1) for t in y_true],
+                                   [lookup.get(str(p).strip(), -1) for p in y_pred], len(classes))
 
 
 def plot_confusion_matrix(matrix: Any, classes: Sequence, path: Path, *, title: str) -> Path:

@@ -23,7 +23,7 @@ A thin layer over MultimodalClassifier. Paths are under ``/opt/ml``, or ``$MULTI
                                      fusion_training_curve.png
   output/failure                     on failure: what is wrong and how to fix it (the job's FailureReason)
 
-Exit status 0 = success, 1 = failure. Metric lines are printed on stdout (format: multimodal/metrics.py); the
+Exit status 0 = success, 1 = failure. Metric lines are printed on stdout (format: metrics.py); the
 log (stages, row counts, timings, tracebacks) goes to stderr. SIGTERM (StopTrainingJob, MaxRuntimeInSeconds)
 ends the job as a failure with a reason and an empty model/ (on an extra host: exit 1, nothing written).
 
@@ -52,26 +52,41 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .channels import ChannelConfig, ChannelData, discover_channels, load_input_data_config, read_channel
-from .experts import TimeBudgetError
-from .hosts import HeadClient, HeadStatusServer, HostsError, bind_from_env, port_from_env, timeout_from_env
-from .hyperparameters import IGNORED_PREFIXES, HyperparameterError, resolve, time_budget_seconds
-from .schema import LABEL_COLUMN, DataError, Schema
+from multimodal.core.artifact import CONFIG_FILE
+from multimodal.core.errors import DataError, HyperparameterError, TimeBudgetError
+from multimodal.core.hyperparameters import (
+    IGNORED_PREFIXES,
+    resolve,
+    time_budget_seconds,
+)
+from multimodal.core.schema import LABEL_COLUMN, Schema
+from multimodal.logs import configure_logging
+from multimodal.sagemaker.contract import ConfigError, ml_root
 
-log = logging.getLogger("multimodal.training")
+from .channels import (
+    ChannelConfig,
+    ChannelData,
+    discover_channels,
+    load_input_data_config,
+    read_channel,
+)
+from .hosts import (
+    HeadClient,
+    HeadStatusServer,
+    HostsError,
+    bind_from_env,
+    port_from_env,
+    timeout_from_env,
+)
 
-ML_ROOT_ENV = "MULTIMODAL_ML_ROOT"
-DEFAULT_ML_ROOT = "/opt/ml"
+log = logging.getLogger(__name__)
+
 TRAIN_CHANNEL = "train"
 VALIDATION_CHANNEL = "validation"
 STAGING_DIR = ".partial"
 FAILURE_LIMIT = 1024  # SageMaker keeps the first 1,024 characters of output/failure as the FailureReason
 CONFUSION_FALLBACK_ROWS = 500
 LOG_HINT = "The traceback is in the training job's log (CloudWatch /aws/sagemaker/TrainingJobs)"
-
-
-class ConfigError(ValueError):
-    """A problem with the job's configuration files, stated so that the user can fix it."""
 
 
 class JobStopped(BaseException):
@@ -84,7 +99,7 @@ class Paths:
 
     @classmethod
     def from_env(cls) -> "Paths":
-        return cls(Path(os.environ.get(ML_ROOT_ENV) or DEFAULT_ML_ROOT))
+        return cls(ml_root())
 
     @property
     def config_dir(self) -> Path:
@@ -233,7 +248,6 @@ def empty_directory(directory: Path) -> int:
 def publish_model(staging: Path, model_dir: Path) -> None:
     """Move the saved model from ``model/.partial`` into ``model/``; model_config.json (what marks a complete
     model) is moved last, so an interruption never leaves something that passes for a model."""
-    from .classifier import CONFIG_FILE
     entries = sorted(staging.iterdir(), key=lambda p: p.name == CONFIG_FILE)
     for entry in entries:
         target = model_dir / entry.name
@@ -282,7 +296,7 @@ def run(paths: Paths, clock: Stopwatch) -> int:
     log.info("stage read data: %d training row(s)%s in %.1f s (job elapsed %.1f s)", train.rows,
              f", {validation.rows} validation row(s)" if validation else "", clock.lap("read data"), clock.elapsed())
 
-    from .classifier import MultimodalClassifier
+    from multimodal.core.classifier import MultimodalClassifier
     model = MultimodalClassifier(**hyperparameters)
     model.fit(train.frame, validation.frame if validation else None)
     log.info("stage fit: %.1f s of a %d s budget (job elapsed %.1f s)", clock.lap("fit"), budget, clock.elapsed())
@@ -295,7 +309,7 @@ def run(paths: Paths, clock: Stopwatch) -> int:
     log.info("stage reports: %.1f s", clock.lap("reports"))
 
     from .metrics import print_metric_lines
-    print_metric_lines(model.metrics)
+    print_metric_lines(model.metrics_)
     publish_model(staging, paths.model_dir)
     clock.lap("publish")
     wall = clock.elapsed()
@@ -309,7 +323,7 @@ def write_reports(model: Any, paths: Paths, train: ChannelData, validation: Chan
                   budget: int, model_bytes: int) -> None:
     from . import reports
     out = paths.output_data_dir
-    metrics = dict(model.metrics)
+    metrics = dict(model.metrics_)
     matrix, title = confusion(model, train, validation)
     metrics["job"] = {
         "time_budget_seconds": budget,
@@ -319,16 +333,16 @@ def write_reports(model: Any, paths: Paths, train: ChannelData, validation: Chan
                      for c in (train, validation) if c is not None},
         "model_megabytes": round(model_bytes / 1e6, 3),
         "classes": list(model.classes_),
-        "experts": model.expert_names,
+        "experts": model.expert_names_,
     }
     if matrix is not None:
         metrics["confusion_matrix"] = {"title": title, "classes": list(model.classes_),
                                        "rows_true_columns_predicted": matrix}
     reports.write_metrics_json(metrics, out)
-    boards = reports.write_leaderboards(model.leaderboards, out)
+    boards = reports.write_leaderboards(model.leaderboards_, out)
     if matrix is not None:
         reports.plot_confusion_matrix(matrix, model.classes_, out / reports.CONFUSION_MATRIX_FILE, title=title)
-    curve = model.metrics.get("fusion_curve") or {}
+    curve = model.metrics_.get("fusion_curve") or {}
     if curve:
         reports.plot_training_curve(curve, out / reports.TRAINING_CURVE_FILE)
     log.info("reports in %s: %s", out, ", ".join(sorted(p.name for p in out.iterdir())))
@@ -339,9 +353,9 @@ def write_reports(model: Any, paths: Paths, train: ChannelData, validation: Chan
 def confusion(model: Any, train: ChannelData, validation: ChannelData | None) -> tuple[list | None, str]:
     """The fused model's confusion matrix on the validation rows that ``metrics`` describes."""
     from . import reports
-    block = model.metrics.get("validation") or {}
+    block = model.metrics_.get("validation") or {}
     if block.get("confusion_matrix"):
-        return block["confusion_matrix"], f"fused model on the {model.metrics.get('validation_source', 'validation')}"
+        return block["confusion_matrix"], f"fused model on the {model.metrics_.get('validation_source', 'validation')}"
     # The classifier does not keep its held-out predictions: predict the validation channel, or else a sample
     # of the training rows (in-sample, so optimistic; said in the title).
     if validation is not None:
@@ -508,7 +522,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     build_parser().parse_args(argv)
     clock = Stopwatch()
-    from .cli import configure_logging
     configure_logging()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     paths = Paths.from_env()

@@ -15,8 +15,6 @@ No model logic lives here: the server calls ``MultimodalClassifier.predict_proba
 """
 from __future__ import annotations
 
-import base64
-import binascii
 import codecs
 import csv
 import io
@@ -26,19 +24,17 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
-CSV = "text/csv"
-JSONLINES = "application/jsonlines"
-JSON = "application/json"
-# Request Content-Type → the parser used; response Accept → the formatter used.
-CONTENT_TYPES = {
-    "text/csv": CSV,
-    "application/jsonlines": JSONLINES,
-    "application/x-jsonlines": JSONLINES,
-    "application/jsonl": JSONLINES,
-    "application/json": JSON,
-}
-ACCEPT_TYPES = dict(CONTENT_TYPES)
-LABEL_COLUMN = "label"
+from multimodal.core.schema import LABEL_COLUMN
+from multimodal.sagemaker.contract import (
+    CSV,
+    JSON,
+    JSONLINES,
+    allow_long_csv_fields,
+    split_records,
+)
+
+from .errors import BadRequest, UnsupportedMediaType
+
 MAX_VALUE_IN_MESSAGE = 40
 MAX_MESSAGE = 400
 MAX_ERRORS_IN_MESSAGE = 5
@@ -46,12 +42,12 @@ MAX_ERRORS_IN_MESSAGE = 5
 MAX_RECORDS = 500_000
 
 
-class PayloadError(ValueError):
-    """The request body as a whole cannot be read (empty, not JSON): HTTP 400."""
+class PayloadError(BadRequest):
+    """The request body as a whole cannot be read (empty, not JSON)."""
 
 
-class CharsetError(PayloadError):
-    """The Content-Type names a charset that cannot be read: HTTP 415."""
+class CharsetError(UnsupportedMediaType):
+    """The Content-Type names a charset that cannot be read."""
 
 
 @dataclass(frozen=True)
@@ -91,6 +87,12 @@ class Batch:
         """Mark a record bad (the first problem found is the one reported)."""
         if position not in self.errors:
             self.errors[position] = RecordError(self.where(position), problem, column)
+
+    def add_unreadable(self, position: int, problem: str) -> None:
+        """A record that could not be read at all: no fields, no ID, the problem."""
+        self.rows.append(None)
+        self.ids.append("")
+        self.fail(position, problem)
 
     def valid_positions(self) -> list[int]:
         return [i for i in range(len(self.rows)) if i not in self.errors]
@@ -137,14 +139,6 @@ def _decoder(charset: str | None) -> str:
 
 # ---------------------------------------------------------------------------------------------- parsing
 
-def split_records(body: bytes) -> list[bytes]:
-    """Split on b'\\n' only; a final newline ends the last record rather than starting an empty one."""
-    lines = body.split(b"\n")
-    if lines and lines[-1] == b"":
-        lines.pop()
-    return lines
-
-
 def _check_not_empty(body: bytes) -> None:
     if not body or not body.strip():
         raise PayloadError("empty body: send at least one record")
@@ -158,9 +152,8 @@ def _check_count(n: int) -> None:
 
 def parse_csv(body: bytes, columns: Sequence[str], *, id_column: str | None, charset: str | None = None) -> Batch:
     """Headerless CSV, one record per line, each line parsed on its own as RFC 4180."""
-    from .channels import FIELD_SIZE_LIMIT
     _check_not_empty(body)
-    csv.field_size_limit(FIELD_SIZE_LIMIT)  # a base64 photo is far longer than the csv module's default limit
+    allow_long_csv_fields()
     encoding = _decoder(charset)
     columns = list(columns)
     width = len(columns)
@@ -226,9 +219,7 @@ def _field_value(value: Any) -> tuple[str, str | None]:
 
 def _record_from_object(batch: Batch, position: int, obj: Any, columns: list[str], id_column: str | None) -> None:
     if not isinstance(obj, dict):
-        batch.rows.append(None)
-        batch.ids.append("")
-        batch.fail(position, f"expected a JSON object keyed by column name, found {_json_kind(obj)}")
+        batch.add_unreadable(position, f"expected a JSON object keyed by column name, found {_json_kind(obj)}")
         return
     unknown = [k for k in obj if k not in columns and k != LABEL_COLUMN]
     row = []
@@ -324,9 +315,7 @@ def parse_jsonlines(body: bytes, columns: Sequence[str], *, id_column: str | Non
         else:
             problem = "empty line: expected one JSON object" if obj is _EMPTY else None
         if obj is _EMPTY:
-            batch.rows.append(None)
-            batch.ids.append("")
-            batch.fail(position, problem)
+            batch.add_unreadable(position, problem)
         else:
             _record_from_object(batch, position, obj, columns, id_column)
     return batch
@@ -359,9 +348,7 @@ def parse_json(body: bytes, columns: Sequence[str], *, id_column: str | None, ch
     batch = Batch(columns=columns, kind="record")
     for position, obj in enumerate(data):
         if obj is _TOO_DEEP:
-            batch.rows.append(None)
-            batch.ids.append("")
-            batch.fail(position, TOO_DEEP)
+            batch.add_unreadable(position, TOO_DEEP)
         else:
             _record_from_object(batch, position, obj, columns, id_column)
     return batch
@@ -403,49 +390,37 @@ def _shown(value: str) -> str:
 
 
 def validate_numbers(batch: Batch, column: str) -> None:
-    """The rules of schema.prepare_features, record by record: blank/NA tokens are missing, others must parse."""
+    """The number rules of the estimator (``schema.parse_numbers``), record by record."""
     import numpy as np
     import pandas as pd
-    from .schema import NUMERIC_MISSING_TOKENS
+
+    from multimodal.core.schema import parse_numbers
 
     j = batch.columns.index(column)
     positions = batch.valid_positions()
     if not positions:
         return
-    raw = pd.Series([batch.rows[p][j] for p in positions], dtype="string")
-    text = raw.str.strip()
-    blank = text.str.lower().isin(NUMERIC_MISSING_TOKENS).fillna(True)
-    parsed = pd.to_numeric(text.where(~blank), errors="coerce").astype(float)
-    bad = (~blank & parsed.isna()).to_numpy(dtype=bool)
-    infinite = np.isinf(parsed.to_numpy())
-    for k in np.flatnonzero(bad | infinite):
+    parsed = parse_numbers(pd.Series([batch.rows[p][j] for p in positions], dtype="string"))
+    for k in np.flatnonzero(parsed.bad | parsed.infinite):
         value = batch.rows[positions[k]][j]
-        if bad[k]:
+        if parsed.bad[k]:
             batch.fail(positions[k], f"{_shown(value)} is not a number; leave the field empty for a missing value",
                        column)
         else:
             batch.fail(positions[k], f"{_shown(value)}: infinite values are not supported", column)
 
 
-def _b64_payload(value: str) -> tuple[bytes | None, str | None]:
-    text = value.strip()
-    if text.startswith("data:") and "," in text[:100]:
-        text = text.split(",", 1)[1]
-    try:
-        return base64.b64decode(text + "=" * (-len(text) % 4), validate=True), None
-    except (binascii.Error, ValueError):
-        return None, (f"the value is not valid base64 (starts with {text[:20]!r}); send the base64 of the image "
-                      "file's bytes")
-
-
 def check_image_quickly(value: str, max_pixels: int) -> str | None:
     """Cheap checks (base64, the header Pillow reads, the pixel limit) without decoding the pixels."""
     import warnings
+
     from PIL import Image
 
-    payload, problem = _b64_payload(value)
-    if problem:
-        return problem
+    from multimodal.core.images import image_file_bytes
+    try:
+        payload = image_file_bytes(value)
+    except ValueError as exc:
+        return str(exc)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -463,8 +438,8 @@ def check_image_quickly(value: str, max_pixels: int) -> str | None:
 
 def validate_images(batch: Batch, column: str, *, full: bool = False) -> None:
     """Quick checks by default; ``full`` decodes each image as the model will (catches truncated files)."""
-    from .images import decode_image, max_pixels
-    from .schema import DataError
+    from multimodal.core.errors import DataError
+    from multimodal.core.images import decode_image, max_pixels
 
     j = batch.columns.index(column)
     limit = max_pixels()

@@ -8,7 +8,6 @@ from __future__ import annotations
 import base64
 import csv
 import http.client
-import io
 import json
 import os
 import shutil
@@ -24,43 +23,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from support import children, csv_body, free_port, jsonl_body
 
-from multimodal.synthetic import make_dataset
+from multimodal.tools.synthetic import make_dataset
 
 pytestmark = pytest.mark.slow
 
 HOST = "127.0.0.1"
-# The same small model as tests/test_server.py, trained once per session whichever file runs first.
-SERVING_HYPERPARAMETERS = {"quality": "toy", "n_folds": 2, "n_mins": 0, "n_secs": 45, "n_epochs": 40,
-                           "patience": 5, "image_model": "efficientnet_lite0"}
-SERVING_MODEL = "serving-model"
 START_TIMEOUT = 240.0
-
-
-def serving_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from multimodal import MultimodalClassifier
-    path = tmp_path_factory.getbasetemp() / SERVING_MODEL
-    if not (path / "model_config.json").is_file():
-        MultimodalClassifier(**SERVING_HYPERPARAMETERS).fit(make_dataset(150, seed=21)).save(path)
-    return path
 
 
 def serve_command() -> list[str]:
     script = Path(sys.executable).with_name("multimodal-serve")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "multimodal.serve"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
-def children(pid: int) -> list[int]:
-    try:
-        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        return []
+    return [str(script)] if script.exists() else [sys.executable, "-m", "multimodal.sagemaker.serving.launcher"]
 
 
 class Server:
@@ -161,24 +136,14 @@ def records(n: int, seed: int, images: int | None = None) -> pd.DataFrame:
     return frame
 
 
-def csv_body(frame: pd.DataFrame) -> bytes:
-    buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\n").writerows(frame.astype(str).values.tolist())
-    return buffer.getvalue().encode()
-
-
-def jsonl_body(frame: pd.DataFrame) -> bytes:
-    return "".join(json.dumps(r) + "\n" for r in frame.to_dict("records")).encode()
-
-
 def csv_rows(data: bytes) -> list[list[str]]:
     assert not data.endswith(b"\n")  # AssembleWith=Line adds the newline after each response
     return [next(csv.reader([line.decode()])) for line in data.split(b"\n")]
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    return serving_model_dir(tmp_path_factory)
+def model_dir(serving_model_dir):
+    return serving_model_dir
 
 
 @pytest.fixture(scope="module")
@@ -386,7 +351,7 @@ def test_slow_clients_cannot_delay_ping(server):
 
 def test_real_size_photos_in_quoted_rows(server, in_process):
     """A text field with commas and quotes and a 200 KB / 900 KB JPEG in the same record: predicted."""
-    from multimodal.synthetic import photo_jpeg
+    from multimodal.tools.synthetic import photo_jpeg
     frame = records(3, seed=49)
     frame["review_text"] = 'Soft, warm "merino" jumper'
     frame.loc[0, "photo_image"] = base64.b64encode(photo_jpeg(200, seed=1)).decode()

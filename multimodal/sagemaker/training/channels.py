@@ -28,15 +28,14 @@ from typing import BinaryIO, Callable, Iterator
 
 import pandas as pd
 
-from .schema import DataError
+from multimodal.core.errors import DataError
+from multimodal.sagemaker.contract import CSV, allow_long_csv_fields
 
 log = logging.getLogger(__name__)
 
 INPUT_MODES = ("File", "FastFile", "Pipe")
 CSV_SUFFIXES = (".csv", ".csv.gz")
 GZIP_MAGIC = b"\x1f\x8b"
-# base64 images are long fields; the csv module's default limit (131,072 characters) is far too small.
-FIELD_SIZE_LIMIT = 2**31 - 1
 QUOTING_HINT = ("a field that contains commas, double quotes or line breaks must be enclosed in double quotes, "
                 "with each inner double quote doubled (RFC 4180)")
 
@@ -119,11 +118,11 @@ def read_channel(config: ChannelConfig, data_dir: Path, *,
     if config.record_wrapper and config.record_wrapper != "None":
         raise DataError(f"channel {config.name!r}: RecordWrapperType {config.record_wrapper!r} is not supported; "
                         "this algorithm reads plain CSV: set RecordWrapperType to None")
-    if config.content_type and not config.content_type.lower().startswith(("text/csv", "application/x-gzip",
+    if config.content_type and not config.content_type.lower().startswith((CSV, "application/x-gzip",
                                                                           "application/gzip")):
         log.warning("channel %s: ContentType %r; the data is read as CSV (text/csv) anyway", config.name,
                     config.content_type)
-    csv.field_size_limit(FIELD_SIZE_LIMIT)
+    allow_long_csv_fields()
     if config.input_mode == "Pipe":
         fifo = data_dir / f"{config.name}_0"
         if not fifo.exists():

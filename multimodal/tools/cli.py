@@ -8,17 +8,17 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
+
+from multimodal.core.artifact import CONFIG_FILE
+from multimodal.logs import configure_logging
+from multimodal.sagemaker.contract import CSV, FORMATS
 
 log = logging.getLogger("multimodal")
 
 
-def configure_logging(verbose: bool = False) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-
-
 def _weights(args: argparse.Namespace) -> int:
-    from .images import TORCHVISION_WEIGHTS, fetch_weights
+    from multimodal.core.images import TORCHVISION_WEIGHTS, fetch_weights
     directory = Path(args.dir)
     for arch in args.models:
         target = directory / f"{arch}.pth"
@@ -72,11 +72,16 @@ def _local_transform(args: argparse.Namespace) -> int:
 
 
 def _run_local_transform(args: argparse.Namespace) -> int:
-    from .local import _pairs, local_transform, transform_files, wait_for_ping
+    from .local import (
+        input_output_pairs,
+        local_transform,
+        transform_files,
+        wait_for_ping,
+    )
     inputs, output = [Path(p) for p in args.inputs], Path(args.output)
     if args.endpoint:
         wait_for_ping(args.endpoint.rstrip("/"))
-        report = transform_files(args.endpoint.rstrip("/"), _pairs(inputs, output), _transform_settings(args))
+        report = transform_files(args.endpoint.rstrip("/"), input_output_pairs(inputs, output), _transform_settings(args))
     elif args.model:
         report = local_transform(model=Path(args.model), inputs=inputs, output=output,
                                  settings=_transform_settings(args), image=args.image,
@@ -138,7 +143,7 @@ def _example(args: argparse.Namespace) -> int:
     import pandas as pd
     predicted = pd.read_csv(work / "predictions" / "test.csv.out", header=None, names=["ID", "label"], dtype=str)
     accuracy = float((predicted["label"].to_numpy() == test["label"].astype(str).to_numpy()).mean())
-    metrics = json.loads((work / "job" / "opt_ml" / "model" / "model_config.json").read_text())["metrics"]
+    metrics = json.loads((work / "job" / "opt_ml" / "model" / CONFIG_FILE).read_text())["metrics"]
     experts = metrics["validation"]["experts"]
     print(f"batch transform accuracy on {len(test)} held-out rows: {accuracy:.3f} (fused); experts alone on the "
           f"validation split: " + ", ".join(f"{k} {v['accuracy']:.3f}" for k, v in experts.items())
@@ -159,7 +164,13 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("--offline", action="store_true",
                        help="keep what the directory has and download nothing (builds without network)")
     fetch.set_defaults(func=_weights)
+    _add_example(commands)
+    _add_local(commands)
+    _add_register(commands)
+    return parser
 
+
+def _add_example(commands: Any) -> None:
     example = commands.add_parser("example", help="generate data, train and batch-transform it locally, print accuracy")
     example.add_argument("--rows", type=int, default=600, help="training rows (default 600)")
     example.add_argument("--minutes", type=int, default=3, help="time budget in minutes (default 3)")
@@ -168,6 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                 "PREFIX-inference:latest (e.g. multimodal) instead of locally")
     example.set_defaults(func=_example)
 
+
+def _add_local(commands: Any) -> None:
     local = commands.add_parser("local", help="emulate SageMaker training jobs and batch transforms locally")
     local_commands = local.add_subparsers(dest="local_command", required=True)
     train = local_commands.add_parser("train", help="run a training job on a CSV file or directory")
@@ -179,7 +192,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--image", help="training image to run with `docker run ... IMAGE train` (--network none)")
     train.add_argument("--docker", default="docker", help="docker CLI to use (default: docker)")
     train.set_defaults(func=_local_train)
+    _add_transform(local_commands)
 
+
+def _add_transform(local_commands: Any) -> None:
     transform = local_commands.add_parser("transform", help="run a batch transform on CSV/JSON Lines files")
     transform.add_argument("inputs", nargs="+", help="input files or directories (all files in them)")
     transform.add_argument("--output", required=True, help="directory for <file>.out")
@@ -194,10 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
                            help="MaxConcurrentTransforms (default: the container's, else 1)")
     transform.add_argument("--batch-strategy", choices=["MultiRecord", "SingleRecord"],
                            help="BatchStrategy (default: the container's, else MultiRecord)")
-    transform.add_argument("--content-type", default="text/csv",
-                           choices=["text/csv", "application/jsonlines", "application/json"])
-    transform.add_argument("--accept", default="text/csv",
-                           choices=["text/csv", "application/jsonlines", "application/json"])
+    transform.add_argument("--content-type", default=CSV, choices=FORMATS)
+    transform.add_argument("--accept", default=CSV, choices=FORMATS)
     transform.add_argument("--split-type", default="Line", choices=["Line", "None"])
     transform.add_argument("--assemble-with", default="Line", choices=["Line", "None"],
                            help="AssembleWith: Line adds a newline after every response, as SageMaker does (default)")
@@ -206,6 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
     transform.add_argument("--docker", default="docker", help="docker CLI to use (default: docker)")
     transform.set_defaults(func=_local_transform)
 
+
+def _add_register(commands: Any) -> None:
     register = commands.add_parser("register-algorithm", help="create the SageMaker algorithm (CreateAlgorithm)")
     register.add_argument("--name", default="multimodal", help="algorithm name (default: multimodal)")
     register.add_argument("--training-image", required=True, help="ECR URI of the training image")
@@ -221,12 +237,11 @@ def build_parser() -> argparse.ArgumentParser:
     register.add_argument("--image-column", action="append", metavar="NAME_image",
                           help="also define metrics for this image column's expert (repeatable; 40 at most in all)")
     register.set_defaults(func=_register)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    configure_logging(args.verbose)
+    configure_logging("debug" if args.verbose else "info")
     return int(args.func(args) or 0)
 
 

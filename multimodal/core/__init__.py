@@ -1,0 +1,12 @@
+"""The estimator: ``MultimodalClassifier`` (``classifier``) and what it is built of.
+
+``schema`` (column roles from header suffixes, imputation, label encoding, the number rules),
+``hyperparameters`` (names, types, ranges and defaults, read from ``hyperparameter_specification.json``),
+``images`` (base64 decoding, pretrained image encoders, streamed embedding), ``experts`` (one bagged AutoGluon
+predictor per modality), ``fusion`` (the network fusing the experts' out-of-fold probabilities), ``scores``
+(accuracy, log-loss, confusion matrices), ``artifact`` (the saved model's file names), ``jsonsafe`` (numpy and
+NaN to JSON), ``errors`` (the public exceptions).
+
+It may import only itself and third-party libraries: nothing from ``multimodal.sagemaker`` or
+``multimodal.tools``, and nothing of ``/opt/ml``, HTTP or SageMaker.
+"""

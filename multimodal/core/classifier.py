@@ -1,0 +1,464 @@
+"""MultimodalClassifier: the one estimator that the training job, the server and the CLI call."""
+from __future__ import annotations
+
+import contextlib
+import gc
+import inspect
+import json
+import logging
+import platform
+import shutil
+import tempfile
+import time
+import weakref
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from multimodal import __version__
+
+from . import artifact
+from .errors import DataError, NotFittedError
+from .experts import Expert, ExpertSpec, modality_labels, shared_autogluon_metadata
+from .hyperparameters import defaults, resolve, specification, time_budget_seconds
+from .jsonsafe import to_json
+from .schema import (
+    LABEL_COLUMN,
+    Features,
+    Schema,
+    describe_row,
+    encode_labels,
+    labels_to_indices,
+    modality_missing_fraction,
+    prepare_features,
+)
+from .scores import classification_scores, confusion_matrix
+
+log = logging.getLogger(__name__)
+
+MIN_EXPERT_SECONDS = 5.0
+# Image experts see hundreds to thousands of embedding features and need about twice the time of the others.
+EXPERT_TIME_WEIGHT = {"text": 1.0, "num": 1.0, "cat": 1.0, "image": 2.0}
+TRACKED_PACKAGES = ("autogluon.tabular", "tensorflow-cpu", "tensorflow", "keras", "torch", "torchvision", "pandas",
+                    "numpy", "scikit-learn")
+
+
+class TimeBudget:
+    """The seconds of one ``fit``: image embedding first, then the experts in turn (image experts weighing
+    twice the others; time one leaves unused passes to the next), with a reserve kept for the fusion network."""
+
+    def __init__(self, seconds: float) -> None:
+        self.total = float(seconds)
+        self.started = time.monotonic()
+        self.fusion_reserve = min(max(0.1 * self.total, 10.0), 120.0)
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def left(self) -> float:
+        return self.total - self.elapsed()
+
+    def expert_share(self, spec: ExpertSpec, remaining: list[ExpertSpec]) -> float:
+        """Seconds for ``spec``, the first of the ``remaining`` experts; at least its minimum (with a warning)."""
+        left = self.left() - self.fusion_reserve
+        weight = EXPERT_TIME_WEIGHT[spec.modality]
+        share = left * weight / sum(EXPERT_TIME_WEIGHT[s.modality] for s in remaining)
+        if share < MIN_EXPERT_SECONDS * weight:
+            log.warning("time budget nearly spent: %.0f s left for %d expert(s); giving %s the minimum of %.0f s, "
+                        "so training will overrun the budget. Raise n_mins/n_hours.", max(left, 0), len(remaining),
+                        spec.name, MIN_EXPERT_SECONDS * weight)
+            share = MIN_EXPERT_SECONDS * weight
+        return share
+
+    def fusion_seconds(self) -> float:
+        return max(self.left(), 1.0)
+
+
+@dataclass
+class _Split:
+    """Rows with their features, image embeddings and class indices."""
+
+    features: Features
+    embeddings: dict[str, np.ndarray]
+    y: np.ndarray
+
+
+class MultimodalClassifier:
+    """Classifier over text, numeric, categorical and image columns, routed by header suffix.
+
+    One AutoGluon expert per modality (per image column) learns the label plus an 'insufficient information'
+    class; a neural network trained on the experts' out-of-fold probabilities fuses them. The keyword
+    arguments are the hyperparameters of ``hyperparameter_specification.json`` (listed below, generated from
+    that file); every value is checked on construction (``HyperparameterError`` names what is wrong).
+
+    Fitted attributes: ``classes_`` (the labels, sorted; predictions use them), ``schema_`` (the training
+    columns and their modalities), ``experts_``, ``fusion_``, ``metrics_`` (scores on the training rows and the
+    validation rows, timings, the fusion's training curve), ``leaderboards_`` (AutoGluon's, per expert).
+    """
+
+    def __init__(self, **hyperparameters: Any) -> None:
+        for name, value in resolve(hyperparameters).items():
+            setattr(self, name, value)
+        self._embedders: dict[str, Any] = {}
+        self._workdir: Path | None = None
+
+    # ------------------------------------------------------------------------------------------ parameters
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """The hyperparameters, by name (scikit-learn's convention; ``deep`` has no effect: nothing is nested)."""
+        return {name: getattr(self, name) for name in specification()}
+
+    def set_params(self, **params: Any) -> "MultimodalClassifier":
+        """Change hyperparameters (checked as in the constructor); takes effect at the next ``fit``."""
+        for name, value in resolve({**self.get_params(), **params}).items():
+            setattr(self, name, value)
+        return self
+
+    def __repr__(self) -> str:
+        standard = defaults()
+        changed = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items() if v != standard[k])
+        text = f"{type(self).__name__}({changed})"
+        if self._is_fitted():
+            text += f"  # fitted: {len(self.classes_)} classes, experts {', '.join(self.expert_names_)}"
+        return text
+
+    @property
+    def expert_names_(self) -> list[str]:
+        self._check_fitted()
+        return [e.name for e in self.experts_]
+
+    # ------------------------------------------------------------------------------------------ fitting
+
+    def fit(self, train_df: pd.DataFrame, validation_df: pd.DataFrame | None = None) -> "MultimodalClassifier":
+        """Fit on ``train_df`` (the training CSV's columns, ``label`` included) within the time budget.
+
+        ``validation_df`` (same columns) early-stops the fusion network and is scored; without it a stratified
+        ``validation_fraction`` of the training rows is held out from the fusion network instead.
+        """
+        budget = TimeBudget(time_budget_seconds(self.get_params()))
+        timings: dict[str, float] = {}
+        train, validation = self._prepare(train_df, validation_df)
+        timings["prepare"] = budget.elapsed()
+        t = time.monotonic()
+        train.embeddings = self._embed(train.features)
+        if validation is not None:
+            validation.embeddings = self._embed(validation.features)
+        timings["embed_images"] = time.monotonic() - t
+        t = time.monotonic()
+        oof = self._fit_experts(train, budget)
+        timings["experts"] = time.monotonic() - t
+        t = time.monotonic()
+        self._fit_fusion(train, oof, validation, budget)
+        timings["fusion"] = time.monotonic() - t
+        timings["total"] = budget.elapsed()
+        self.metrics_["timings_seconds"] = {k: round(v, 2) for k, v in timings.items()}
+        self.metrics_["time_budget_seconds"] = budget.total
+        log.info("fit done in %.1f s (budget %.0f s): validation accuracy %.4f", timings["total"], budget.total,
+                 self.metrics_["validation"]["accuracy"])
+        return self
+
+    def _prepare(self, train_df: pd.DataFrame, validation_df: pd.DataFrame | None) -> tuple[_Split, _Split | None]:
+        """Header, labels and features of the training (and validation) rows; sets ``schema_`` and ``classes_``."""
+        schema = Schema.from_header(list(train_df.columns), source="the training data")
+        classes, y, labelled = encode_labels(train_df[LABEL_COLUMN], source="the training data")
+        features = prepare_features(train_df.loc[labelled].reset_index(drop=True), schema,
+                                    source="the training data")
+        self.schema_, self.classes_ = schema, classes
+        log.info("training data: %d rows, %d classes, columns: %s", len(features), len(classes),
+                 ", ".join(f"{m}={len(schema.names(m))}" for m in ("text", "num", "cat", "image")))
+        if validation_df is None:
+            return _Split(features, {}, y), None
+        if LABEL_COLUMN not in validation_df.columns:
+            raise DataError(f"the validation data has no {LABEL_COLUMN!r} column: it needs the same header as the "
+                            "training data", column=LABEL_COLUMN)
+        y_val, val_labelled = labels_to_indices(validation_df[LABEL_COLUMN], classes, source="the validation data")
+        val_features = prepare_features(validation_df.loc[val_labelled].reset_index(drop=True), schema,
+                                        source="the validation data")
+        log.info("validation data: %d rows", len(val_features))
+        return _Split(features, {}, y), _Split(val_features, {}, y_val[val_labelled])
+
+    def _expert_specs(self) -> list[ExpertSpec]:
+        schema = self.schema_
+        specs = [ExpertSpec(m, m, schema.names(m)) for m in ("text", "num", "cat") if schema.names(m)]
+        return specs + [ExpertSpec(name, "image", [name]) for name in schema.names("image")]
+
+    def _fit_experts(self, train: _Split, budget: TimeBudget) -> np.ndarray:
+        """One bagged expert per modality; sets ``experts_`` and ``leaderboards_``; returns the experts'
+        out-of-fold probabilities side by side (the fusion network's training inputs)."""
+        self._workdir = Path(tempfile.mkdtemp(prefix="multimodal-"))
+        weakref.finalize(self, shutil.rmtree, self._workdir, ignore_errors=True)
+        n_classes = len(self.classes_)
+        specs = self._expert_specs()
+        self.experts_, self.leaderboards_ = [], {}
+        oofs = []
+        for i, spec in enumerate(specs):
+            insufficient = modality_missing_fraction(train.features, spec.columns) >= self.missing_threshold
+            target = modality_labels(train.y, insufficient, n_classes)
+            if len(np.unique(target)) < 2:
+                log.warning("expert %s skipped: its columns (%s) are missing in every training row", spec.name,
+                            ", ".join(spec.columns))
+                continue
+            share = budget.expert_share(spec, specs[i:])
+            log.info("expert %s: fitting on %d column(s), %d rows lack this modality, time limit %.0f s",
+                     spec.name, len(spec.columns), int(insufficient.sum()), share)
+            expert, oof = Expert.fit(
+                spec, self._expert_frame(spec, train.features, train.embeddings), target,
+                path=self._workdir / artifact.EXPERTS_DIR / spec.name, quality=self.quality, n_folds=self.n_folds,
+                time_limit=share, seed=self.seed,
+                text_columns=self.schema_.names("text") if spec.modality == "text" else [])
+            self.leaderboards_[spec.name] = expert.leaderboard
+            self.experts_.append(expert)
+            oofs.append(oof)
+        if not self.experts_:
+            raise DataError("every feature column is empty in every training row: nothing to learn from")
+        return np.hstack(oofs)
+
+    def _fit_fusion(self, train: _Split, x: np.ndarray, validation: _Split | None, budget: TimeBudget) -> None:
+        """The fusion network on the out-of-fold inputs ``x``; sets ``fusion_`` and ``metrics_``."""
+        from sklearn.model_selection import train_test_split
+
+        from .fusion import FusionNetwork
+        y = train.y
+        if validation is not None:
+            fit_rows = np.arange(len(y))
+            x_val, y_val = self._fusion_inputs(validation.features, validation.embeddings), validation.y
+            source = "validation data"
+        else:
+            counts = np.bincount(y, minlength=len(self.classes_))
+            fit_rows, held_out = train_test_split(
+                np.arange(len(y)), test_size=self.validation_fraction, random_state=self.seed, shuffle=True,
+                stratify=y if counts.min() >= 2 else None)
+            x_val, y_val = x[held_out], y[held_out]
+            source = f"{len(held_out)} training rows held out from the fusion network (out-of-fold)"
+        self.fusion_, curve = FusionNetwork.train(
+            x[fit_rows], y[fit_rows], len(self.classes_), x_val=x_val, y_val=y_val, hidden_units=self.hidden_units,
+            learning_rate=self.learning_rate, batch_size=self.batch_size, n_epochs=self.n_epochs,
+            patience=self.patience, seed=self.seed, time_limit=budget.fusion_seconds())
+        self.metrics_ = {
+            "train": self._scores(y[fit_rows], x[fit_rows]),
+            "validation": self._scores(y_val, x_val),
+            "validation_source": source,
+            "fusion_curve": curve,
+            "rows": {"train": int(len(y)), "validation": int(len(y_val))},
+        }
+
+    # ------------------------------------------------------------------------------------------ features
+
+    def _embedder(self) -> Any:
+        from .images import ImageEmbedder
+        if self.image_model not in self._embedders:
+            self._embedders[self.image_model] = ImageEmbedder(self.image_model, batch_size=self.image_batch_size)
+        return self._embedders[self.image_model]
+
+    def _embed(self, features: Features) -> dict[str, np.ndarray]:
+        out = {}
+        for name in self.schema_.names("image"):
+            out[name] = self._embedder().embed(
+                features.values[name].tolist(), column=name,
+                row_names=lambda position: describe_row(position, features.ids))
+        return out
+
+    @staticmethod
+    def _expert_frame(spec: ExpertSpec, features: Features, embeddings: dict[str, np.ndarray]) -> pd.DataFrame:
+        if spec.modality == "image":
+            matrix = embeddings[spec.name]
+            return pd.DataFrame(matrix, columns=[f"{spec.name}__{i}" for i in range(matrix.shape[1])])
+        frame = features.values[spec.columns]
+        return frame.astype(float) if spec.modality == "num" else frame
+
+    def _fusion_inputs(self, features: Features, embeddings: dict[str, np.ndarray]) -> np.ndarray:
+        return np.hstack([e.predict_proba(self._expert_frame(e.spec, features, embeddings)) for e in self.experts_])
+
+    # ------------------------------------------------------------------------------------------ predicting
+
+    def _is_fitted(self) -> bool:
+        return getattr(self, "fusion_", None) is not None
+
+    def _check_fitted(self) -> None:
+        if not self._is_fitted():
+            raise NotFittedError(f"this {type(self).__name__} is not fitted: call fit() or "
+                                 f"{type(self).__name__}.load()")
+
+    def predict_proba(self, df: pd.DataFrame) -> pd.DataFrame:
+        """Class probabilities: one column per original class label, index aligned with ``df``."""
+        self._check_fitted()
+        if len(df) == 0:
+            return pd.DataFrame(np.empty((0, len(self.classes_))), index=df.index, columns=pd.Index(self.classes_))
+        features = prepare_features(df, self.schema_)
+        proba = self.fusion_.predict_proba(self._fusion_inputs(features, self._embed(features)))
+        return pd.DataFrame(proba, index=df.index, columns=pd.Index(self.classes_))
+
+    def predict(self, df: pd.DataFrame) -> pd.Series:
+        """The most probable class for each row, in the training labels' own values."""
+        proba = self.predict_proba(df)
+        return pd.Series(np.asarray(self.classes_, dtype=object)[proba.to_numpy().argmax(axis=1)],
+                         index=df.index, name=LABEL_COLUMN)
+
+    def evaluate(self, df: pd.DataFrame) -> dict:
+        """accuracy, balanced_accuracy, log_loss and the confusion matrix of the fused model, and the scores of
+        each expert alone (under ``experts``), on labelled rows."""
+        self._check_fitted()
+        y, labelled = labels_to_indices(df[LABEL_COLUMN], self.classes_, source="the evaluation data")
+        features = prepare_features(df.loc[labelled], self.schema_, source="the evaluation data")
+        return self._scores(y[labelled], self._fusion_inputs(features, self._embed(features)))
+
+    def _scores(self, y: np.ndarray, x: np.ndarray) -> dict:
+        n_classes = len(self.classes_)
+        proba = self.fusion_.predict_proba(x)
+        scores = classification_scores(y, proba, n_classes)
+        # rows: true class, columns: predicted class, both in the order of classes_
+        scores["confusion_matrix"] = confusion_matrix(y, proba.argmax(axis=1), n_classes).tolist() if len(y) else []
+        scores["experts"] = {}
+        offsets = np.cumsum([0] + [len(e.classes) for e in self.experts_])
+        for expert, start, stop in zip(self.experts_, offsets[:-1], offsets[1:]):
+            scores["experts"][expert.name] = classification_scores(
+                y, _real_class_probabilities(x[:, start:stop], expert.classes, n_classes), n_classes)
+        return scores
+
+    # ------------------------------------------------------------------------------------------ persistence
+
+    def save(self, path: str | Path) -> int:
+        """Write the model directory; returns its size in bytes. model_config.json is written last."""
+        self._check_fitted()
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        (path / artifact.CONFIG_FILE).unlink(missing_ok=True)
+        for expert in self.experts_:
+            target = path / artifact.EXPERTS_DIR / expert.name
+            if expert.path.resolve() != target.resolve():
+                shutil.rmtree(target, ignore_errors=True)
+                shutil.copytree(expert.path, target)
+        self.fusion_.save(path / artifact.FUSION_DIR)
+        config = {
+            "format": artifact.FORMAT,
+            "format_version": artifact.FORMAT_VERSION,
+            "schema": self.schema_.to_json(),
+            "classes": self.classes_,
+            "hyperparameters": self.get_params(),
+            "experts": [{**e.spec.to_json(), "classes": e.classes, "path": f"{artifact.EXPERTS_DIR}/{e.name}"}
+                        for e in self.experts_],
+            "fusion": {"path": artifact.FUSION_DIR},
+            "metrics": self.metrics_,
+            "versions": _versions(),
+        }
+        tmp = path / (artifact.CONFIG_FILE + ".tmp")
+        tmp.write_text(json.dumps(to_json(config), indent=2), encoding="utf-8")
+        tmp.replace(path / artifact.CONFIG_FILE)
+        size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+        log.info("saved model to %s (%.1f MB)", path, size / 1e6)
+        return size
+
+    @classmethod
+    def load(cls, path: str | Path) -> "MultimodalClassifier":
+        """Read a model directory written by ``save``.
+
+        Prediction needs neither TensorFlow nor Keras (the fusion network runs in numpy), nor torch unless the
+        model has an image column or an expert of its own uses torch; loading imports only AutoGluon and the
+        libraries of the model families the experts were trained with.
+        """
+        with _gc_paused():
+            return cls._load(Path(path))
+
+    @classmethod
+    def _load(cls, path: Path) -> "MultimodalClassifier":
+        from .fusion import FusionNetwork
+        config = _read_config(path)
+        model = cls(**config["hyperparameters"])
+        model.schema_ = Schema.from_json(config["schema"])
+        model.classes_ = config["classes"]
+        model.metrics_ = config.get("metrics", {})
+        model.leaderboards_ = {}
+        model.experts_ = []
+        with shared_autogluon_metadata():
+            for entry in config["experts"]:
+                spec = ExpertSpec(entry["name"], entry["modality"], list(entry["columns"]))
+                try:
+                    model.experts_.append(Expert.load(spec, path / entry["path"], [int(c) for c in entry["classes"]]))
+                except Exception as exc:
+                    trained = config.get("versions", {})
+                    raise ValueError(f"cannot load expert {spec.name!r} from {path / entry['path']}: {exc}. The model "
+                                     f"was trained with autogluon.tabular {trained.get('autogluon.tabular')}; this "
+                                     f"environment has {_versions().get('autogluon.tabular')}") from exc
+        model.fusion_ = FusionNetwork.load(path / config["fusion"]["path"])
+        return model
+
+
+def _signature() -> inspect.Signature:
+    """``__init__``'s signature, generated from the spec file: every hyperparameter keyword-only, with its default
+    (so that ``help()``, IDEs reading it at run time and scikit-learn's ``clone`` see the real parameters)."""
+    parameters = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    parameters += [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=hp.default_value,
+                                     annotation=hp.python_type.__name__) for name, hp in specification().items()]
+    return inspect.Signature(parameters, return_annotation="None")
+
+
+def _parameter_docs() -> str:
+    lines = ["", "    Parameters (from hyperparameter_specification.json)", "    " + "-" * 51]
+    for name, hp in specification().items():
+        allowed = f"one of {', '.join(hp.values)}" if hp.values else (
+            f"{hp.minimum:g} to {hp.maximum:g}" if hp.minimum is not None else "free text")
+        lines.append(f"    {name} : {hp.python_type.__name__}, default {hp.default_value!r} ({allowed})")
+        lines.append(f"        {hp.description}")
+    return "\n".join(lines) + "\n"
+
+
+MultimodalClassifier.__init__.__signature__ = _signature()  # type: ignore[attr-defined]
+MultimodalClassifier.__doc__ = (MultimodalClassifier.__doc__ or "") + _parameter_docs()
+
+
+def _read_config(path: Path) -> dict:
+    config_path = path / artifact.CONFIG_FILE
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{config_path} not found: {path} is not a model saved by MultimodalClassifier "
+                                "(for SageMaker, the contents of model.tar.gz must be extracted there)")
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    if config.get("format") != artifact.FORMAT:
+        raise ValueError(f"{config_path} is not a multimodal model artifact")
+    if config.get("format_version") != artifact.FORMAT_VERSION:
+        raise ValueError(
+            f"model artifact format version {config.get('format_version')} cannot be loaded by multimodal "
+            f"{__version__}, which reads version {artifact.FORMAT_VERSION}: retrain the model with this version, or "
+            f"serve it with the version that trained it ({config.get('versions', {}).get('multimodal')})")
+    return config
+
+
+@contextlib.contextmanager
+def _gc_paused():
+    """No cyclic garbage collection within the block (restored after it, also on error).
+
+    Loading imports AutoGluon, scikit-learn (and torch for some models) and unpickles the experts: hundreds of
+    thousands of long-lived objects, which the collector would otherwise traverse again and again while they
+    are created (about 10 % of a server worker's start-up, measured). Garbage from the block is collected by
+    the next collection after it.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _real_class_probabilities(proba: np.ndarray, expert_classes: list[int], n_classes: int) -> np.ndarray:
+    """An expert's probabilities restricted to the real classes and renormalised (uniform if it abstains)."""
+    out = np.zeros((len(proba), n_classes))
+    for j, c in enumerate(expert_classes):
+        if c < n_classes:
+            out[:, c] = proba[:, j]
+    total = out.sum(axis=1, keepdims=True)
+    return np.where(total > 0, out / np.where(total > 0, total, 1), 1.0 / n_classes)
+
+
+def _versions() -> dict[str, str]:
+    versions = {"multimodal": __version__, "python": platform.python_version()}
+    for name in TRACKED_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions

@@ -1,0 +1,8 @@
+"""SageMaker's container contracts, as thin layers over ``multimodal.core.MultimodalClassifier``.
+
+``training`` is the training job (``train`` in the training image: ``/opt/ml`` in, model and reports out) and
+``serving`` the inference server (``serve`` in the inference image). ``contract`` holds the platform facts they
+share: the ``/opt/ml`` root, content types, how batch transform splits records, the one ``ConfigError``.
+
+May import ``multimodal.core``; never ``multimodal.tools``. ``training`` and ``serving`` do not import each other.
+"""

@@ -1,0 +1,49 @@
+"""Request bodies → records, and predictions → response bodies (the server's payloads module)."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from support import HEADER
+
+from multimodal.core.errors import DataError
+from multimodal.core.schema import Schema, prepare_features
+from multimodal.sagemaker.serving.payloads import (
+    Batch,
+    parse_csv,
+    parse_json,
+    validate_numbers,
+)
+
+COLUMNS = [c for c in HEADER if c != "label"]
+
+
+def test_parse_csv_splits_on_newline_only():
+    batch = parse_csv(b'a,"x\xe2\x80\xa8y",1\r\nb,,2\n', ["ID", "t_text", "n_num"], id_column="ID")
+    assert batch.rows == [["a", "x\u2028y", "1"], ["b", "", "2"]] and batch.ids == ["a", "b"] and not batch.errors
+
+
+def test_a_json_list_too_deep_to_parse_whole_is_parsed_element_by_element():
+    deep = "[" * 5000 + "]" * 5000
+    body = ('[{"ID": "a", "review_text": "x, \\"quoted\\" ]"}, ' + deep + ', {"ID": "c"}]').encode()
+    batch = parse_json(body, COLUMNS, id_column="ID")
+    assert batch.ids == ["a", "", "c"] and list(batch.errors) == [1]
+    assert batch.rows[0][1] == 'x, "quoted" ]' and "nested too deeply" in batch.errors[1].problem
+
+
+NUMBERS = ["1", " 2.5 ", "-3e2", "", "NA", "n/a", "null", "-", "nan", "abc", "1,5", "inf", "-Infinity", "0x10", "9" * 400]
+
+
+@pytest.mark.parametrize("value", NUMBERS)
+def test_the_server_and_the_estimator_apply_the_same_number_rules(value):
+    """A record the server accepts is one the estimator accepts, and the other way round."""
+    batch = Batch(columns=["x_num"], kind="line", rows=[[value]], ids=[""])
+    validate_numbers(batch, "x_num")
+    schema = Schema.from_header(["x_num", "label"])
+    try:
+        features = prepare_features(pd.DataFrame({"x_num": [value]}, dtype=object), schema)
+    except DataError as exc:
+        assert batch.errors, f"the estimator refuses {value!r} ({exc}) but the server accepts it"
+        return
+    assert not batch.errors, f"the server refuses {value!r} but the estimator accepts it"
+    assert np.isfinite(features.values["x_num"]).all()
