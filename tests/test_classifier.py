@@ -7,7 +7,7 @@ import pytest
 
 from multimodal import MultimodalClassifier
 from multimodal.core.artifact import CONFIG_FILE
-from multimodal.tools.synthetic import CLASSES, make_dataset
+from multimodal.tools.synthetic import CLASSES, make_dataset, make_interaction_dataset
 
 pytestmark = pytest.mark.slow
 
@@ -177,3 +177,30 @@ def test_fitted_attributes_end_with_an_underscore_and_show_in_repr(trained):
         "text", "num", "cat", "photo_image"}
     assert repr(trained).startswith("MultimodalClassifier(n_mins=6, ")
     assert repr(trained).endswith("  # fitted: 4 classes, experts text, num, cat, photo_image")
+
+
+def test_the_missing_indicator_reaches_the_numeric_expert_and_survives_save_load(trained, saved_model_dir):
+    loaded = MultimodalClassifier.load(saved_model_dir)
+    assert trained.missing_indicators_ == loaded.missing_indicators_ == ["size_num", "weight_num"]
+    for model in (trained, loaded):
+        features = {e.name: e.predictor.features() for e in model.experts_}
+        assert {"size_num__missing", "weight_num__missing"} <= set(features["num"])
+        assert {"size_num__missing", "weight_num__missing"} <= set(features["joint"])
+
+
+@pytest.fixture(scope="module")
+def interaction():
+    return make_interaction_dataset(500, seed=3), make_interaction_dataset(300, seed=4)
+
+
+def test_the_joint_expert_learns_an_interaction_the_per_modality_experts_cannot(interaction):
+    train, test = interaction
+    settings = {"quality": "toy", "n_mins": 0, "n_secs": 45, "n_folds": 3, "n_epochs": 100, "patience": 10}
+    scores = MultimodalClassifier(**settings).fit(train).evaluate(test)
+    experts = {name: block["accuracy"] for name, block in scores["experts"].items()}
+    assert experts["joint"] >= 0.85, experts
+    assert max(experts[n] for n in ("text", "num", "cat")) <= 0.65, experts
+    assert scores["accuracy"] >= 0.85, (scores["accuracy"], experts)
+    without = MultimodalClassifier(**settings, joint_expert=False).fit(train).evaluate(test)
+    assert "joint" not in without["experts"]
+    assert without["accuracy"] <= scores["accuracy"] - 0.15, (without["accuracy"], scores["accuracy"])

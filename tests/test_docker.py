@@ -58,7 +58,7 @@ def recording_docker(tmp_path, docker_env):
     return wrapper, log
 
 
-def test_train_and_batch_transform_in_the_images_without_network(images, recording_docker, docker_env, tmp_path):
+def test_train_and_batch_transform_in_the_images_without_network_on_a_read_only_root(images, recording_docker, docker_env, tmp_path):
     training_image, inference_image = images
     docker, log = recording_docker
     train, test = make_dataset(300, seed=31), make_dataset(120, seed=32)
@@ -67,17 +67,18 @@ def test_train_and_batch_transform_in_the_images_without_network(images, recordi
     cli = [sys.executable, "-m", "multimodal.tools.cli", "local"]
     _sh(*cli, "train", "--train", str(tmp_path / "train.csv"), "--out", str(tmp_path / "job"), "--image",
         training_image, "--docker", str(docker), "--hp", "quality=toy", "--hp", "image_model=efficientnet_lite0",
-        "--hp", "n_mins=3", "--hp", "n_folds=2", timeout=900, env=docker_env)
+        "--hp", "n_mins=3", "--hp", "n_folds=2", "--hp", "text_model=minilm", "--hp", "parallel_folds=true",
+        "--read-only", timeout=900, env=docker_env)
     assert (tmp_path / "job" / "model.tar.gz").is_file()
     _sh(*cli, "transform", "--model", str(tmp_path / "job" / "model.tar.gz"), "--image", inference_image,
-        "--network-none", "--docker", str(docker), "--output", str(tmp_path / "out"), str(tmp_path / "test.csv"),
-        timeout=900, env=docker_env)
+        "--network-none", "--read-only", "--docker", str(docker), "--output", str(tmp_path / "out"),
+        str(tmp_path / "test.csv"), timeout=900, env=docker_env)
     predicted = pd.read_csv(tmp_path / "out" / "test.csv.out", header=None, names=["ID", "label"], dtype=str)
     assert predicted["ID"].tolist() == test["ID"].tolist()  # one line per record, in order
     accuracy = (predicted["label"] == test["label"]).mean()
     assert accuracy > 0.6, accuracy
     runs = [line for line in log.read_text().splitlines() if line.startswith("run ")]
-    assert len(runs) == 2 and all("--network none" in line for line in runs), runs
+    assert len(runs) == 2 and all("--network none" in line and "--read-only" in line for line in runs), runs
 
 
 def test_serving_image_publishes_only_on_loopback(images, recording_docker, docker_env, tmp_path):

@@ -27,10 +27,12 @@ def scores(accuracy: float, balanced: float, loss: float, experts: dict | None =
 
 METRICS = {
     "train": scores(0.9123, 0.9, 0.25, {"text": scores(0.5, 0.45, 1.1), "num": scores(0.6, 0.55, 0.9),
-                                        "cat": scores(0.7, 0.65, 0.8), "photo_image": scores(0.4, 0.35, 1.3)}),
+                                        "cat": scores(0.7, 0.65, 0.8), "photo_image": scores(0.4, 0.35, 1.3),
+                                        "joint": scores(0.8, 0.75, 0.5)}),
     "validation": scores(0.8871, 0.875, 0.3125, {"text": scores(0.51, 0.46, 1.2), "num": scores(0.61, 0.56, 1.0),
                                                  "cat": scores(0.71, 0.66, 0.85),
-                                                 "photo_image": scores(0.41, 0.36, 1.35)}),
+                                                 "photo_image": scores(0.41, 0.36, 1.35),
+                                                 "joint": scores(0.81, 0.76, 0.55)}),
     "validation_source": "validation data",
 }
 
@@ -42,7 +44,8 @@ def test_lines_have_the_documented_form():
     assert "validation:log_loss=0.312500;" in lines
     assert "validation:text_accuracy=0.510000;" in lines
     assert "validation:photo_image_balanced_accuracy=0.360000;" in lines
-    assert len(lines) == 2 * 5 * 3  # 2 channels x (fused + 4 experts) x 3 metrics
+    assert len(lines) == 2 * 6 * 3  # 2 channels x (fused + 5 experts) x 3 metrics
+    assert "validation:joint_accuracy=0.810000;" in lines
 
 
 def test_values_never_use_exponent_notation_and_non_finite_ones_are_left_out():
@@ -73,12 +76,12 @@ def test_each_definition_matches_exactly_its_own_line_and_value():
         assert found == [expected[definition["Name"]]], definition
 
 
-def test_static_definitions_cover_the_fused_model_and_the_text_num_cat_experts():
+def test_static_definitions_cover_the_fused_model_and_the_text_num_cat_joint_experts():
     names = [d["Name"] for d in metric_definitions()]
     assert names[:3] == ["validation:accuracy", "validation:balanced_accuracy", "validation:log_loss"]
-    assert len(names) == len(set(names)) == 24
+    assert len(names) == len(set(names)) == 30
     for channel in ("train", "validation"):
-        for expert in ("", "text_", "num_", "cat_"):
+        for expert in ("", "text_", "num_", "cat_", "joint_"):
             for metric in ("accuracy", "balanced_accuracy", "log_loss"):
                 assert f"{channel}:{expert}{metric}" in names
 

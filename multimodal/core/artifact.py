@@ -3,7 +3,12 @@
 Imports nothing, so that the server's launcher can check for a model before any heavy import.
 """
 FORMAT = "multimodal-classifier"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# Version 1 (before the joint expert, missing indicators and text encoders) still loads: its models predict as
+# they always did.
+READABLE_VERSIONS = (1, 2)
+VERSION_1_HYPERPARAMETERS = {"text_model": "ngrams", "joint_expert": False}
 CONFIG_FILE = "model_config.json"  # written last: its presence marks a complete model
 EXPERTS_DIR = "modality"
 FUSION_DIR = "wholistic"
+REDUCERS_DIR = "reducers"  # principal components of embedding columns for the joint expert (.npz)

@@ -26,6 +26,8 @@ from .errors import DataError, NotFittedError
 from .experts import Expert, ExpertSpec, modality_labels, shared_autogluon_metadata
 from .hyperparameters import defaults, resolve, specification, time_budget_seconds
 from .jsonsafe import to_json
+from .parallel import fold_strategy, local_ray
+from .reduction import Reducer
 from .schema import (
     LABEL_COLUMN,
     Features,
@@ -37,12 +39,15 @@ from .schema import (
     prepare_features,
 )
 from .scores import classification_scores, confusion_matrix
+from .views import JOINT, Views, expert_specs, missing_fractions, missing_indicators
 
 log = logging.getLogger(__name__)
 
 MIN_EXPERT_SECONDS = 5.0
-# Image experts see hundreds to thousands of embedding features and need about twice the time of the others.
-EXPERT_TIME_WEIGHT = {"text": 1.0, "num": 1.0, "cat": 1.0, "image": 2.0}
+MIN_FUSION_SECONDS = 10.0
+# Shares of the experts' time: image experts see hundreds to thousands of embedding features and need about
+# twice the time of the others; the joint expert sees every column.
+EXPERT_TIME_WEIGHT = {"text": 1.0, "num": 1.0, "cat": 1.0, "image": 2.0, "joint": 3.0}
 TRACKED_PACKAGES = ("autogluon.tabular", "tensorflow-cpu", "tensorflow", "keras", "torch", "torchvision", "pandas",
                     "numpy", "scikit-learn")
 
@@ -75,7 +80,8 @@ class TimeBudget:
         return share
 
     def fusion_seconds(self) -> float:
-        return max(self.left(), 1.0)
+        """What is left, but at least the few seconds the fusion network needs (it would stop after an epoch)."""
+        return max(self.left(), MIN_FUSION_SECONDS)
 
 
 @dataclass
@@ -147,9 +153,11 @@ class MultimodalClassifier:
         train.embeddings = self._embed(train.features)
         if validation is not None:
             validation.embeddings = self._embed(validation.features)
-        timings["embed_images"] = time.monotonic() - t
+        timings["embed"] = time.monotonic() - t
         t = time.monotonic()
-        oof = self._fit_experts(train, budget)
+        strategy = fold_strategy(self.parallel_folds)
+        with local_ray(strategy):
+            oof = self._fit_experts(train, budget, strategy)
         timings["experts"] = time.monotonic() - t
         t = time.monotonic()
         self._fit_fusion(train, oof, validation, budget)
@@ -168,6 +176,9 @@ class MultimodalClassifier:
         features = prepare_features(train_df.loc[labelled].reset_index(drop=True), schema,
                                     source="the training data")
         self.schema_, self.classes_ = schema, classes
+        self.views_ = Views(schema, text_model=self.text_model)
+        self.missing_indicators_ = missing_indicators(schema, features)
+        self.fusion_missing_inputs_ = True
         log.info("training data: %d rows, %d classes, columns: %s", len(features), len(classes),
                  ", ".join(f"{m}={len(schema.names(m))}" for m in ("text", "num", "cat", "image")))
         if validation_df is None:
@@ -181,18 +192,15 @@ class MultimodalClassifier:
         log.info("validation data: %d rows", len(val_features))
         return _Split(features, {}, y), _Split(val_features, {}, y_val[val_labelled])
 
-    def _expert_specs(self) -> list[ExpertSpec]:
-        schema = self.schema_
-        specs = [ExpertSpec(m, m, schema.names(m)) for m in ("text", "num", "cat") if schema.names(m)]
-        return specs + [ExpertSpec(name, "image", [name]) for name in schema.names("image")]
-
-    def _fit_experts(self, train: _Split, budget: TimeBudget) -> np.ndarray:
+    def _fit_experts(self, train: _Split, budget: TimeBudget, strategy: str) -> np.ndarray:
         """One bagged expert per modality; sets ``experts_`` and ``leaderboards_``; returns the experts'
         out-of-fold probabilities side by side (the fusion network's training inputs)."""
         self._workdir = Path(tempfile.mkdtemp(prefix="multimodal-"))
         weakref.finalize(self, shutil.rmtree, self._workdir, ignore_errors=True)
         n_classes = len(self.classes_)
-        specs = self._expert_specs()
+        specs = expert_specs(self.schema_, indicators=self.missing_indicators_, joint=self.joint_expert)
+        if any(s.modality == JOINT for s in specs):
+            self.views_.fit_reducers(train.embeddings, self.joint_embedding_dims, seed=self.seed)
         self.experts_, self.leaderboards_ = [], {}
         oofs = []
         for i, spec in enumerate(specs):
@@ -206,16 +214,16 @@ class MultimodalClassifier:
             log.info("expert %s: fitting on %d column(s), %d rows lack this modality, time limit %.0f s",
                      spec.name, len(spec.columns), int(insufficient.sum()), share)
             expert, oof = Expert.fit(
-                spec, self._expert_frame(spec, train.features, train.embeddings), target,
+                spec, self.views_.frame(spec, train.features, train.embeddings), target,
                 path=self._workdir / artifact.EXPERTS_DIR / spec.name, quality=self.quality, n_folds=self.n_folds,
-                time_limit=share, seed=self.seed,
-                text_columns=self.schema_.names("text") if spec.modality == "text" else [])
+                time_limit=share, seed=self.seed, text_columns=self.views_.raw_text_columns(spec),
+                fold_strategy=strategy)
             self.leaderboards_[spec.name] = expert.leaderboard
             self.experts_.append(expert)
             oofs.append(oof)
         if not self.experts_:
             raise DataError("every feature column is empty in every training row: nothing to learn from")
-        return np.hstack(oofs)
+        return np.hstack(oofs + [missing_fractions(train.features, [e.spec for e in self.experts_])])
 
     def _fit_fusion(self, train: _Split, x: np.ndarray, validation: _Split | None, budget: TimeBudget) -> None:
         """The fusion network on the out-of-fold inputs ``x``; sets ``fusion_`` and ``metrics_``."""
@@ -248,30 +256,34 @@ class MultimodalClassifier:
 
     # ------------------------------------------------------------------------------------------ features
 
-    def _embedder(self) -> Any:
-        from .images import ImageEmbedder
-        if self.image_model not in self._embedders:
-            self._embedders[self.image_model] = ImageEmbedder(self.image_model, batch_size=self.image_batch_size)
-        return self._embedders[self.image_model]
+    def _embedder(self, modality: str) -> Any:
+        key = (modality, self.image_model if modality == "image" else self.text_model)
+        if key not in self._embedders:
+            if modality == "image":
+                from .images import ImageEmbedder
+                self._embedders[key] = ImageEmbedder(self.image_model, batch_size=self.image_batch_size)
+            else:
+                from .text import TextEmbedder
+                self._embedders[key] = TextEmbedder(self.text_model, batch_size=self.text_batch_size)
+        return self._embedders[key]
 
     def _embed(self, features: Features) -> dict[str, np.ndarray]:
+        """Embeddings of the image columns (and of the text columns with a text encoder), streamed in batches."""
         out = {}
-        for name in self.schema_.names("image"):
-            out[name] = self._embedder().embed(
-                features.values[name].tolist(), column=name,
-                row_names=lambda position: describe_row(position, features.ids))
+        for name in self.views_.embedded_columns():
+            values = features.values[name].tolist()
+            if self.views_.modality[name] == "image":
+                out[name] = self._embedder("image").embed(
+                    values, column=name, row_names=lambda position: describe_row(position, features.ids))
+            else:
+                out[name] = self._embedder("text").embed(values, column=name)
         return out
 
-    @staticmethod
-    def _expert_frame(spec: ExpertSpec, features: Features, embeddings: dict[str, np.ndarray]) -> pd.DataFrame:
-        if spec.modality == "image":
-            matrix = embeddings[spec.name]
-            return pd.DataFrame(matrix, columns=[f"{spec.name}__{i}" for i in range(matrix.shape[1])])
-        frame = features.values[spec.columns]
-        return frame.astype(float) if spec.modality == "num" else frame
-
     def _fusion_inputs(self, features: Features, embeddings: dict[str, np.ndarray]) -> np.ndarray:
-        return np.hstack([e.predict_proba(self._expert_frame(e.spec, features, embeddings)) for e in self.experts_])
+        """The experts' probabilities side by side, then the missing fraction of each per-modality expert."""
+        probabilities = [e.predict_proba(self.views_.frame(e.spec, features, embeddings)) for e in self.experts_]
+        extra = [missing_fractions(features, [e.spec for e in self.experts_])] if self.fusion_missing_inputs_ else []
+        return np.hstack(probabilities + extra)
 
     # ------------------------------------------------------------------------------------------ predicting
 
@@ -333,6 +345,10 @@ class MultimodalClassifier:
                 shutil.rmtree(target, ignore_errors=True)
                 shutil.copytree(expert.path, target)
         self.fusion_.save(path / artifact.FUSION_DIR)
+        reducers = {}
+        for i, (column, reducer) in enumerate(sorted(self.views_.reducers.items())):
+            reducers[column] = f"{artifact.REDUCERS_DIR}/{i}.npz"
+            reducer.save(path / reducers[column])
         config = {
             "format": artifact.FORMAT,
             "format_version": artifact.FORMAT_VERSION,
@@ -341,7 +357,8 @@ class MultimodalClassifier:
             "hyperparameters": self.get_params(),
             "experts": [{**e.spec.to_json(), "classes": e.classes, "path": f"{artifact.EXPERTS_DIR}/{e.name}"}
                         for e in self.experts_],
-            "fusion": {"path": artifact.FUSION_DIR},
+            "reducers": reducers,
+            "fusion": {"path": artifact.FUSION_DIR, "missing_fractions": self.fusion_missing_inputs_},
             "metrics": self.metrics_,
             "versions": _versions(),
         }
@@ -367,15 +384,21 @@ class MultimodalClassifier:
     def _load(cls, path: Path) -> "MultimodalClassifier":
         from .fusion import FusionNetwork
         config = _read_config(path)
-        model = cls(**config["hyperparameters"])
+        version_1 = config["format_version"] == 1
+        model = cls(**{**config["hyperparameters"], **(artifact.VERSION_1_HYPERPARAMETERS if version_1 else {})})
         model.schema_ = Schema.from_json(config["schema"])
+        model.views_ = Views(model.schema_, text_model=model.text_model,
+                             reducers={c: Reducer.load(path / p) for c, p in config.get("reducers", {}).items()})
+        model.missing_indicators_ = next((e.get("indicators", []) for e in config["experts"] if e["modality"] == "num"),
+                                         [])
+        model.fusion_missing_inputs_ = bool(config["fusion"].get("missing_fractions", False))
         model.classes_ = config["classes"]
         model.metrics_ = config.get("metrics", {})
         model.leaderboards_ = {}
         model.experts_ = []
         with shared_autogluon_metadata():
             for entry in config["experts"]:
-                spec = ExpertSpec(entry["name"], entry["modality"], list(entry["columns"]))
+                spec = ExpertSpec.from_json(entry)
                 try:
                     model.experts_.append(Expert.load(spec, path / entry["path"], [int(c) for c in entry["classes"]]))
                 except Exception as exc:
@@ -418,11 +441,12 @@ def _read_config(path: Path) -> dict:
     config = json.loads(config_path.read_text(encoding="utf-8"))
     if config.get("format") != artifact.FORMAT:
         raise ValueError(f"{config_path} is not a multimodal model artifact")
-    if config.get("format_version") != artifact.FORMAT_VERSION:
+    if config.get("format_version") not in artifact.READABLE_VERSIONS:
         raise ValueError(
             f"model artifact format version {config.get('format_version')} cannot be loaded by multimodal "
-            f"{__version__}, which reads version {artifact.FORMAT_VERSION}: retrain the model with this version, or "
-            f"serve it with the version that trained it ({config.get('versions', {}).get('multimodal')})")
+            f"{__version__}, which reads versions {', '.join(map(str, artifact.READABLE_VERSIONS))}: retrain the model "
+            f"with this version, or serve it with the version that trained it "
+            f"({config.get('versions', {}).get('multimodal')})")
     return config
 
 

@@ -8,7 +8,7 @@ import shutil
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,14 +38,20 @@ PERSIST_MAX_MEMORY = 0.4
 
 @dataclass
 class ExpertSpec:
-    """What an expert sees: its name (also its directory), modality and input columns."""
+    """What an expert sees: its name (also its directory), modality (``text``, ``num``, ``cat``, ``image``, or
+    ``joint`` for all of them), input columns, and the ``_num`` columns whose 0/1 "was missing" indicator it gets."""
 
     name: str
     modality: str
     columns: list[str]
+    indicators: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict:
-        return {"name": self.name, "modality": self.modality, "columns": self.columns}
+        return {"name": self.name, "modality": self.modality, "columns": self.columns, "indicators": self.indicators}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "ExpertSpec":
+        return cls(data["name"], data["modality"], list(data["columns"]), list(data.get("indicators", [])))
 
 
 def hyperparameters_for(quality: str) -> dict:
@@ -90,7 +96,8 @@ class Expert:
 
     @classmethod
     def fit(cls, spec: ExpertSpec, frame: pd.DataFrame, target: np.ndarray, *, path: Path, quality: str,
-            n_folds: int, time_limit: float, seed: int, text_columns: list[str]) -> tuple["Expert", np.ndarray]:
+            n_folds: int, time_limit: float, seed: int, text_columns: list[str],
+            fold_strategy: str = "sequential_local") -> tuple["Expert", np.ndarray]:
         """Fit on ``frame`` → (the expert shrunk for deployment, out-of-fold probabilities per row).
 
         OOF probabilities are taken before shrinking: AutoGluon cannot produce them afterwards.
@@ -104,7 +111,8 @@ class Expert:
         common = dict(
             num_bag_folds=max(n_folds, min_folds), num_bag_sets=1, num_stack_levels=stack_levels,
             dynamic_stacking=False, feature_metadata=feature_metadata(frame, text_columns),
-            ag_args_ensemble={"model_random_seed": seed}, fit_weighted_ensemble=True,
+            ag_args_ensemble={"model_random_seed": seed, "fold_fitting_strategy": fold_strategy},
+            fit_weighted_ensemble=True,
             # predict_proba_oof() (what the fusion trains on) is never temperature-scaled, while calibration
             # would scale predict_proba() (what the fusion is fed at prediction time): the two must match, and
             # the fusion network is the calibrator.

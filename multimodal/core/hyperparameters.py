@@ -15,6 +15,7 @@ from typing import Any, Mapping
 from .errors import HyperparameterError
 
 SPEC_FILE = "hyperparameter_specification.json"
+BOOLEAN_VALUES = {"true": True, "false": False}
 # SageMaker adds keys of its own (e.g. _tuning_objective_metric, sagemaker_*): they are not ours to validate.
 IGNORED_PREFIXES = ("_", "sagemaker_")
 
@@ -35,6 +36,11 @@ class Hyperparameter:
             value = _to_int(self.name, raw)
         elif self.type == "Continuous":
             value = _to_float(self.name, raw)
+        elif self.type == "Categorical" and self.is_boolean:
+            text = str(raw).strip().lower()
+            if text not in BOOLEAN_VALUES:
+                raise HyperparameterError(f"hyperparameter {self.name}={raw!r} must be true or false")
+            return BOOLEAN_VALUES[text]
         elif self.type == "Categorical":
             value = str(raw)
             if value not in self.values:
@@ -55,8 +61,13 @@ class Hyperparameter:
         return self.parse(self.default)
 
     @property
+    def is_boolean(self) -> bool:
+        """A Categorical of exactly "true" and "false" (SageMaker has no boolean type): a bool in Python."""
+        return self.type == "Categorical" and set(self.values) == {"true", "false"}
+
+    @property
     def python_type(self) -> type:
-        return {"Integer": int, "Continuous": float}.get(self.type, str)
+        return bool if self.is_boolean else {"Integer": int, "Continuous": float}.get(self.type, str)
 
 
 def _fmt(x: float | None) -> str:

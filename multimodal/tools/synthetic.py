@@ -100,3 +100,34 @@ def make_dataset(n_rows: int = 400, *, seed: int = 0, missing_rate: float = 0.08
         frame[column] = frame[column].astype(object)
         frame.loc[holes, column] = ""
     return frame
+
+
+INTERACTION_CLASSES = ("keep", "return", "exchange")
+
+
+def make_interaction_dataset(n_rows: int = 400, *, seed: int = 0, missing_rate: float = 0.1) -> pd.DataFrame:
+    """Rows whose class is decided by an interaction between a number and a category.
+
+    ``exchange`` is the class of ``size_num`` > 0 in the ``region_cat`` "north" and of ``size_num`` < 0 in
+    "south" (an XOR): the number alone and the category alone say nothing about it, only the two together do.
+    ``keep`` and ``return`` split the remaining rows by the words of ``note_text``. A per-modality expert cannot
+    see the interaction; one expert over all the columns can. ``size_num`` is missing in ``missing_rate`` of
+    the rows (the class is then decided by the text alone).
+    """
+    rng = np.random.default_rng(seed)
+    size = rng.normal(0.0, 1.0, n_rows)
+    region = rng.choice(["north", "south"], n_rows)
+    exchange = (size > 0) == (region == "north")
+    happy = rng.random(n_rows) < 0.5
+    missing = rng.random(n_rows) < missing_rate
+    exchange &= ~missing
+    labels = np.where(exchange, "exchange", np.where(happy, "keep", "return"))
+    words = {True: ("great", "love", "perfect", "lovely"), False: ("broken", "poor", "awful", "faulty")}
+    notes = [" ".join([*rng.choice(_FILLER, 4), *rng.choice(words[bool(h)], 2)]) for h in happy]
+    return pd.DataFrame({
+        "ID": [f"i{seed}-{i:05d}" for i in range(n_rows)],
+        "note_text": notes,
+        "size_num": np.where(missing, "", np.round(size, 3).astype(str)),
+        "region_cat": region,
+        "label": labels,
+    })

@@ -9,14 +9,14 @@ Line format (stdout, one metric per line, printed at the end of a successful tra
   out-of-fold) or ``validation`` (the validation channel, or without one the training rows held out from the
   fusion network, see ``metrics.json``'s ``validation_source``).
 * ``<metric>`` is ``accuracy``, ``balanced_accuracy`` or ``log_loss``.
-* ``<expert>`` is ``text``, ``num``, ``cat`` or the name of an ``_image`` column (``photo_image``), with any
+* ``<expert>`` is ``text``, ``num``, ``cat``, ``joint`` or the name of an ``_image`` column (``photo_image``), with any
   character outside ``[A-Za-z0-9_]`` replaced by ``_``.
 * ``<value>`` is a decimal with exactly 6 digits after the point, never in exponent notation. Values that are
   not finite (an empty validation set) are not printed.
 
 ``metric_definitions()`` returns the SageMaker MetricDefinitions for these lines. Image experts are named
 after the buyer's columns, which are unknown when the algorithm is registered: the static definitions cover
-the fused model and the ``text``/``num``/``cat`` experts (24 of the 40 allowed); pass ``image_columns`` to add
+the fused model and the ``text``/``num``/``cat``/``joint`` experts (30 of the 40 allowed); pass ``image_columns`` to add
 definitions for known image columns (lowest priority first dropped above 40).
 """
 from __future__ import annotations
@@ -28,7 +28,7 @@ from typing import Iterable, Mapping, TextIO
 
 CHANNELS = ("train", "validation")
 METRICS = ("accuracy", "balanced_accuracy", "log_loss")
-STATIC_EXPERTS = ("text", "num", "cat")
+STATIC_EXPERTS = ("text", "num", "cat", "joint")
 MAX_DEFINITIONS = 40  # SageMaker's limit on MetricDefinitions
 OBJECTIVE_TYPES = {"accuracy": "Maximize", "balanced_accuracy": "Maximize", "log_loss": "Minimize"}
 VALUE_REGEX = r"(-?[0-9]+\.[0-9]+)"

@@ -1,0 +1,271 @@
+#!/usr/bin/env python
+"""The product against one AutoGluon predictor on all columns, side by side at the same total time budget.
+
+Usage::
+
+    .venv/bin/python bench/compare.py --data /tmp/bench-data --datasets clothing tweets ... \\
+        --budgets 4:toy 10:light [--variant NAME:hp=value,hp=value ...] [--max-train-rows N] [--write-docs]
+
+Data: the directories ``bench/datasets.py --out DIR`` writes (``DIR/<name>/train.csv`` and ``test.csv``). For
+every budget (minutes:quality) and data set, each method runs in a child process of its own (so that its peak
+RSS is its own), one after the other on the same machine:
+
+* ``product`` — ``MultimodalClassifier(n_mins=…, quality=…, image_model=efficientnet_lite0)`` with the
+  defaults of the spec file (and one more run per ``--variant``, e.g. ``minilm:text_model=minilm``): the
+  fused accuracy and log-loss on the test rows, and each expert's alone (the joint expert's too), fit time,
+  predict time per 1,000 rows (embedding included), artifact size, peak RSS, and the text encoder's
+  sentences/s next to a bare forward of the same model when the product uses one;
+* ``all-columns`` — what a user would pick instead: one bagged AutoGluon ``TabularPredictor`` given every column
+  as a user would give it (text raw, numbers with missing values left missing, categories raw, each image as
+  its efficientnet_lite0 embedding columns), the same hyperparameter preset and folds as the product's
+  experts, and the same total budget (the image embedding time counts against it).
+
+Results: ``--out``/compare.json (appended run by run, so an interrupted run keeps what it finished) and a
+markdown table (``--write-docs`` appends it to docs/benchmarks.md).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs" / "benchmarks.md"
+SEED = 0
+IMAGE_MODEL = "efficientnet_lite0"
+N_FOLDS = 5
+log = logging.getLogger("bench.compare")
+
+
+def read_split(data: Path, name: str, max_train: int | None, max_test: int | None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """train.csv and test.csv as the training job reads them (every value text, empty = missing), capped."""
+    frames = []
+    for split, cap in (("train", max_train), ("test", max_test)):
+        frame = pd.read_csv(data / name / f"{split}.csv", dtype=str, keep_default_na=False)
+        if cap and len(frame) > cap:
+            from sklearn.model_selection import train_test_split
+            frame, _ = train_test_split(frame, train_size=cap, random_state=SEED, stratify=frame["label"])
+        frames.append(frame.reset_index(drop=True))
+    return frames[0], frames[1]
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# ---------------------------------------------------------------------------------------------- the product
+
+def run_product(train: pd.DataFrame, test: pd.DataFrame, budget_mins: int, quality: str,
+                variant: dict[str, str], work: Path) -> dict:
+    from multimodal import MultimodalClassifier
+    model = MultimodalClassifier(n_mins=budget_mins, quality=quality, image_model=IMAGE_MODEL, seed=SEED,
+                                 n_folds=N_FOLDS, **variant)
+    t = time.monotonic()
+    model.fit(train)
+    fit_seconds = time.monotonic() - t
+    scores = model.evaluate(test)
+    features = test.drop(columns="label")
+    t = time.monotonic()
+    model.predict_proba(features)
+    predict_seconds = time.monotonic() - t
+    size = model.save(work / "model")
+    result = {"fit_seconds": fit_seconds, "budget_seconds": budget_mins * 60, "accuracy": scores["accuracy"],
+              "log_loss": scores["log_loss"], "experts": {k: {"accuracy": v["accuracy"], "log_loss": v["log_loss"]}
+                                                           for k, v in scores["experts"].items()},
+              "predict_ms_per_1000_rows": 1000 * 1000 * predict_seconds / len(features),
+              "artifact_mb": size / 1e6, "timings_seconds": model.metrics_.get("timings_seconds", {}),
+              "params": {k: v for k, v in model.get_params().items()}}
+    text_columns = model.schema_.names("text")
+    if model.text_model != "ngrams" and text_columns:
+        from multimodal.core.text import text_embedding_throughput
+        sentences = [s for s in test[text_columns[0]].tolist() if s][:1000]
+        result["text_throughput"] = text_embedding_throughput(model._embedder("text"), sentences)
+    return result
+
+
+# ---------------------------------------------------------------------------------------------- the baseline
+
+def user_frame(frame: pd.DataFrame, embeddings: dict[str, np.ndarray]) -> pd.DataFrame:
+    """The columns as a user gives them to AutoGluon: numbers parsed with missing values left missing,
+    categories and text raw (empty = missing), each image as its embedding columns."""
+    from multimodal.core.schema import Schema, parse_numbers
+    schema = Schema.from_header(list(frame.columns) + ([] if "label" in frame else ["label"]))
+    out = {}
+    for column in schema.columns:
+        raw = frame[column.name]
+        if column.modality == "num":
+            out[column.name] = parse_numbers(raw).values
+        elif column.modality in ("text", "cat"):
+            out[column.name] = raw.where(raw.str.strip() != "", None)
+    parts = [pd.DataFrame(out, index=frame.index)]
+    for column, matrix in embeddings.items():
+        parts.append(pd.DataFrame(matrix, index=frame.index, columns=[f"{column}__{i}" for i in range(matrix.shape[1])]))
+    return pd.concat(parts, axis=1)
+
+
+def embed_images(frame: pd.DataFrame) -> dict[str, np.ndarray]:
+    from multimodal.core.images import ImageEmbedder
+    columns = [c for c in frame.columns if c.endswith("_image")]
+    if not columns:
+        return {}
+    embedder = ImageEmbedder(IMAGE_MODEL)
+    return {c: embedder.embed([v if v.strip() else None for v in frame[c]], column=c, row_names=str) for c in columns}
+
+
+def run_all_columns(train: pd.DataFrame, test: pd.DataFrame, budget_mins: int, quality: str, work: Path) -> dict:
+    from autogluon.tabular import TabularPredictor
+
+    from multimodal.core.experts import QUALITY, hyperparameters_for
+    from multimodal.core.scores import classification_scores
+    started = time.monotonic()
+    classes = sorted(set(train["label"]))
+    y_train = train["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
+    y_test = test["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
+    x_train = user_frame(train.drop(columns="label"), embed_images(train))
+    embed_seconds = time.monotonic() - started
+    data = x_train.assign(__label__=y_train)
+    _, stack_levels, min_folds = QUALITY[quality]
+    predictor = TabularPredictor(label="__label__", eval_metric="log_loss", path=str(work / "ag"), verbosity=1,
+                                 problem_type="binary" if len(classes) == 2 else "multiclass")
+    time_limit = max(budget_mins * 60 - (time.monotonic() - started), 1.0)
+    predictor.fit(data, time_limit=time_limit, hyperparameters=hyperparameters_for(quality),
+                  num_bag_folds=max(N_FOLDS, min_folds), num_bag_sets=1, num_stack_levels=stack_levels,
+                  dynamic_stacking=False, ag_args_ensemble={"model_random_seed": SEED})
+    fit_seconds = time.monotonic() - started
+    features = test.drop(columns="label")
+    t = time.monotonic()
+    proba = predictor.predict_proba(user_frame(features, embed_images(features)), as_multiclass=True)
+    predict_seconds = time.monotonic() - t
+    scores = classification_scores(y_test, proba.reindex(columns=range(len(classes)), fill_value=0.0)
+                                   .to_numpy(dtype=np.float64), len(classes))
+    predictor.clone_for_deployment(str(work / "deploy"), dirs_exist_ok=True)
+    size = sum(f.stat().st_size for f in (work / "deploy").rglob("*") if f.is_file())
+    return {"fit_seconds": fit_seconds, "budget_seconds": budget_mins * 60, "embed_seconds": embed_seconds,
+            "accuracy": scores["accuracy"], "log_loss": scores["log_loss"], "best_model": predictor.model_best,
+            "predict_ms_per_1000_rows": 1000 * 1000 * predict_seconds / len(features), "artifact_mb": size / 1e6}
+
+
+# ---------------------------------------------------------------------------------------------- driver
+
+def child(spec: dict) -> dict:
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    train, test = read_split(Path(spec["data"]), spec["dataset"], spec["max_train"], spec["max_test"])
+    work = Path(tempfile.mkdtemp(prefix="compare-"))
+    try:
+        if spec["method"] == "all-columns":
+            result = run_all_columns(train, test, spec["budget_mins"], spec["quality"], work)
+        else:
+            result = run_product(train, test, spec["budget_mins"], spec["quality"], spec["variant"], work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return {**spec, **result, "rows": {"train": len(train), "test": len(test)}, "peak_rss_mb": peak_rss_mb(),
+            "load_average": os.getloadavg()[0]}
+
+
+def run_child(spec: dict, log_file: Path) -> dict:
+    with open(log_file, "ab") as handle:
+        out = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], stdout=subprocess.PIPE,
+                             stderr=handle, timeout=spec["budget_mins"] * 60 * 4 + 900)
+    if out.returncode != 0:
+        return {**spec, "error": f"exit {out.returncode} (see {log_file})"}
+    return json.loads(out.stdout.decode().strip().splitlines()[-1])
+
+
+def parse_variants(items: list[str]) -> dict[str, dict[str, str]]:
+    variants = {"product": {}}
+    for item in items or []:
+        name, _, settings = item.partition(":")
+        variants[f"product:{name}"] = dict(pair.split("=", 1) for pair in settings.split(",") if pair)
+    return variants
+
+
+def best_expert(result: dict) -> tuple[str, float]:
+    experts = {k: v["accuracy"] for k, v in result.get("experts", {}).items() if k != "joint"}
+    name = max(experts, key=experts.get) if experts else "—"
+    return name, experts.get(name, float("nan"))
+
+
+def markdown(results: list[dict], args: argparse.Namespace) -> str:
+    lines = ["| data | budget | method | accuracy | log-loss | best single expert | joint alone | fit s | "
+             "predict ms / 1,000 rows | artifact MB | peak RSS MB |", "|---|---|---|---:|---:|---|---:|---:|---:|---:|---:|"]
+    for r in results:
+        if "error" in r:
+            lines.append(f"| {r['dataset']} | {r['budget_mins']} min {r['quality']} | {r['method']} | error | | | | | | | |")
+            continue
+        name, accuracy = best_expert(r)
+        joint = r.get("experts", {}).get("joint", {}).get("accuracy")
+        expert_cell = f"{name} {accuracy:.3f}" if r["method"] != "all-columns" else "—"
+        lines.append(f"| {r['dataset']} ({r['rows']['train']:,}/{r['rows']['test']:,}) | {r['budget_mins']} min "
+                     f"{r['quality']} | {r['method']} | **{r['accuracy']:.3f}** | {r['log_loss']:.3f} | {expert_cell} | "
+                     f"{'' if joint is None else f'{joint:.3f}'} | {r['fit_seconds']:.0f} | "
+                     f"{r['predict_ms_per_1000_rows']:.0f} | {r['artifact_mb']:.1f} | {r['peak_rss_mb']:.0f} |")
+    throughput = [r for r in results if r.get("text_throughput")]
+    for r in throughput[:1]:
+        t = r["text_throughput"]
+        lines += ["", f"Text encoder ({r['method']}, {r['dataset']}): {json.dumps(t)}"]
+    when = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    lines += ["", f"Command: `python bench/compare.py {' '.join(sys.argv[1:])}`  ",
+              f"Run: {when}, {os.cpu_count()} cores ({platform.processor() or platform.machine()}), seed {SEED}, "
+              f"{N_FOLDS} folds, image model {IMAGE_MODEL}; rows = train/test."]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, help="directory written by bench/datasets.py --out")
+    parser.add_argument("--datasets", nargs="+", help="data set names (directories under --data)")
+    parser.add_argument("--budgets", nargs="+", default=["4:toy", "10:light"], help="MINUTES:QUALITY pairs")
+    parser.add_argument("--variant", action="append", help="NAME:hp=value,hp=value (an extra product run)")
+    parser.add_argument("--methods", nargs="+", help="only these methods (product, product:NAME, all-columns)")
+    parser.add_argument("--max-train-rows", type=int)
+    parser.add_argument("--max-test-rows", type=int)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "compare")
+    parser.add_argument("--write-docs", action="store_true")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(child(json.loads(args.child)), default=float))
+        return 0
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    args.out.mkdir(parents=True, exist_ok=True)
+    methods = {**parse_variants(args.variant), "all-columns": {}}
+    results = []
+    for budget in args.budgets:
+        minutes, _, quality = budget.partition(":")
+        for dataset in args.datasets:
+            for method, variant in methods.items():
+                if args.methods and method not in args.methods:
+                    continue
+                spec = {"data": str(args.data), "dataset": dataset, "budget_mins": int(minutes), "quality": quality,
+                        "method": method, "variant": variant, "max_train": args.max_train_rows,
+                        "max_test": args.max_test_rows}
+                log.info("%s, %s min %s: %s…", dataset, minutes, quality, method)
+                result = run_child(spec, args.out / "children.log")
+                log.info("  → %s", {k: result.get(k) for k in ("accuracy", "fit_seconds", "error")})
+                results.append(result)
+                with open(args.out / "compare.jsonl", "a") as handle:
+                    handle.write(json.dumps(result, default=float) + "\n")
+    table = markdown(results, args)
+    print(table)
+    if args.write_docs:
+        with open(DOCS, "a", encoding="utf-8") as doc:
+            doc.write("\n\n## The product against one AutoGluon predictor on all columns\n\n" + table + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,50 @@
+"""What this process may use of the machine: CPUs and memory, honouring the CPU affinity and cgroup limits
+(a container's quota, not the host's size)."""
+from __future__ import annotations
+
+import math
+import os
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path, encoding="ascii") as handle:
+            return handle.read().strip()
+    except OSError:
+        return None
+
+
+def cpu_count() -> int:
+    """CPUs this process may use: the affinity mask, capped by a cgroup CPU quota."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    quota = _read("/sys/fs/cgroup/cpu.max")  # cgroup v2: "max 100000" or "200000 100000"
+    if quota and not quota.startswith("max"):
+        limit, period = (int(v) for v in quota.split()[:2])
+        cores = min(cores, max(1, math.ceil(limit / period)))
+    else:
+        limit, period = _read("/sys/fs/cgroup/cpu/cpu.cfs_quota_us"), _read("/sys/fs/cgroup/cpu/cpu.cfs_period_us")
+        if limit and period and int(limit) > 0:
+            cores = min(cores, max(1, math.ceil(int(limit) / int(period))))
+    return max(1, cores)
+
+
+def available_memory() -> int:
+    """Bytes available now: MemAvailable, capped by what the cgroup limit leaves."""
+    available = None
+    meminfo = _read("/proc/meminfo") or ""
+    for line in meminfo.splitlines():
+        if line.startswith("MemAvailable:"):
+            available = int(line.split()[1]) * 1024
+    if available is None:
+        available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+    for limit_file, usage_file in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                                   ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                                    "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        limit, usage = _read(limit_file), _read(usage_file)
+        if limit and limit.isdigit() and int(limit) < 1 << 60:
+            available = min(available, max(int(limit) - int(usage or 0), 0))
+            break
+    return available
