@@ -235,11 +235,16 @@ def main() -> int:
     parser.add_argument("--max-test-rows", type=int)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "compare")
     parser.add_argument("--write-docs", action="store_true")
+    parser.add_argument("--table", nargs="+", type=Path, metavar="JSONL",
+                        help="print (and with --write-docs append) the table of earlier runs' compare.jsonl files")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(child(json.loads(args.child)), default=float))
         return 0
+    if args.table:
+        results = [json.loads(line) for path in args.table for line in path.read_text().splitlines() if line]
+        return write_table(results, args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     args.out.mkdir(parents=True, exist_ok=True)
     methods = {**parse_variants(args.variant), "all-columns": {}}
@@ -259,6 +264,10 @@ def main() -> int:
                 results.append(result)
                 with open(args.out / "compare.jsonl", "a") as handle:
                     handle.write(json.dumps(result, default=float) + "\n")
+    return write_table(results, args)
+
+
+def write_table(results: list[dict], args: argparse.Namespace) -> int:
     table = markdown(results, args)
     print(table)
     if args.write_docs:

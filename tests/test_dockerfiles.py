@@ -90,6 +90,10 @@ def test_the_sagemaker_command_is_an_executable_on_path(command):
     assert script in scripts
     if command == "train":
         assert scripts[script] == "multimodal.sagemaker.training.job:main"
+    # /opt/venv/bin comes first on PATH: a dependency's script of the same name (Ray installs `serve`) would win.
+    assert "/opt/venv/bin:$PATH" in "".join(steps)
+    assert any("rm -f /opt/venv/bin/serve" in step for step in steps), steps
+    assert any(f'[ "$(command -v {command})" = /usr/local/bin/{command} ]' in step for step in steps), steps
 
 
 def test_the_inference_image_may_bind_to_the_port_sagemaker_chooses():

@@ -61,11 +61,28 @@ def test_string_values_are_parsed_to_their_types():
     ({"n_minutes": "3"}, "unknown hyperparameter 'n_minutes'"),
     ({"nmins": "3"}, "did you mean n_mins?"),
     ({"n_hours": "0", "n_mins": "0", "n_secs": "0"}, "time budget"),
+    ({"text_model": "bert"}, "text_model='bert' is not one of ngrams, minilm"),
+    ({"joint_expert": "yes"}, "joint_expert='yes' must be true or false"),
+    ({"joint_embedding_dims": "-1"}, "joint_embedding_dims='-1' is out of range: it must be between 0 and 2048"),
+    ({"joint_embedding_dims": "8.5"}, "joint_embedding_dims='8.5' must be an integer"),
+    ({"text_batch_size": "0"}, "text_batch_size='0' is out of range"),
+    ({"parallel_folds": "always"}, "parallel_folds='always' is not one of auto, true, false"),
 ])
 def test_bad_values_are_named(given, fragment):
     with pytest.raises(HyperparameterError) as info:
         resolve(given)
     assert fragment in str(info.value)
+
+
+def test_the_issue_10_hyperparameters_parse_to_their_python_types():
+    values = resolve({"text_model": "minilm", "joint_expert": "False", "joint_embedding_dims": "0",
+                      "text_batch_size": "16", "parallel_folds": "true"})
+    assert values["text_model"] == "minilm" and values["joint_expert"] is False
+    assert values["joint_embedding_dims"] == 0 and values["text_batch_size"] == 16
+    assert values["parallel_folds"] == "true"  # three values: not a boolean
+    assert resolve({"joint_expert": "true"})["joint_expert"] is True
+    assert MultimodalClassifier(joint_expert=False).get_params()["joint_expert"] is False
+    assert specification()["joint_expert"].python_type is bool
 
 
 def test_sagemaker_keys_are_ignored():

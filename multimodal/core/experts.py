@@ -31,6 +31,9 @@ QUALITY = {
 }
 
 
+# The fallback model of an expert the budget left no time for (see Expert.fit).
+FALLBACK_SECONDS = 30.0
+
 # persist() keeps the models in memory only if they need at most this share of the available memory
 # (AutoGluon's own default for TabularPredictor.persist).
 PERSIST_MAX_MEMORY = 0.4
@@ -120,14 +123,18 @@ class Expert:
         predictor = cls._new_predictor(work, classes)
         predictor.fit(data, time_limit=max(time_limit, 1.0), hyperparameters=hyperparameters_for(quality), **common)
         if not predictor.model_names():
-            # A budget spent before this expert (slow image embedding, say) must not lose the whole fit:
-            # one small LightGBM per fold, unbounded, costs seconds and keeps the expert.
+            # A budget spent before this expert (slow embedding, say) must not lose the whole fit: one small
+            # LightGBM per fold keeps the expert. It gets a time limit of its own, as boosting hundreds of
+            # embedding features for many classes can take minutes (LightGBM stops at the limit, after at least
+            # one round).
             log.warning("expert %s: no model trained within its %.0f s share of the time budget (%d rows, %d "
-                        "features); fitting one small LightGBM instead, beyond the budget. Raise n_mins/n_hours "
-                        "for better experts.", spec.name, time_limit, len(frame), frame.shape[1])
+                        "features); fitting one small LightGBM instead in up to %.0f s more, beyond the budget. "
+                        "Raise n_mins/n_hours for better experts.", spec.name, time_limit, len(frame),
+                        frame.shape[1], FALLBACK_SECONDS)
             shutil.rmtree(work, ignore_errors=True)
             predictor = cls._new_predictor(work, classes)
-            predictor.fit(data, hyperparameters={"GBM": {"num_boost_round": 200}}, **common)
+            predictor.fit(data, time_limit=FALLBACK_SECONDS, hyperparameters={"GBM": {"num_boost_round": 200}},
+                          **common)
         if not predictor.model_names():
             shutil.rmtree(work, ignore_errors=True)
             raise TimeBudgetError(
