@@ -204,3 +204,22 @@ def test_the_joint_expert_learns_an_interaction_the_per_modality_experts_cannot(
     without = MultimodalClassifier(**settings, joint_expert=False).fit(train).evaluate(test)
     assert "joint" not in without["experts"]
     assert without["accuracy"] <= scores["accuracy"] - 0.15, (without["accuracy"], scores["accuracy"])
+
+
+def test_text_model_minilm_feeds_sentence_embeddings_to_the_experts_and_survives_save_load(tmp_path):
+    train, test = make_dataset(160, seed=41), make_dataset(60, seed=42)
+    model = MultimodalClassifier(quality="toy", image_model="efficientnet_lite0", text_model="minilm", n_mins=0,
+                                 n_secs=60, n_folds=2, n_epochs=30, joint_embedding_dims=8).fit(train)
+    features = {e.name: e.predictor.features() for e in model.experts_}
+    text_columns = model.schema_.names("text")
+    assert all(f"{text_columns[0]}__{i}" in features["text"] for i in (0, 383))  # the 384-d embedding
+    assert not set(text_columns) & set(features["text"])  # no raw text (no n-grams)
+    assert f"{text_columns[0]}__pc7" in features["joint"] and f"{text_columns[0]}__pc8" not in features["joint"]
+    model.save(tmp_path / "model")
+    config = json.loads((tmp_path / "model" / CONFIG_FILE).read_text())
+    assert config["hyperparameters"]["text_model"] == "minilm"
+    assert set(config["reducers"]) == set(text_columns) | set(model.schema_.names("image"))
+    loaded = MultimodalClassifier.load(tmp_path / "model")
+    features = test.drop(columns="label")
+    np.testing.assert_allclose(loaded.predict_proba(features).to_numpy(), model.predict_proba(features).to_numpy(),
+                               atol=1e-6)

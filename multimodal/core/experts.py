@@ -31,8 +31,11 @@ QUALITY = {
 }
 
 
-# The fallback model of an expert the budget left no time for (see Expert.fit).
-FALLBACK_SECONDS = 30.0
+# The fallback models of an expert the budget left no time for, tried in turn: (time limit, boosting rounds).
+# Boosting hundreds of embedding features for many classes can take minutes, hence a limit; but AutoGluon's
+# feature preprocessing (n-grams of long texts) can alone outlast a short limit, hence a last, unlimited and
+# small one.
+FALLBACKS = ((30.0, 200), (None, 20))
 
 # persist() keeps the models in memory only if they need at most this share of the available memory
 # (AutoGluon's own default for TabularPredictor.persist).
@@ -122,19 +125,19 @@ class Expert:
             calibrate=False, raise_on_no_models_fitted=False)
         predictor = cls._new_predictor(work, classes)
         predictor.fit(data, time_limit=max(time_limit, 1.0), hyperparameters=hyperparameters_for(quality), **common)
-        if not predictor.model_names():
+        for seconds, rounds in FALLBACKS:
+            if predictor.model_names():
+                break
             # A budget spent before this expert (slow embedding, say) must not lose the whole fit: one small
-            # LightGBM per fold keeps the expert. It gets a time limit of its own, as boosting hundreds of
-            # embedding features for many classes can take minutes (LightGBM stops at the limit, after at least
-            # one round).
-            log.warning("expert %s: no model trained within its %.0f s share of the time budget (%d rows, %d "
-                        "features); fitting one small LightGBM instead in up to %.0f s more, beyond the budget. "
-                        "Raise n_mins/n_hours for better experts.", spec.name, time_limit, len(frame),
-                        frame.shape[1], FALLBACK_SECONDS)
+            # LightGBM per fold keeps the expert, beyond the budget but bounded.
+            log.warning("expert %s: no model trained within %.0f s (%d rows, %d features); fitting one small "
+                        "LightGBM instead (%d rounds%s), beyond the time budget. Raise n_mins/n_hours for better "
+                        "experts.", spec.name, time_limit, len(frame), frame.shape[1], rounds,
+                        f", at most {seconds:.0f} s" if seconds else "")
+            time_limit = seconds or time_limit
             shutil.rmtree(work, ignore_errors=True)
             predictor = cls._new_predictor(work, classes)
-            predictor.fit(data, time_limit=FALLBACK_SECONDS, hyperparameters={"GBM": {"num_boost_round": 200}},
-                          **common)
+            predictor.fit(data, time_limit=seconds, hyperparameters={"GBM": {"num_boost_round": rounds}}, **common)
         if not predictor.model_names():
             shutil.rmtree(work, ignore_errors=True)
             raise TimeBudgetError(
