@@ -214,9 +214,13 @@ def markdown(results: list[dict], args: argparse.Namespace) -> str:
                      f"{'' if joint is None else f'{joint:.3f}'} | {r['fit_seconds']:.0f} | "
                      f"{r['predict_ms_per_1000_rows']:.0f} | {r['artifact_mb']:.1f} | {r['peak_rss_mb']:.0f} |")
     throughput = [r for r in results if r.get("text_throughput")]
-    for r in throughput[:1]:
+    if throughput:
+        lines += ["", "| text encoder on the test rows' first text column | sentences | `embed()` sentences/s | bare "
+                  "forward, same length-sorted batches | bare forward, batches in input order |", "|---|---:|---:|---:|---:|"]
+    for r in throughput:
         t = r["text_throughput"]
-        lines += ["", f"Text encoder ({r['method']}, {r['dataset']}): {json.dumps(t)}"]
+        lines.append(f"| {r['dataset']}: {t['encoder']} | {t['sentences']} | {t['embed_sentences_per_s']:.0f} | "
+                     f"{t['forward_sentences_per_s']:.0f} | {t['forward_unsorted_sentences_per_s']:.0f} |")
     when = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     lines += ["", f"Command: `python bench/compare.py {' '.join(sys.argv[1:])}`  ",
               f"Run: {when}, {os.cpu_count()} cores ({platform.processor() or platform.machine()}), seed {SEED}, "
