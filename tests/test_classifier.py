@@ -14,10 +14,13 @@ pytestmark = pytest.mark.slow
 
 def test_fusion_beats_every_single_expert(trained, test_df):
     scores = trained.evaluate(test_df)
-    best_expert = max(s["accuracy"] for s in scores["experts"].values())
-    assert set(scores["experts"]) == {"text", "num", "cat", "photo_image"}
-    assert scores["accuracy"] >= best_expert + 0.10, scores
-    assert scores["log_loss"] < min(s["log_loss"] for s in scores["experts"].values())
+    assert set(scores["experts"]) == {"text", "num", "cat", "photo_image", "joint"}
+    per_modality = {name: s for name, s in scores["experts"].items() if name != "joint"}
+    # the modalities are independent evidence here: fusing them must gain much over any one of them
+    assert scores["accuracy"] >= max(s["accuracy"] for s in per_modality.values()) + 0.10, scores
+    assert scores["log_loss"] < min(s["log_loss"] for s in per_modality.values())
+    # and the stack is not worse than the joint expert, which sees every column at once
+    assert scores["accuracy"] >= scores["experts"]["joint"]["accuracy"] - 0.02, scores
     assert scores["accuracy"] >= 0.7
 
 
@@ -98,10 +101,13 @@ def test_artifact_layout_and_config(saved_model_dir, trained):
     assert [c["name"] for c in config["schema"]["columns"]] == [
         "review_text", "colour_cat", "size_num", "weight_num", "photo_image"]
     assert config["schema"]["header"][0] == "ID" and config["classes"] == sorted(CLASSES)
-    assert {e["name"] for e in config["experts"]} == {"text", "num", "cat", "photo_image"}
+    assert {e["name"] for e in config["experts"]} == {"text", "num", "cat", "photo_image", "joint"}
     for expert in config["experts"]:
         assert (saved_model_dir / expert["path"]).is_dir()
-        assert expert["classes"][-1] == len(CLASSES)  # the 'insufficient information' class was learned
+        if expert["name"] == "joint":  # no row lacks every column: nothing is 'insufficient' for it
+            assert expert["classes"] == list(range(len(CLASSES)))
+        else:  # the 'insufficient information' class was learned
+            assert expert["classes"][-1] == len(CLASSES)
     assert (saved_model_dir / "wholistic" / "fusion.keras").is_file()
     assert config["hyperparameters"]["quality"] == "toy"
     assert {"autogluon.tabular", "keras", "torch", "multimodal"} <= set(config["versions"])
@@ -170,13 +176,13 @@ def test_a_modality_missing_in_a_single_row_still_trains():
 
 def test_fitted_attributes_end_with_an_underscore_and_show_in_repr(trained):
     assert trained.classes_ == sorted(CLASSES)
-    assert trained.expert_names_ == ["text", "num", "cat", "photo_image"]
+    assert trained.expert_names_ == ["text", "num", "cat", "photo_image", "joint"]
     assert [c.name for c in trained.schema_.columns] == ["review_text", "colour_cat", "size_num", "weight_num",
                                                          "photo_image"]
     assert set(trained.metrics_) >= {"train", "validation", "fusion_curve"} and set(trained.leaderboards_) == {
-        "text", "num", "cat", "photo_image"}
+        "text", "num", "cat", "photo_image", "joint"}
     assert repr(trained).startswith("MultimodalClassifier(n_mins=6, ")
-    assert repr(trained).endswith("  # fitted: 4 classes, experts text, num, cat, photo_image")
+    assert repr(trained).endswith("  # fitted: 4 classes, experts text, num, cat, photo_image, joint")
 
 
 def test_the_missing_indicator_reaches_the_numeric_expert_and_survives_save_load(trained, saved_model_dir):
@@ -223,3 +229,27 @@ def test_text_model_minilm_feeds_sentence_embeddings_to_the_experts_and_survives
     features = test.drop(columns="label")
     np.testing.assert_allclose(loaded.predict_proba(features).to_numpy(), model.predict_proba(features).to_numpy(),
                                atol=1e-6)
+
+
+def test_a_model_whose_fusion_uses_missing_fractions_keeps_using_them_after_load(monkeypatch, tmp_path):
+    import multimodal.core.classifier as classifier_module
+    monkeypatch.setattr(classifier_module, "FUSION_MISSING_FRACTIONS", True)
+    train, test = make_dataset(140, seed=51), make_dataset(40, seed=52)
+    model = MultimodalClassifier(quality="toy", image_model="efficientnet_lite0", n_mins=0, n_secs=40, n_folds=2,
+                                 n_epochs=20, joint_expert=False).fit(train)
+    n_probabilities = sum(len(e.classes) for e in model.experts_)
+    # the fusion network sees the probabilities and one missing fraction per expert
+    assert model._fusion_inputs(*_prepared(model, test)).shape[1] == n_probabilities + len(model.experts_)
+    model.save(tmp_path / "model")
+    monkeypatch.setattr(classifier_module, "FUSION_MISSING_FRACTIONS", False)
+    loaded = MultimodalClassifier.load(tmp_path / "model")
+    assert loaded.fusion_missing_inputs_
+    features = test.drop(columns="label")
+    np.testing.assert_allclose(loaded.predict_proba(features).to_numpy(), model.predict_proba(features).to_numpy(),
+                               atol=1e-6)
+
+
+def _prepared(model, frame):
+    from multimodal.core.schema import prepare_features
+    features = prepare_features(frame.drop(columns="label"), model.schema_)
+    return features, model._embed(features)

@@ -391,9 +391,10 @@ def test_pipe_mode_job_with_an_image_column(tmp_path):
     assert job.returncode == 0, job.stderr[-5000:]
     metrics = json.loads((job.outputs / "metrics.json").read_text())
     assert metrics["job"]["channels"]["train"]["rows"] == 80
-    assert set(metrics["validation"]["experts"]) == {"text", "num", "cat", "photo_image"}
+    assert set(metrics["validation"]["experts"]) == {"text", "num", "cat", "photo_image", "joint"}
     printed = _metric_lines(job.stdout)
     assert "validation:photo_image_accuracy" in printed and "train:photo_image_log_loss" in printed
+    assert "validation:joint_accuracy" in printed
     assert re.search(r"photo_image: embedded \d+ images in [0-9.]+ s \([0-9.]+ images/s", job.stderr)
     assert (job.outputs / "leaderboard_photo_image.csv").is_file()
     assert "photo_image" in MultimodalClassifier.load(root / "model").expert_names_
