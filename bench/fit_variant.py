@@ -1,0 +1,72 @@
+#!/usr/bin/env python
+"""One product fit with chosen hyperparameters or an ablation, scored on the test rows: one JSON line.
+
+Usage::
+
+    .venv/bin/python bench/fit_variant.py --data /tmp/bench-data --dataset tweets --minutes 3 --quality toy \\
+        [--hp parallel_folds=true ...] [--ablate missing-fractions|missing-indicators ...] \\
+        [--max-train-rows 3000] [--max-test-rows 2000]
+
+Run variants one after another (never side by side: they would share the cores) and compare their lines.
+docs/benchmarks.md uses it for fit time with and without Ray and for the missing-fraction / indicator ablations.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from compare import IMAGE_MODEL, N_FOLDS, SEED, read_split  # noqa: E402
+
+
+def ablate(names: list[str]) -> None:
+    import multimodal.core.classifier as classifier
+    if "missing-fractions" in names:
+        classifier.FUSION_MISSING_FRACTIONS = False
+        classifier.missing_fractions = lambda features, specs: np.zeros((len(features.values), 0), np.float32)
+    if "missing-indicators" in names:
+        classifier.missing_indicators = lambda schema, features: []
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--minutes", type=int, default=4)
+    parser.add_argument("--quality", default="toy")
+    parser.add_argument("--hp", action="append", default=[], metavar="NAME=VALUE")
+    parser.add_argument("--ablate", action="append", default=[], choices=["missing-fractions", "missing-indicators"])
+    parser.add_argument("--force-fractions", action="store_true", help="give the fusion the missing fractions")
+    parser.add_argument("--max-train-rows", type=int)
+    parser.add_argument("--max-test-rows", type=int)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    from multimodal import MultimodalClassifier
+    ablate(args.ablate)
+    if args.force_fractions:
+        import multimodal.core.classifier as classifier
+        classifier.FUSION_MISSING_FRACTIONS = True
+    train, test = read_split(args.data, args.dataset, args.max_train_rows, args.max_test_rows)
+    params = dict(pair.split("=", 1) for pair in args.hp)
+    model = MultimodalClassifier(n_mins=args.minutes, quality=args.quality, image_model=IMAGE_MODEL, seed=SEED,
+                                 n_folds=N_FOLDS, **params)
+    started = time.monotonic()
+    model.fit(train)
+    fit_seconds = time.monotonic() - started
+    scores = model.evaluate(test)
+    print(json.dumps({"dataset": args.dataset, "hyperparameters": params, "ablate": args.ablate,
+                      "fusion_missing_fractions": model.fusion_missing_inputs_, "accuracy": scores["accuracy"],
+                      "log_loss": scores["log_loss"], "fit_seconds": round(fit_seconds, 1),
+                      "timings_seconds": model.metrics_["timings_seconds"],
+                      "experts": {k: round(v["accuracy"], 4) for k, v in scores["experts"].items()}}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
