@@ -10,6 +10,7 @@ import threading
 import time
 
 import pytest
+from support import free_port
 
 from multimodal.sagemaker.training import hosts
 from multimodal.sagemaker.training.hosts import (
@@ -41,12 +42,6 @@ def in_thread(function, *args, **kwargs) -> tuple[threading.Thread, dict]:
     thread = threading.Thread(target=target, daemon=True)
     thread.start()
     return thread, box
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((LOOPBACK, 0))
-        return probe.getsockname()[1]
 
 
 def test_the_extra_host_gets_the_heads_success():
@@ -107,19 +102,19 @@ def test_leaving_the_block_without_a_report_reports_a_failure():
 def test_an_unreachable_head_fails_after_the_timeout_naming_it():
     started = time.monotonic()
     with pytest.raises(HeadUnreachable, match=r"could not reach the training host 127.0.0.1 on port \d+ within 1.5 s"):
-        wait_for_head(LOOPBACK, free_port(), 1.5, name="algo-2")
+        wait_for_head(LOOPBACK, free_port(LOOPBACK), 1.5, name="algo-2")
     assert 1.4 < time.monotonic() - started < 5
 
 
 def test_a_head_name_that_does_not_resolve_is_retried_until_the_timeout():
     started = time.monotonic()
     with pytest.raises(HeadUnreachable, match="does not resolve"):
-        wait_for_head("algo-1.invalid", free_port(), 1.0, name="algo-2")  # .invalid never resolves (RFC 6761)
+        wait_for_head("algo-1.invalid", free_port(LOOPBACK), 1.0, name="algo-2")  # .invalid never resolves (RFC 6761)
     assert time.monotonic() - started < 10
 
 
 def test_a_head_that_appears_late_is_reached():
-    port = free_port()
+    port = free_port(LOOPBACK)
     thread, box = in_thread(wait_for_head, LOOPBACK, port, 10, name="algo-2")
     time.sleep(1.0)  # the client is retrying: connection refused
     with HeadStatusServer(port, others=["algo-2"], name="algo-1", bind=LOOPBACK) as head:

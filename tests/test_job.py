@@ -22,6 +22,7 @@ from unittest import mock
 
 import pandas as pd
 import pytest
+from support import free_port
 
 from multimodal import MultimodalClassifier
 from multimodal.core.artifact import CONFIG_FILE
@@ -433,12 +434,6 @@ TINY = {"quality": "toy", "n_folds": 2, "n_hours": 0, "n_mins": 0, "n_secs": 5, 
 TINY_STRINGS = {k: str(v) for k, v in TINY.items()}
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((HEAD, 0))
-        return probe.getsockname()[1]
-
-
 def host_root(root: Path, current: str, hosts: list[str], *, hyperparameters: dict, data: pd.DataFrame | None) -> Path:
     channels = {"train": {"t.csv": to_csv(data)}} if data is not None else None  # an extra host gets no data at all
     return layout(root, hyperparameters=hyperparameters, channels=channels,
@@ -519,7 +514,7 @@ def test_an_extra_host_waits_for_the_head_and_exits_0_after_it_succeeded(tmp_pat
     head_root = host_root(tmp_path / "head", HEAD, hosts, hyperparameters=written, data=numbers_only())
     extra_root = host_root(tmp_path / "extra", EXTRA, hosts, hyperparameters=written, data=None)
     share_model_dir(extra_root, head_root)
-    with hosts_running(free_port(), timeout_s=20) as start:
+    with hosts_running(free_port(HEAD), timeout_s=20) as start:
         extra = start(extra_root)
         wait_until(lambda: "waiting for the training host 127.0.0.1" in extra.text, 30, "the extra host to start")
         head = start(head_root)
@@ -545,7 +540,7 @@ def test_stopping_an_extra_host_mid_job_leaves_the_shared_model_intact(tmp_path)
     head_root = host_root(tmp_path / "head", HEAD, hosts, hyperparameters=TINY_STRINGS, data=numbers_only())
     extra_root = host_root(tmp_path / "extra", EXTRA, hosts, hyperparameters=TINY_STRINGS, data=None)
     share_model_dir(extra_root, head_root)
-    with hosts_running(free_port()) as start:
+    with hosts_running(free_port(HEAD)) as start:
         head = start(head_root)
         extra = start(extra_root)
         wait_until(lambda: "fitting on" in head.text and "connected to the training host" in extra.text, 60,
@@ -570,7 +565,7 @@ def test_a_head_that_fails_fails_an_extra_host_that_starts_after_it(tmp_path):
     head_root = host_root(tmp_path / "head", HEAD, hosts, hyperparameters=bad, data=numbers_only())
     extra_root = host_root(tmp_path / "extra", EXTRA, hosts, hyperparameters=bad, data=None)
     (extra_root / "model" / "sentinel").write_text("not the extra host's to delete")
-    with hosts_running(free_port()) as start:
+    with hosts_running(free_port(HEAD)) as start:
         head = start(head_root)
         wait_until(lambda: "waiting for 127.0.0.2 to receive this host's result" in head.text, 60,
                    "the head to fail and wait for the extra host")
@@ -590,7 +585,7 @@ def test_a_head_that_fails_fails_an_extra_host_that_starts_after_it(tmp_path):
 def test_an_extra_host_whose_head_never_appears_fails_after_the_timeout(tmp_path):
     root = host_root(tmp_path / "extra", EXTRA, [HEAD, EXTRA], hyperparameters=TINY_STRINGS, data=None)
     (root / "model" / "sentinel").write_text("untouched")
-    port = free_port()  # nothing listens there
+    port = free_port(HEAD)  # nothing listens there
     with hosts_running(port, timeout_s=2) as start:
         extra = start(root)
         assert extra.wait(30) == 1, extra.text[-3000:]

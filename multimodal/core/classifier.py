@@ -58,8 +58,8 @@ TRACKED_PACKAGES = ("autogluon.tabular", "tensorflow-cpu", "tensorflow", "keras"
 
 
 class TimeBudget:
-    """The seconds of one ``fit``: image embedding first, then the experts in turn (image experts weighing
-    twice the others; time one leaves unused passes to the next), with a reserve kept for the fusion network."""
+    """The seconds of one ``fit``: embedding first, then the experts in turn, shared by ``EXPERT_TIME_WEIGHT``
+    (time one leaves unused passes to the next), with a reserve kept for the fusion network."""
 
     def __init__(self, seconds: float) -> None:
         self.total = float(seconds)

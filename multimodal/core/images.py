@@ -277,5 +277,9 @@ class ImageEmbedder:
         return out
 
     def describe(self) -> str:
-        precision = {None: "fp32"}.get(self.autocast_dtype, str(self.autocast_dtype).replace("torch.", ""))
-        return f"{self.spec.name} on {self.device.type}, {precision}"
+        return f"{self.spec.name} on {self.device.type}, {precision_name(self.autocast_dtype)}"
+
+
+def precision_name(autocast_dtype: "object | None") -> str:
+    """How an encoder computes, for logs: "fp32" without autocast, else the autocast dtype ("bfloat16", ...)."""
+    return "fp32" if autocast_dtype is None else str(autocast_dtype).replace("torch.", "")

