@@ -16,13 +16,14 @@ Nothing heavy is imported here: ``MultimodalClassifier`` loads numpy, pandas and
 __version__ = "0.1.0"
 
 from multimodal.core.errors import (  # noqa: E402
+    ClusterError,
     DataError,
     HyperparameterError,
     NotFittedError,
     TimeBudgetError,
 )
 
-__all__ = ["MultimodalClassifier", "DataError", "HyperparameterError", "NotFittedError", "TimeBudgetError",
+__all__ = ["MultimodalClassifier", "ClusterError", "DataError", "HyperparameterError", "NotFittedError", "TimeBudgetError",
            "__version__"]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import inspect
+import itertools
 import json
 import logging
 import platform
@@ -14,7 +15,7 @@ import weakref
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterable, Union
 
 import numpy as np
 import pandas as pd
@@ -23,7 +24,9 @@ from multimodal import __version__
 
 from . import artifact
 from .errors import DataError, NotFittedError
-from .experts import Expert, ExpertSpec, modality_labels, shared_autogluon_metadata
+from .cluster import ClusterData
+from .experts import Expert, ExpertJob, ExpertSpec, modality_labels, shared_autogluon_metadata
+from .ingest import Rows, check_label_column, frame_batches, ingest
 from .hyperparameters import defaults, resolve, specification, time_budget_seconds
 from .jsonsafe import to_json
 from .parallel import fold_strategy, local_ray
@@ -38,6 +41,7 @@ from .schema import (
     modality_missing_fraction,
     prepare_features,
 )
+from .timebudget import TimeBudget
 from .scores import classification_scores, confusion_matrix
 from .views import JOINT, Views, expert_specs, missing_fractions, missing_indicators
 
@@ -48,45 +52,11 @@ log = logging.getLogger(__name__)
 # 0.626) — the experts' "insufficient information" probabilities already carry it — and a loss on small data
 # (synthetic, 360 rows: 0.694 / 0.719), so not for classification. Models saved with it still use it.
 FUSION_MISSING_FRACTIONS = False
-MIN_EXPERT_SECONDS = 5.0
-MIN_FUSION_SECONDS = 10.0
-# Shares of the experts' time: image experts see hundreds to thousands of embedding features and need about
-# twice the time of the others; the joint expert sees every column.
-EXPERT_TIME_WEIGHT = {"text": 1.0, "num": 1.0, "cat": 1.0, "image": 2.0, "joint": 3.0}
 TRACKED_PACKAGES = ("autogluon.tabular", "tensorflow-cpu", "tensorflow", "keras", "torch", "torchvision", "pandas",
                     "numpy", "scikit-learn")
 
 
-class TimeBudget:
-    """The seconds of one ``fit``: embedding first, then the experts in turn, shared by ``EXPERT_TIME_WEIGHT``
-    (time one leaves unused passes to the next), with a reserve kept for the fusion network."""
-
-    def __init__(self, seconds: float) -> None:
-        self.total = float(seconds)
-        self.started = time.monotonic()
-        self.fusion_reserve = min(max(0.1 * self.total, 10.0), 120.0)
-
-    def elapsed(self) -> float:
-        return time.monotonic() - self.started
-
-    def left(self) -> float:
-        return self.total - self.elapsed()
-
-    def expert_share(self, spec: ExpertSpec, remaining: list[ExpertSpec]) -> float:
-        """Seconds for ``spec``, the first of the ``remaining`` experts; at least its minimum (with a warning)."""
-        left = self.left() - self.fusion_reserve
-        weight = EXPERT_TIME_WEIGHT[spec.modality]
-        share = left * weight / sum(EXPERT_TIME_WEIGHT[s.modality] for s in remaining)
-        if share < MIN_EXPERT_SECONDS * weight:
-            log.warning("time budget nearly spent: %.0f s left for %d expert(s); giving %s the minimum of %.0f s, "
-                        "so training will overrun the budget. Raise n_mins/n_hours.", max(left, 0), len(remaining),
-                        spec.name, MIN_EXPERT_SECONDS * weight)
-            share = MIN_EXPERT_SECONDS * weight
-        return share
-
-    def fusion_seconds(self) -> float:
-        """What is left, but at least the few seconds the fusion network needs (it would stop after an epoch)."""
-        return max(self.left(), MIN_FUSION_SECONDS)
+TrainingData = Union[pd.DataFrame, Iterable[pd.DataFrame], ClusterData]
 
 
 @dataclass
@@ -144,60 +114,95 @@ class MultimodalClassifier:
 
     # ------------------------------------------------------------------------------------------ fitting
 
-    def fit(self, train_df: pd.DataFrame, validation_df: pd.DataFrame | None = None) -> "MultimodalClassifier":
-        """Fit on ``train_df`` (the training CSV's columns, ``label`` included) within the time budget.
+    def fit(self, train: TrainingData, validation: pd.DataFrame | Iterable[pd.DataFrame] | None = None
+            ) -> "MultimodalClassifier":
+        """Fit on ``train`` (the training CSV's columns, ``label`` included) within the time budget.
 
-        ``validation_df`` (same columns) early-stops the fusion network and is scored; without it a stratified
-        ``validation_fraction`` of the training rows is held out from the fusion network instead.
+        ``train`` is a DataFrame, an iterable of DataFrames (consecutive batches of rows with the same columns:
+        each is prepared and embedded as it arrives, so the images of all rows are never in memory together),
+        or a ``ClusterData`` (rows read on the machines of a Ray cluster this process is connected to; embedding
+        and the experts are spread over them, see ``multimodal.core.cluster``). ``validation`` (same columns, a
+        DataFrame or batches; part of ``ClusterData`` for a cluster) early-stops the fusion network and is
+        scored; without it a stratified ``validation_fraction`` of the training rows is held out from the fusion
+        network instead.
         """
         budget = TimeBudget(time_budget_seconds(self.get_params()))
         timings: dict[str, float] = {}
-        train, validation = self._prepare(train_df, validation_df)
-        timings["prepare"] = budget.elapsed()
+        distributed = isinstance(train, ClusterData)
+        train_rows, validation_rows = self._read(train, validation)
+        train_split, validation_split = self._label(train_rows, validation_rows)
+        del train_rows, validation_rows
+        timings["embed"] = budget.elapsed()
         t = time.monotonic()
-        train.embeddings = self._embed(train.features)
-        if validation is not None:
-            validation.embeddings = self._embed(validation.features)
-        timings["embed"] = time.monotonic() - t
-        t = time.monotonic()
-        strategy = fold_strategy(self.parallel_folds)
-        with local_ray(strategy):
-            oof = self._fit_experts(train, budget, strategy)
+        oof = self._fit_experts(train_split, budget, distributed)
         timings["experts"] = time.monotonic() - t
         t = time.monotonic()
-        self._fit_fusion(train, oof, validation, budget)
+        self._fit_fusion(train_split, oof, validation_split, budget)
         timings["fusion"] = time.monotonic() - t
         timings["total"] = budget.elapsed()
         self.metrics_["timings_seconds"] = {k: round(v, 2) for k, v in timings.items()}
         self.metrics_["time_budget_seconds"] = budget.total
+        if distributed:
+            self.metrics_["cluster"] = self.cluster_report_
         log.info("fit done in %.1f s (budget %.0f s): validation accuracy %.4f", timings["total"], budget.total,
                  self.metrics_["validation"]["accuracy"])
         return self
 
-    def _prepare(self, train_df: pd.DataFrame, validation_df: pd.DataFrame | None) -> tuple[_Split, _Split | None]:
-        """Header, labels and features of the training (and validation) rows; sets ``schema_`` and ``classes_``."""
-        schema = Schema.from_header(list(train_df.columns), source="the training data")
-        classes, y, labelled = encode_labels(train_df[LABEL_COLUMN], source="the training data")
-        features = prepare_features(train_df.loc[labelled].reset_index(drop=True), schema,
-                                    source="the training data")
-        self.schema_, self.classes_ = schema, classes
-        self.views_ = Views(schema, text_model=self.text_model)
-        self.missing_indicators_ = missing_indicators(schema, features)
-        self.fusion_missing_inputs_ = FUSION_MISSING_FRACTIONS
-        log.info("training data: %d rows, %d classes, columns: %s", len(features), len(classes),
-                 ", ".join(f"{m}={len(schema.names(m))}" for m in ("text", "num", "cat", "image")))
-        if validation_df is None:
-            return _Split(features, {}, y), None
-        if LABEL_COLUMN not in validation_df.columns:
-            raise DataError(f"the validation data has no {LABEL_COLUMN!r} column: it needs the same header as the "
-                            "training data", column=LABEL_COLUMN)
-        y_val, val_labelled = labels_to_indices(validation_df[LABEL_COLUMN], classes, source="the validation data")
-        val_features = prepare_features(validation_df.loc[val_labelled].reset_index(drop=True), schema,
-                                        source="the validation data")
-        log.info("validation data: %d rows", len(val_features))
-        return _Split(features, {}, y), _Split(val_features, {}, y_val[val_labelled])
+    def _read(self, train: TrainingData, validation: pd.DataFrame | Iterable[pd.DataFrame] | None
+              ) -> tuple[Rows, Rows | None]:
+        """Prepare and embed the rows (batch by batch); sets ``schema_``."""
+        if isinstance(train, ClusterData):
+            if validation is not None:
+                raise TypeError("with ClusterData the validation rows are part of it (NodeData.validation), not a "
+                                "separate argument")
+            from .cluster import ingest_on_nodes
+            self.cluster_report_ = {}
+            return ingest_on_nodes(self, train)
+        rows = self._ingest(_as_batches(train, "train"), None, source="the training data")
+        if validation is None:
+            return rows, None
+        return rows, self._ingest(_as_batches(validation, "validation"), self.schema_, source="the validation data")
 
-    def _fit_experts(self, train: _Split, budget: TimeBudget, strategy: str) -> np.ndarray:
+    def _ingest(self, batches: Iterable[pd.DataFrame], schema: Schema | None, *, source: str,
+                keep: Callable[[int], bool] = lambda k: True) -> Rows:
+        """``ingest`` with this model's embedders; the first batch's header sets the schema when none is given."""
+        iterator = iter(batches)
+        first = next(iterator, None)
+        if first is None:
+            raise DataError(f"{source} has no rows and no header")
+        if schema is None:
+            self._set_schema(Schema.from_header(list(first.columns), source=source))
+        check_label_column(first.columns, source)
+        return ingest(itertools.chain([first], iterator), self.schema_, embed=self._embed, source=source, keep=keep)
+
+    def _set_schema(self, schema: Schema) -> None:
+        self.schema_ = schema
+        self.views_ = Views(schema, text_model=self.text_model)
+
+    def _label(self, train: Rows, validation: Rows | None) -> tuple[_Split, _Split | None]:
+        """Class indices of the labelled rows (the others are dropped); sets ``classes_`` and what depends on
+        the training rows."""
+        if len(train) == 0:
+            raise DataError("the training data has a header but no data rows: add training examples, one per row")
+        classes, y, labelled = encode_labels(train.labels, source="the training data")
+        train = train.take(labelled)
+        self.classes_ = classes
+        self.missing_indicators_ = missing_indicators(self.schema_, train.features)
+        self.fusion_missing_inputs_ = FUSION_MISSING_FRACTIONS
+        schema = self.schema_
+        log.info("training data: %d rows, %d classes, columns: %s", len(train), len(classes),
+                 ", ".join(f"{m}={len(schema.names(m))}" for m in ("text", "num", "cat", "image")))
+        if validation is not None and len(validation) == 0:
+            log.warning("the validation data has no rows: ignored")
+        if validation is None or len(validation) == 0:
+            return _Split(train.features, train.embeddings, y), None
+        y_val, present = labels_to_indices(validation.labels, classes, source="the validation data")
+        validation = validation.take(present)
+        log.info("validation data: %d rows", len(validation))
+        return (_Split(train.features, train.embeddings, y),
+                _Split(validation.features, validation.embeddings, y_val[present]))
+
+    def _fit_experts(self, train: _Split, budget: TimeBudget, distributed: bool) -> np.ndarray:
         """One bagged expert per modality; sets ``experts_`` and ``leaderboards_``; returns the experts'
         out-of-fold probabilities side by side (the fusion network's training inputs)."""
         self._workdir = Path(tempfile.mkdtemp(prefix="multimodal-"))
@@ -206,29 +211,47 @@ class MultimodalClassifier:
         specs = expert_specs(self.schema_, indicators=self.missing_indicators_, joint=self.joint_expert)
         if any(s.modality == JOINT for s in specs):
             self.views_.fit_reducers(train.embeddings, self.joint_embedding_dims, seed=self.seed)
-        self.experts_, self.leaderboards_ = [], {}
-        oofs = []
-        for i, spec in enumerate(specs):
+        jobs = []
+        for spec in specs:
             insufficient = modality_missing_fraction(train.features, spec.columns) >= self.missing_threshold
             target = modality_labels(train.y, insufficient, n_classes)
             if len(np.unique(target)) < 2:
                 log.warning("expert %s skipped: its columns (%s) are missing in every training row", spec.name,
                             ", ".join(spec.columns))
                 continue
-            share = budget.expert_share(spec, specs[i:])
-            log.info("expert %s: fitting on %d column(s), %d rows lack this modality, time limit %.0f s",
-                     spec.name, len(spec.columns), int(insufficient.sum()), share)
-            expert, oof = Expert.fit(
-                spec, self.views_.frame(spec, train.features, train.embeddings), target,
-                path=self._workdir / artifact.EXPERTS_DIR / spec.name, quality=self.quality, n_folds=self.n_folds,
-                time_limit=share, seed=self.seed, text_columns=self.views_.raw_text_columns(spec),
-                fold_strategy=strategy)
-            self.leaderboards_[spec.name] = expert.leaderboard
-            self.experts_.append(expert)
-            oofs.append(oof)
-        if not self.experts_:
+            jobs.append(ExpertJob(spec, target, int(insufficient.sum())))
+        if not jobs:
             raise DataError("every feature column is empty in every training row: nothing to learn from")
-        return np.hstack(oofs + self._missing_inputs(train.features))
+        if distributed:
+            from .cluster import fit_experts_on_cluster
+            results = fit_experts_on_cluster(self, train.features, train.embeddings, jobs, budget)
+        else:
+            results = self._fit_experts_here(train, jobs, budget)
+        self.experts_ = [expert for expert, _ in results]
+        self.leaderboards_ = {expert.name: expert.leaderboard for expert, _ in results}
+        return np.hstack([oof for _, oof in results] + self._missing_inputs(train.features))
+
+    def _fit_experts_here(self, train: _Split, jobs: list[ExpertJob], budget: TimeBudget
+                          ) -> list[tuple[Expert, np.ndarray]]:
+        """The experts one after another on this machine (each one's folds side by side with Ray when
+        ``parallel_folds`` says so)."""
+        strategy = fold_strategy(self.parallel_folds)
+        results = []
+        with local_ray(strategy):
+            for i, job in enumerate(jobs):
+                share = budget.expert_share(job.spec, [j.spec for j in jobs[i:]])
+                log.info("expert %s: fitting on %d column(s), %d rows lack this modality, time limit %.0f s",
+                         job.spec.name, len(job.spec.columns), job.lacking, share)
+                results.append(Expert.fit(
+                    job.spec, self.views_.frame(job.spec, train.features, train.embeddings), job.target,
+                    path=self._workdir / artifact.EXPERTS_DIR / job.spec.name, time_limit=share,
+                    fold_strategy=strategy, **self.expert_options(job.spec)))
+        return results
+
+    def expert_options(self, spec: ExpertSpec) -> dict[str, Any]:
+        """The keyword arguments of ``Expert.fit`` that come from the hyperparameters."""
+        return dict(quality=self.quality, n_folds=self.n_folds, seed=self.seed,
+                    text_columns=self.views_.raw_text_columns(spec))
 
     def _fit_fusion(self, train: _Split, x: np.ndarray, validation: _Split | None, budget: TimeBudget) -> None:
         """The fusion network on the out-of-fold inputs ``x``; sets ``fusion_`` and ``metrics_``."""
@@ -279,7 +302,8 @@ class MultimodalClassifier:
             values = features.values[name].tolist()
             if self.views_.modality[name] == "image":
                 out[name] = self._embedder("image").embed(
-                    values, column=name, row_names=lambda position: describe_row(position, features.ids))
+                    values, column=name,
+                    row_names=lambda position: describe_row(position, features.ids, features.first_row))
             else:
                 out[name] = self._embedder("text").embed(values, column=name)
         return out
@@ -417,6 +441,15 @@ class MultimodalClassifier:
                                      f"environment has {_versions().get('autogluon.tabular')}") from exc
         model.fusion_ = FusionNetwork.load(path / config["fusion"]["path"])
         return model
+
+
+def _as_batches(data: Any, name: str) -> Iterable[pd.DataFrame]:
+    if isinstance(data, pd.DataFrame):
+        return frame_batches(data)
+    if isinstance(data, (str, bytes)) or not isinstance(data, Iterable):
+        raise TypeError(f"{name} must be a pandas DataFrame or an iterable of DataFrames (batches of rows), not "
+                        f"{type(data).__name__}")
+    return data
 
 
 def _signature() -> inspect.Signature:

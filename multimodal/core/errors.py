@@ -22,3 +22,7 @@ class TimeBudgetError(RuntimeError):
 
 class NotFittedError(RuntimeError):
     """The estimator is used before ``fit`` (or ``load``)."""
+
+
+class ClusterError(RuntimeError):
+    """Training on a Ray cluster failed: a node left, or a task died; the message names the host."""

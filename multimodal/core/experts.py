@@ -60,6 +60,16 @@ class ExpertSpec:
         return cls(data["name"], data["modality"], list(data["columns"]), list(data.get("indicators", [])))
 
 
+@dataclass
+class ExpertJob:
+    """An expert to fit: what it sees, its target (class indices, ``n_classes`` = insufficient information) and
+    how many training rows lack its modality."""
+
+    spec: ExpertSpec
+    target: np.ndarray
+    lacking: int
+
+
 def hyperparameters_for(quality: str) -> dict:
     from autogluon.tabular.configs.hyperparameter_configs import (
         get_hyperparameter_config,
@@ -103,7 +113,7 @@ class Expert:
     @classmethod
     def fit(cls, spec: ExpertSpec, frame: pd.DataFrame, target: np.ndarray, *, path: Path, quality: str,
             n_folds: int, time_limit: float, seed: int, text_columns: list[str],
-            fold_strategy: str = "sequential_local") -> tuple["Expert", np.ndarray]:
+            fold_strategy: str = "sequential_local", num_cpus: int | str = "auto") -> tuple["Expert", np.ndarray]:
         """Fit on ``frame`` → (the expert shrunk for deployment, out-of-fold probabilities per row).
 
         OOF probabilities are taken before shrinking: AutoGluon cannot produce them afterwards.
@@ -122,7 +132,7 @@ class Expert:
             # predict_proba_oof() (what the fusion trains on) is never temperature-scaled, while calibration
             # would scale predict_proba() (what the fusion is fed at prediction time): the two must match, and
             # the fusion network is the calibrator.
-            calibrate=False, raise_on_no_models_fitted=False)
+            calibrate=False, raise_on_no_models_fitted=False, num_cpus=num_cpus)
         predictor = cls._new_predictor(work, classes)
         predictor.fit(data, time_limit=max(time_limit, 1.0), hyperparameters=hyperparameters_for(quality), **common)
         for seconds, rounds in FALLBACKS:

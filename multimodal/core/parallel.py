@@ -54,7 +54,7 @@ def fold_strategy(parallel_folds: str, cpus: int | None = None) -> str:
     return "parallel_local"
 
 
-def _short_temp_root() -> str:
+def short_temp_root() -> str:
     """$TMPDIR, or /tmp when $TMPDIR is too long: Ray's socket paths (its directory + about 70 bytes) must stay
     under 108 bytes."""
     root = tempfile.gettempdir()
@@ -72,7 +72,7 @@ def local_ray(strategy: str) -> Iterator[None]:
         yield
         return
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    temp_dir = tempfile.mkdtemp(prefix="mm-ray-", dir=_short_temp_root())
+    temp_dir = tempfile.mkdtemp(prefix="mm-ray-", dir=short_temp_root())
     cpus = cpu_count()
     store = max(MIN_OBJECT_STORE_BYTES, int(available_memory() * OBJECT_STORE_SHARE))
     ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False,

@@ -92,9 +92,10 @@ class Schema:
         return cls(header=header, columns=columns)
 
 
-def describe_row(position: int, ids: pd.Series | None) -> str:
-    """'row 17 (ID 'abc')' for a 0-based position; rows are counted from 1 after the header."""
-    text = f"row {position + 1}"
+def describe_row(position: int, ids: pd.Series | None, first_row: int = 0) -> str:
+    """'row 17 (ID 'abc')' for a 0-based position within rows that start at row ``first_row`` (0-based) of their
+    source; rows are counted from 1 after the header."""
+    text = f"row {first_row + position + 1}"
     if ids is not None:
         text += f" (ID {ids.iloc[position]!r})"
     return text
@@ -110,13 +111,16 @@ class Features:
     values: pd.DataFrame
     missing: pd.DataFrame
     ids: pd.Series | None
+    first_row: int = 0  # of the source, for error messages (rows read in batches)
 
     def __len__(self) -> int:
         return len(self.values)
 
 
-def prepare_features(df: pd.DataFrame, schema: Schema, *, source: str = "the input") -> Features:
-    """Check that every feature column is present, impute per modality and reject malformed numbers."""
+def prepare_features(df: pd.DataFrame, schema: Schema, *, source: str = "the input", first_row: int = 0) -> Features:
+    """Check that every feature column is present, impute per modality and reject malformed numbers.
+
+    ``first_row``: the 0-based row of the source that ``df`` starts at (for error messages)."""
     absent = [c.name for c in schema.columns if c.name not in df.columns]
     if absent:
         raise DataError(f"{source} lacks the column(s) {', '.join(map(repr, absent))} that the model was trained "
@@ -126,9 +130,10 @@ def prepare_features(df: pd.DataFrame, schema: Schema, *, source: str = "the inp
     missing: dict[str, np.ndarray] = {}
     for column in schema.columns:
         raw = df[column.name].reset_index(drop=True)
-        values[column.name], missing[column.name] = _impute(raw, column, ids, source)
+        values[column.name], missing[column.name] = _impute(raw, column, ids, source, first_row)
     index = pd.RangeIndex(len(df))
-    return Features(values=pd.DataFrame(values, index=index), missing=pd.DataFrame(missing, index=index), ids=ids)
+    return Features(values=pd.DataFrame(values, index=index), missing=pd.DataFrame(missing, index=index), ids=ids,
+                    first_row=first_row)
 
 
 def _blank(raw: pd.Series) -> np.ndarray:
@@ -138,9 +143,10 @@ def _blank(raw: pd.Series) -> np.ndarray:
     return raw.isna().to_numpy(dtype=bool)
 
 
-def _impute(raw: pd.Series, column: Column, ids: pd.Series | None, source: str) -> tuple[pd.Series, np.ndarray]:
+def _impute(raw: pd.Series, column: Column, ids: pd.Series | None, source: str,
+            first_row: int) -> tuple[pd.Series, np.ndarray]:
     if column.modality == "num":
-        return _parse_numbers(raw, column.name, ids, source)
+        return _parse_numbers(raw, column.name, ids, source, first_row)
     missing = _blank(raw)
     if column.modality == "text":
         return raw.astype("string").fillna("").where(~missing, "").astype(object), missing
@@ -185,20 +191,21 @@ def parse_numbers(raw: pd.Series) -> ParsedNumbers:
     return ParsedNumbers(values=parsed, missing=parsed.isna().to_numpy() & ~bad, bad=bad, infinite=infinite)
 
 
-def _parse_numbers(raw: pd.Series, name: str, ids: pd.Series | None, source: str) -> tuple[pd.Series, np.ndarray]:
+def _parse_numbers(raw: pd.Series, name: str, ids: pd.Series | None, source: str,
+                   first_row: int) -> tuple[pd.Series, np.ndarray]:
     parsed = parse_numbers(raw)
     if parsed.bad.any():
         position = int(np.flatnonzero(parsed.bad)[0])
         raise DataError(
-            f"{source}: column {name!r}, {describe_row(position, ids)}: {raw.iloc[position]!r} is not a number. "
+            f"{source}: column {name!r}, {describe_row(position, ids, first_row)}: {raw.iloc[position]!r} is not a number. "
             f"Fix the value, leave the field empty to impute 0, or rename the column with a _cat or _text "
             f"suffix if it is not numeric ({int(parsed.bad.sum())} such value(s) in this column)",
-            column=name, row=position + 1)
+            column=name, row=first_row + position + 1)
     if parsed.infinite.any():
         position = int(np.flatnonzero(parsed.infinite)[0])
-        raise DataError(f"{source}: column {name!r}, {describe_row(position, ids)}: infinite values are not "
-                        "supported; replace it with a finite number or leave the field empty",
-                        column=name, row=position + 1)
+        raise DataError(f"{source}: column {name!r}, {describe_row(position, ids, first_row)}: infinite values "
+                        "are not supported; replace it with a finite number or leave the field empty",
+                        column=name, row=first_row + position + 1)
     return parsed.values.fillna(0.0), parsed.missing
 
 

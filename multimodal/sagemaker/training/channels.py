@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import itertools
 import json
 import logging
 import os
@@ -29,7 +30,9 @@ from typing import BinaryIO, Callable, Iterator
 import pandas as pd
 
 from multimodal.core.errors import DataError
-from multimodal.sagemaker.contract import CSV, allow_long_csv_fields
+from multimodal.core.ingest import BATCH_ROWS
+from multimodal.core.schema import Schema
+from multimodal.sagemaker.contract import CSV, allow_long_csv_fields, ml_root
 
 log = logging.getLogger(__name__)
 
@@ -111,43 +114,112 @@ def discover_channels(data_dir: Path) -> dict[str, ChannelConfig]:
     return found
 
 
-def read_channel(config: ChannelConfig, data_dir: Path, *,
-                 check_header: Callable[[list[str], str], None] | None = None) -> ChannelData:
-    """Read a whole channel. ``check_header(header, source)`` may raise DataError before any data row is read."""
-    started = time.monotonic()
-    if config.record_wrapper and config.record_wrapper != "None":
-        raise DataError(f"channel {config.name!r}: RecordWrapperType {config.record_wrapper!r} is not supported; "
-                        "this algorithm reads plain CSV: set RecordWrapperType to None")
-    if config.content_type and not config.content_type.lower().startswith((CSV, "application/x-gzip",
-                                                                          "application/gzip")):
-        log.warning("channel %s: ContentType %r; the data is read as CSV (text/csv) anyway", config.name,
-                    config.content_type)
-    allow_long_csv_fields()
-    if config.input_mode == "Pipe":
-        fifo = data_dir / f"{config.name}_0"
+@dataclass
+class ReadStats:
+    """What a reader has read so far."""
+
+    rows: int = 0
+    bytes_read: int = 0
+    sources: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+class ChannelReader:
+    """A channel as a stream of record batches (DataFrames of strings, at most ``batch_rows`` rows each, indexed by
+    row number in the channel), read when called. Picklable: on a Ray cluster each machine calls it and reads its
+    own copy of the channel (``data_dir`` None = ``<ml root>/input/data`` of the process that reads). ``training``:
+    the first header is checked as a training header (modality suffixes, ``label``) before any data row is read.
+    ``stats`` is filled in while reading, in the process that reads."""
+
+    def __init__(self, config: ChannelConfig, data_dir: Path | None = None, *, training: bool = False,
+                 batch_rows: int = BATCH_ROWS) -> None:
+        self.config = config
+        self.data_dir = data_dir
+        self.training = training
+        self.batch_rows = batch_rows
+        self.stats = ReadStats()
+
+    def __call__(self) -> Iterator[pd.DataFrame]:
+        config = self.config
+        data_dir = self.data_dir if self.data_dir is not None else ml_root() / "input" / "data"
+        if config.record_wrapper and config.record_wrapper != "None":
+            raise DataError(f"channel {config.name!r}: RecordWrapperType {config.record_wrapper!r} is not "
+                            "supported; this algorithm reads plain CSV: set RecordWrapperType to None")
+        if config.content_type and not config.content_type.lower().startswith((CSV, "application/x-gzip",
+                                                                              "application/gzip")):
+            log.warning("channel %s: ContentType %r; the data is read as CSV (text/csv) anyway", config.name,
+                        config.content_type)
+        allow_long_csv_fields()
+        self.stats = ReadStats()
+        started = time.monotonic()
+        check = _check_training_header if self.training else None
+        if config.input_mode == "Pipe":
+            yield from self._pipe(data_dir, check)
+        else:
+            yield from self._files(data_dir / config.name, check)
+        self.stats.seconds = time.monotonic() - started
+        log.info("channel %s: %d row(s) from %d source(s) (%.1f MB) in %.1f s", config.name, self.stats.rows,
+                 len(self.stats.sources), self.stats.bytes_read / 1e6, self.stats.seconds)
+
+    def _pipe(self, data_dir: Path, check: Callable[[list[str], str], None] | None) -> Iterator[pd.DataFrame]:
+        fifo = data_dir / f"{self.config.name}_0"
         if not fifo.exists():
-            raise DataError(f"channel {config.name!r} is in Pipe mode but {fifo} does not exist; SageMaker creates "
-                            "it for Pipe-mode channels. Locally, create the FIFO (mkfifo) or use File mode")
-        log.info("channel %s: reading Pipe-mode stream %s", config.name, fifo)
+            raise DataError(f"channel {self.config.name!r} is in Pipe mode but {fifo} does not exist; SageMaker "
+                            "creates it for Pipe-mode channels. Locally, create the FIFO (mkfifo) or use File mode")
+        log.info("channel %s: reading Pipe-mode stream %s", self.config.name, fifo)
+        self.stats.sources.append(fifo.name)
         with open(fifo, "rb") as raw:
             counting = _CountingReader(raw)
-            header, rows = _read_csv_stream(counting, f"channel {config.name!r} (Pipe-mode stream {fifo.name})",
-                                            check_header)
-        data = _frame(header, rows)
-        result = ChannelData(config.name, data, header, [fifo.name], counting.count)
-    else:
-        result = _read_files(config, data_dir / config.name, check_header)
-    result.seconds = time.monotonic() - started
-    log.info("channel %s: %d row(s), %d column(s) from %d source(s) (%.1f MB) in %.1f s", config.name, result.rows,
-             len(result.header), len(result.sources), result.bytes_read / 1e6, result.seconds)
-    return result
+            records = _csv_records(counting, f"channel {self.config.name!r} (Pipe-mode stream {fifo.name})", check)
+            yield from self._batches(next(records), records, counting, counting.count)
+
+    def _files(self, directory: Path, check: Callable[[list[str], str], None] | None) -> Iterator[pd.DataFrame]:
+        name = self.config.name
+        files = list_csv_files(name, directory)
+        header: list[str] | None = None
+        first = ""
+        for relative, path in files:
+            def same_header(found: list[str], where: str) -> None:
+                if header is None:
+                    if check is not None:
+                        check(found, where)
+                elif found != header:
+                    raise DataError(_header_mismatch(name, first, header, relative, found))
+
+            with open(path, "rb") as raw:
+                counting = _CountingReader(raw)
+                records = _csv_records(counting, f"channel {name!r}, file {relative!r}", same_header)
+                file_header = next(records)
+                if header is None:
+                    header, first = file_header, relative
+                self.stats.sources.append(relative)
+                before = self.stats.rows
+                yield from self._batches(header, records, counting, self.stats.bytes_read)
+                log.info("channel %s: %s: %d row(s)", name, relative, self.stats.rows - before)
+
+    def _batches(self, header: list[str], records: Iterator[list[str]], counting: "_CountingReader",
+                 bytes_before: int) -> Iterator[pd.DataFrame]:
+        """``records`` as DataFrames of ``batch_rows`` rows (one empty one, the header, if there are none)."""
+        emitted = False
+        while True:
+            rows = list(itertools.islice(records, self.batch_rows))
+            self.stats.bytes_read = bytes_before + counting.count
+            if not rows and emitted:
+                return
+            first = self.stats.rows
+            self.stats.rows += len(rows)
+            emitted = True
+            yield _frame(header, rows, first)
+            if not rows:
+                return
 
 
-def _read_files(config: ChannelConfig, directory: Path,
-                check_header: Callable[[list[str], str], None] | None) -> ChannelData:
+def list_csv_files(name: str, directory: Path) -> list[tuple[str, Path]]:
+    """The channel's .csv / .csv.gz files under ``directory`` (relative name, path), sorted; others skipped."""
     if not directory.is_dir():
-        raise DataError(f"channel {config.name!r}: directory {directory} does not exist. Give the training job a "
-                        f"{config.name!r} channel whose S3 prefix holds .csv or .csv.gz files")
+        raise DataError(f"channel {name!r}: directory {directory} does not exist. Give the training job a "
+                        f"{name!r} channel whose S3 prefix holds .csv or .csv.gz files (with ShardedByS3Key, at "
+                        "least one file per instance)")
     files, skipped = [], []
     for path in sorted(p for p in directory.rglob("*") if p.is_file() or _is_fifo(p)):
         relative = path.relative_to(directory).as_posix()
@@ -155,35 +227,27 @@ def _read_files(config: ChannelConfig, directory: Path,
             continue
         (files if path.name.lower().endswith(CSV_SUFFIXES) else skipped).append((relative, path))
     if skipped:
-        log.warning("channel %s: skipped %d file(s) that are not .csv or .csv.gz: %s", config.name, len(skipped),
+        log.warning("channel %s: skipped %d file(s) that are not .csv or .csv.gz: %s", name, len(skipped),
                     ", ".join(r for r, _ in skipped[:10]) + (" …" if len(skipped) > 10 else ""))
     if not files:
-        raise DataError(f"channel {config.name!r}: no .csv or .csv.gz file in {directory}"
+        raise DataError(f"channel {name!r}: no .csv or .csv.gz file in {directory}"
                         + (f" (found only {', '.join(r for r, _ in skipped[:5])})" if skipped else "")
-                        + ". Put the data as CSV files with a header row under the channel's S3 prefix")
-    header: list[str] | None = None
-    first = ""
-    frames, total = [], 0
-    for relative, path in files:
-        source = f"channel {config.name!r}, file {relative!r}"
-        with open(path, "rb") as raw:
-            counting = _CountingReader(raw)
+                        + ". Put the data as CSV files with a header row under the channel's S3 prefix (with "
+                          "ShardedByS3Key, at least one file per instance)")
+    return files
 
-            def same_header(found: list[str], where: str) -> None:
-                if header is None:
-                    if check_header is not None:
-                        check_header(found, where)
-                elif found != header:
-                    raise DataError(_header_mismatch(config.name, first, header, relative, found))
 
-            file_header, rows = _read_csv_stream(counting, source, same_header)
-        if header is None:
-            header, first = file_header, relative
-        log.info("channel %s: %s: %d row(s)", config.name, relative, len(rows))
-        frames.append(_frame(header, rows))
-        total += counting.count
-    data = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
-    return ChannelData(config.name, data, header, [r for r, _ in files], total)
+def _check_training_header(header: list[str], source: str) -> None:
+    Schema.from_header(header, source=source)
+
+
+def read_channel(config: ChannelConfig, data_dir: Path, *, training: bool = False) -> ChannelData:
+    """A whole channel in one DataFrame (the same reading as ``ChannelReader``; for tools and tests)."""
+    reader = ChannelReader(config, data_dir, training=training)
+    batches = list(reader())
+    frame = pd.concat(batches, ignore_index=True) if len(batches) > 1 else batches[0].reset_index(drop=True)
+    return ChannelData(config.name, frame, list(frame.columns), reader.stats.sources, reader.stats.bytes_read,
+                       reader.stats.seconds)
 
 
 def _header_mismatch(channel: str, first: str, header: list[str], other: str, found: list[str]) -> str:
@@ -201,22 +265,22 @@ def _header_mismatch(channel: str, first: str, header: list[str], other: str, fo
             "a channel must have the same header, with the columns in the same order")
 
 
-def _frame(header: list[str], rows: list[list[str]]) -> pd.DataFrame:
+def _frame(header: list[str], rows: list[list[str]], first_row: int = 0) -> pd.DataFrame:
     if not rows:
         return pd.DataFrame({c: pd.Series([], dtype=object) for c in header})
-    return pd.DataFrame(rows, columns=header, dtype=object)
+    return pd.DataFrame(rows, columns=header, dtype=object, index=pd.RangeIndex(first_row, first_row + len(rows)))
 
 
-def _read_csv_stream(raw: BinaryIO, source: str,
-                     check_header: Callable[[list[str], str], None] | None) -> tuple[list[str], list[list[str]]]:
-    """Header and data records of one CSV byte stream (gzip or not)."""
+def _csv_records(raw: BinaryIO, source: str,
+                 check_header: Callable[[list[str], str], None] | None) -> Iterator[list[str]]:
+    """The header, then each data record, of one CSV byte stream (gzip or not), checked as they are read."""
     binary: BinaryIO = raw if hasattr(raw, "peek") else io.BufferedReader(raw, 1 << 20)  # type: ignore[arg-type]
     compressed = binary.peek(2)[:2] == GZIP_MAGIC  # type: ignore[attr-defined]
     if compressed:
         binary = gzip.GzipFile(fileobj=binary, mode="rb")  # type: ignore[assignment]
     text = io.TextIOWrapper(binary, encoding="utf-8-sig", newline="")
     reader = csv.reader(text, strict=True)
-    rows: list[list[str]] = []
+    count = repeated = 0
     try:
         header = _first_record(reader)
         if header is None:
@@ -228,7 +292,8 @@ def _read_csv_stream(raw: BinaryIO, source: str,
                             "column needs a distinct name: rename or drop the duplicates")
         if check_header is not None:
             check_header(header, source)
-        width, repeated = len(header), 0
+        yield header
+        width = len(header)
         for record in reader:
             if not record:
                 continue  # blank line
@@ -237,14 +302,15 @@ def _read_csv_stream(raw: BinaryIO, source: str,
                     continue  # a line holding only spaces
                 raise DataError(
                     f"{source}, line {reader.line_num}: {len(record)} field(s) where the header has {width}. "
-                    f"Check that record's quoting: {QUOTING_HINT}", row=len(rows) + 1)
+                    f"Check that record's quoting: {QUOTING_HINT}", row=count + 1)
             if record == header:
                 repeated += 1  # the header of the next file in a concatenated (Pipe-mode) stream
                 continue
-            rows.append(record)
+            count += 1
+            yield record
     except csv.Error as exc:
         raise DataError(f"{source}, line {reader.line_num}: malformed CSV ({exc}). {QUOTING_HINT[0].upper()}"
-                        f"{QUOTING_HINT[1:]}", row=len(rows) + 1) from None
+                        f"{QUOTING_HINT[1:]}", row=count + 1) from None
     except UnicodeDecodeError as exc:
         raise DataError(f"{source}, near line {reader.line_num + 1}: the bytes are not UTF-8 text ({exc.reason}). "
                         "Save the file as UTF-8") from None
@@ -255,7 +321,6 @@ def _read_csv_stream(raw: BinaryIO, source: str,
                         "gzip, or upload it uncompressed") from None
     if repeated:
         log.info("%s: dropped %d repeated header row(s)", source, repeated)
-    return header, rows
 
 
 def _first_record(reader: Iterator[list[str]]) -> list[str] | None:

@@ -1,9 +1,9 @@
 """Coordination between the hosts of a multi-instance training job (``InstanceCount`` > 1).
 
-The algorithm trains on one host only, the *head*: ``hosts[0]`` of ``resourceconfig.json`` (SageMaker sorts the
-list). The other hosts must neither exit at once nor write anything: SageMaker merges every host's
-``/opt/ml/model`` into ``model.tar.gz``, and the SDK's local mode (docker compose) gives all hosts one shared
-``model/`` directory and stops every container as soon as one exits. So the head serves a tiny status service
+The *head*, ``hosts[0]`` of ``resourceconfig.json`` (SageMaker sorts the list), drives the training; the other
+hosts lend their Ray nodes to it (raycluster.py). They must neither exit before it nor write anything:
+SageMaker merges every host's ``/opt/ml/model`` into ``model.tar.gz``, and the SDK's local mode (docker
+compose) gives all hosts one shared ``model/`` directory and stops every container as soon as one exits. So the head serves a tiny status service
 for the job's lifetime and every other host waits on it, then exits with the head's outcome.
 
 Protocol: newline-delimited JSON over one TCP connection per extra host.
@@ -13,8 +13,9 @@ Protocol: newline-delimited JSON over one TCP connection per extra host.
   head  -> extra  {"event": "exit", "exit_code": 0, "reason": ""}  once the head's result is final
   extra -> head   {"event": "ack"}                                 the result arrived; the extra then closes
 
-Unknown events are ignored by both sides, so later versions can add some (a Ray cluster will replace this
-module; its workers will also wait on the head, and a failure anywhere must fail every host).
+Unknown events are ignored by both sides, so later versions can add some. The hosts also form a Ray cluster
+for training (raycluster.py): this connection is how the extra hosts learn that the job is over and how it
+ended, which Ray does not say (a Ray node's own exit status is 1 whenever any Ray process died).
 
 Settings (environment variables, the same on every host):
 
@@ -34,6 +35,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import select
 import selectors
 import socket
 import threading
@@ -68,6 +70,25 @@ class HeadUnreachable(HostsError):
 
 class HeadLost(HostsError):
     """The connection to the head ended before it reported its result."""
+
+
+ADDRESSES_ENV = "MULTIMODAL_HOSTS_ADDRESSES"
+
+
+def address_of(host: str) -> str:
+    """The address to reach ``host`` at: its entry in MULTIMODAL_HOSTS_ADDRESSES (local emulation: host names
+    on loopback addresses without touching /etc/hosts), else the name itself (resolved by DNS)."""
+    raw = os.environ.get(ADDRESSES_ENV, "").strip()
+    if not raw:
+        return host
+    try:
+        mapping = json.loads(raw)
+    except ValueError:
+        mapping = None
+    if not isinstance(mapping, dict):
+        raise HostsError(f'{ADDRESSES_ENV} must be a JSON object mapping host names to addresses, e.g. '
+                         f'{{"algo-1": "127.0.0.1"}}, not {raw[:80]!r}')
+    return str(mapping.get(host, host))
 
 
 def port_from_env() -> int:
@@ -371,6 +392,21 @@ class HeadClient:
         self._acknowledge()
         return self._outcome
 
+    def finished(self) -> bool:
+        """Whether the head has reported its result, or the connection ended, without waiting for either."""
+        self._absorb(b"")  # lines that arrived with the greeting
+        if self._outcome is not None:
+            return True
+        if self._sock is None:
+            return False
+        while select.select([self._sock], [], [], 0)[0]:
+            if not self._recv():
+                return True  # the connection ended: wait() says how
+            self._absorb(b"")
+            if self._outcome is not None:
+                return True
+        return False
+
     def outcome_if_sent(self) -> tuple[int, str] | None:
         """The result if it has already arrived, without waiting: for a host stopped while it waited."""
         self._absorb(b"")  # a line may have arrived just before the stop interrupted its parsing
@@ -391,7 +427,7 @@ class HeadClient:
         while True:
             attempt = max(min(CONNECT_ATTEMPT_S, deadline - time.monotonic()), 0.1)
             try:
-                return socket.create_connection((self.head, self.port), timeout=attempt)
+                return socket.create_connection((address_of(self.head), self.port), timeout=attempt)
             except OSError as exc:  # DNS not ready, head not listening yet: both are normal at start
                 problem = _describe(exc)
             now = time.monotonic()

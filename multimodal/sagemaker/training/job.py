@@ -9,13 +9,15 @@ A thin layer over MultimodalClassifier. Paths are under ``/opt/ml``, or ``$MULTI
                                      unwrapped to the string inside (``toy``) first.
   input/config/inputdataconfig.json  optional; absent = every channel directory under input/data in File mode
                                      (and a FIFO ``<channel>_0`` in Pipe mode).
-  input/config/resourceconfig.json   optional; absent = a single host. With several hosts only the first
-                                     (sorted), the head, trains, on its own copy of the data (the algorithm does
-                                     not support distributed training yet). The others read no data and never
-                                     touch model/: each waits for the head's result over TCP and exits with it
-                                     (0 if the head succeeded, else 1 with output/failure). See hosts.py for the
-                                     protocol and its settings (MULTIMODAL_HOSTS_PORT, MULTIMODAL_HOSTS_TIMEOUT).
-  input/data/train/                  required: .csv / .csv.gz files with the same header (see channels.py)
+  input/config/resourceconfig.json   optional; absent (or one host) = a single host, no Ray cluster. With
+                                     several hosts they form a Ray cluster (raycluster.py): every host reads
+                                     and embeds its share of the rows (FullyReplicated: every n-th batch of
+                                     the same data; ShardedByS3Key: its own files) and the experts are fitted
+                                     across the hosts; only the first host (sorted), the head, writes model/
+                                     and output/. The others exit with the head's result (0, or 1 with
+                                     output/failure). Settings: hosts.py and raycluster.py.
+  input/data/train/                  required: .csv / .csv.gz files with the same header (see channels.py),
+                                     read as a stream of record batches: images are embedded batch by batch
   input/data/validation/             optional: early-stops the fusion network; its scores are reported
   model/                             the model (MultimodalClassifier.save); written to model/.partial/ and moved
                                      into place only once everything succeeded: a failed job leaves model/ empty
@@ -50,10 +52,10 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from multimodal.core.artifact import CONFIG_FILE
-from multimodal.core.errors import DataError, HyperparameterError, TimeBudgetError
+from multimodal.core.errors import ClusterError, DataError, HyperparameterError, TimeBudgetError
 from multimodal.core.hyperparameters import (
     IGNORED_PREFIXES,
     resolve,
@@ -65,10 +67,9 @@ from multimodal.sagemaker.contract import ConfigError, ml_root
 
 from .channels import (
     ChannelConfig,
-    ChannelData,
+    ChannelReader,
     discover_channels,
     load_input_data_config,
-    read_channel,
 )
 from .hosts import (
     HeadClient,
@@ -79,13 +80,16 @@ from .hosts import (
     timeout_from_env,
 )
 
+if TYPE_CHECKING:
+    from .raycluster import RayCluster
+
 log = logging.getLogger(__name__)
 
 TRAIN_CHANNEL = "train"
 VALIDATION_CHANNEL = "validation"
 STAGING_DIR = ".partial"
 FAILURE_LIMIT = 1024  # SageMaker keeps the first 1,024 characters of output/failure as the FailureReason
-CONFUSION_FALLBACK_ROWS = 500
+SHARDED = "ShardedByS3Key"
 LOG_HINT = "The traceback is in the training job's log (CloudWatch /aws/sagemaker/TrainingJobs)"
 
 
@@ -261,7 +265,16 @@ def publish_model(staging: Path, model_dir: Path) -> None:
 
 # ---------------------------------------------------------------------------------------------- the job
 
-def run(paths: Paths, clock: Stopwatch) -> int:
+@dataclass(frozen=True)
+class JobConfig:
+    hyperparameters: dict[str, Any]
+    budget: int
+    channels: dict[str, ChannelConfig]
+
+
+def configure(paths: Paths, clock: Stopwatch) -> JobConfig:
+    """Everything checked before any data is read (or any other host waited for): an empty model/, the
+    hyperparameters, the channels."""
     log.info("training job %s on %s, multimodal root %s", os.environ.get("TRAINING_JOB_NAME", "(local)"),
              socket.gethostname(), paths.root)
     paths.failure_file.unlink(missing_ok=True)
@@ -279,33 +292,29 @@ def run(paths: Paths, clock: Stopwatch) -> int:
              f" (ignored: {', '.join(ignored)})" if ignored else "", budget)
     configs = channel_configs(paths)
     clock.lap("configuration")
+    return JobConfig(hyperparameters, budget, configs)
 
-    def check_train_header(header: list[str], source: str) -> None:
-        Schema.from_header(header, source=source)
 
-    train = read_channel(configs[TRAIN_CHANNEL], paths.data_dir, check_header=check_train_header)
-    if train.rows == 0:
-        raise DataError(f"channel {TRAIN_CHANNEL!r} has a header but no data rows "
-                        f"({', '.join(train.sources)}): add training examples, one per row")
-    validation: ChannelData | None = None
-    if VALIDATION_CHANNEL in configs:
-        validation = read_channel(configs[VALIDATION_CHANNEL], paths.data_dir)
-        if validation.rows == 0:
-            log.warning("channel %s has no data rows: ignored", VALIDATION_CHANNEL)
-            validation = None
-    log.info("stage read data: %d training row(s)%s in %.1f s (job elapsed %.1f s)", train.rows,
-             f", {validation.rows} validation row(s)" if validation else "", clock.lap("read data"), clock.elapsed())
+def run(paths: Paths, clock: Stopwatch, job: JobConfig, cluster: "RayCluster | None" = None) -> int:
+    """The job on the host that trains: read, fit (on ``cluster``'s nodes when given), save, report."""
+    hyperparameters, budget, configs = job.hyperparameters, job.budget, job.channels
 
+    readers = channel_readers(configs, paths.data_dir if cluster is None else None)
     from multimodal.core.classifier import MultimodalClassifier
     model = MultimodalClassifier(**hyperparameters)
-    model.fit(train.frame, validation.frame if validation else None)
-    log.info("stage fit: %.1f s of a %d s budget (job elapsed %.1f s)", clock.lap("fit"), budget, clock.elapsed())
+    if cluster is None:
+        model.fit(readers[TRAIN_CHANNEL](), readers[VALIDATION_CHANNEL]() if VALIDATION_CHANNEL in readers else None)
+    else:
+        model.fit(cluster.data(readers, replicated=configs[TRAIN_CHANNEL].distribution != SHARDED))
+    log.info("stage read and fit: %.1f s of a %d s budget (job elapsed %.1f s)", clock.lap("read and fit"), budget,
+             clock.elapsed())
 
     staging = paths.model_dir / STAGING_DIR
     size = model.save(staging)
     log.info("stage save: %.1f MB in %.1f s", size / 1e6, clock.lap("save"))
 
-    write_reports(model, paths, train, validation, clock, budget, size)
+    write_reports(model, paths, channel_summaries(readers, model, distributed=cluster is not None), clock, budget,
+                  size)
     log.info("stage reports: %.1f s", clock.lap("reports"))
 
     from .metrics import print_metric_lines
@@ -319,18 +328,39 @@ def run(paths: Paths, clock: Stopwatch) -> int:
     return 0
 
 
-def write_reports(model: Any, paths: Paths, train: ChannelData, validation: ChannelData | None, clock: Stopwatch,
-                  budget: int, model_bytes: int) -> None:
+def channel_readers(configs: dict[str, ChannelConfig], data_dir: Path | None) -> dict[str, ChannelReader]:
+    """A reader per channel, of ``data_dir`` (None: of ``input/data`` under the ML root of the process that
+    reads; on a cluster each host reads its own)."""
+    return {name: ChannelReader(config, data_dir, training=name == TRAIN_CHANNEL) for name, config in configs.items()}
+
+
+def channel_summaries(readers: dict[str, ChannelReader], model: Any, *, distributed: bool) -> dict[str, dict]:
+    """Rows, sources and megabytes per channel for metrics.json: what this process read, or, when the hosts of
+    a cluster read, the rows trained on and this host's files."""
+    out = {}
+    for name, reader in readers.items():
+        stats = reader.stats
+        if distributed:
+            rows = model.metrics_.get("rows", {}).get("train" if name == TRAIN_CHANNEL else "validation", 0)
+            out[name] = {"rows": rows, "rows_read_by": "every host", "sources": stats.sources}
+        else:
+            out[name] = {"rows": stats.rows, "sources": stats.sources, "megabytes": round(stats.bytes_read / 1e6, 3)}
+    return out
+
+
+def write_reports(model: Any, paths: Paths, channels: dict[str, dict], clock: Stopwatch, budget: int,
+                  model_bytes: int) -> None:
     from . import reports
     out = paths.output_data_dir
     metrics = dict(model.metrics_)
-    matrix, title = confusion(model, train, validation)
+    block = model.metrics_.get("validation") or {}
+    matrix = block.get("confusion_matrix") or None
+    title = f"fused model on the {model.metrics_.get('validation_source', 'validation')}"
     metrics["job"] = {
         "time_budget_seconds": budget,
         "seconds_before_reports": round(clock.elapsed(), 2),
         "stages_seconds": dict(clock.stages),
-        "channels": {c.name: {"rows": c.rows, "sources": c.sources, "megabytes": round(c.bytes_read / 1e6, 3)}
-                     for c in (train, validation) if c is not None},
+        "channels": channels,
         "model_megabytes": round(model_bytes / 1e6, 3),
         "classes": list(model.classes_),
         "experts": model.expert_names_,
@@ -350,30 +380,6 @@ def write_reports(model: Any, paths: Paths, train: ChannelData, validation: Chan
         log.warning("no expert leaderboard to write")
 
 
-def confusion(model: Any, train: ChannelData, validation: ChannelData | None) -> tuple[list | None, str]:
-    """The fused model's confusion matrix on the validation rows that ``metrics`` describes."""
-    from . import reports
-    block = model.metrics_.get("validation") or {}
-    if block.get("confusion_matrix"):
-        return block["confusion_matrix"], f"fused model on the {model.metrics_.get('validation_source', 'validation')}"
-    # The classifier does not keep its held-out predictions: predict the validation channel, or else a sample
-    # of the training rows (in-sample, so optimistic; said in the title).
-    if validation is not None:
-        frame, title = validation.frame, "fused model on the validation channel"
-    else:
-        frame = train.frame
-        if len(frame) > CONFUSION_FALLBACK_ROWS:
-            frame = frame.sample(CONFUSION_FALLBACK_ROWS, random_state=0)
-        title = f"fused model on {len(frame)} training rows (in-sample, optimistic)"
-    frame = frame[frame[LABEL_COLUMN].astype(str).str.strip() != ""] if LABEL_COLUMN in frame else frame.iloc[:0]
-    if len(frame) == 0:
-        return None, ""
-    started = time.monotonic()
-    predicted = model.predict(frame.drop(columns=[LABEL_COLUMN]))
-    log.info("confusion matrix: predicted %d row(s) in %.1f s", len(frame), time.monotonic() - started)
-    return reports.confusion_matrix(frame[LABEL_COLUMN].tolist(), predicted.tolist(), model.classes_).tolist(), title
-
-
 # ---------------------------------------------------------------------------------------------- failure
 
 def failure_reason(exc: BaseException, clock: Stopwatch) -> str:
@@ -385,6 +391,8 @@ def failure_reason(exc: BaseException, clock: Stopwatch) -> str:
         reason = f"Invalid input data: {exc}"
     elif isinstance(exc, (ConfigError, HostsError)):
         reason = f"Invalid job configuration: {exc}"
+    elif isinstance(exc, ClusterError):
+        reason = f"Distributed training failed: {exc}. {LOG_HINT}."
     elif isinstance(exc, TimeBudgetError):
         reason = f"Time budget too small: {exc}."
     elif isinstance(exc, JobStopped):
@@ -435,21 +443,29 @@ def fail(paths: Paths, clock: Stopwatch, exc: BaseException) -> str:
     return reason
 
 
-def train_or_fail(paths: Paths, clock: Stopwatch) -> tuple[int, str]:
-    """Run the job on a host that trains: (0, "") or (1, the failure reason), failures cleaned up."""
+def train_or_fail(paths: Paths, clock: Stopwatch, hosts: tuple[str, list[str]] | None = None) -> tuple[int, str]:
+    """Run the job on the host that trains: (0, "") or (1, the failure reason), failures cleaned up. With
+    ``hosts`` (this host, every host), on a Ray cluster of all of them, stopped before returning."""
     try:
-        return run(paths, clock), ""
+        job = configure(paths, clock)
+        if hosts is None:
+            return run(paths, clock, job), ""
+        from .raycluster import RayCluster
+        cluster = RayCluster.start(hosts[0], hosts[1], timeout_from_env())
+        clock.lap("Ray cluster")
+        try:
+            return run(paths, clock, job, cluster), ""
+        finally:
+            cluster.close()
     except BaseException as exc:  # noqa: BLE001 - every failure must leave a reason and no model
         return 1, fail(paths, clock, exc)
 
 
 def lead(paths: Paths, clock: Stopwatch, current: str, hosts: list[str]) -> int:
-    """The head of a multi-host job: train alone while the other hosts wait on its status service."""
+    """The head of a multi-host job: a Ray cluster of every host trains; the others wait on its status service."""
     others = [h for h in hosts if h != current]
-    log.warning("%d hosts (%s): this algorithm does not support distributed training yet, so only this host (%s) "
-                "trains, on the data it received; the other hosts wait for its result and exit with it. Use one "
-                "instance (instance_count=1 / InstanceCount 1) to pay for one.", len(hosts), ", ".join(hosts),
-                current)
+    log.info("%d hosts (%s): this host (%s) starts a Ray cluster of all of them, reads and embeds the data and "
+             "fits the experts across them, and alone writes the model", len(hosts), ", ".join(hosts), current)
     try:
         server = HeadStatusServer(port_from_env(), others=others, wait_seconds=timeout_from_env(), name=current,
                                   bind=bind_from_env()).start()
@@ -457,7 +473,7 @@ def lead(paths: Paths, clock: Stopwatch, current: str, hosts: list[str]) -> int:
         fail(paths, clock, exc)
         return 1
     with server:
-        code, reason = train_or_fail(paths, clock)
+        code, reason = train_or_fail(paths, clock, (current, hosts))
         # The result is final: a stop request from now on only cuts short the wait for the other hosts.
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda signum, frame: server.stop_waiting())
@@ -467,16 +483,20 @@ def lead(paths: Paths, clock: Stopwatch, current: str, hosts: list[str]) -> int:
 
 
 def follow_head(paths: Paths, current: str, head: str) -> int:
-    """An extra host: read no data and never touch model/ (it may be the head's, shared); wait for the head's
-    result and exit with it. output/failure is written only for a problem this host detects itself."""
-    log.warning("host %s: this algorithm does not support distributed training yet; only %s trains. This host "
-                "reads no data and writes no model: it waits for %s's result and exits with it.", current, head, head)
+    """An extra host: lend a Ray node to the head's cluster, read data only when the head's tasks ask, never
+    touch model/ (it may be the head's, shared); wait for the head's result and exit with it. output/failure is
+    written only for a problem this host detects itself."""
+    log.info("host %s: joining the Ray cluster of %s, which drives the training and writes the model", current, head)
     try:
         client = HeadClient(head, port_from_env(), timeout=timeout_from_env(), name=current)
     except HostsError as exc:
         return extra_host_failed(paths, f"Invalid job configuration on host {current}: {exc}.")
+    node = None
     with client:
         try:
+            client.connect()
+            from .raycluster import join
+            node = join(current, head, timeout_from_env(), cancelled=client.finished)
             code, reason = client.wait()
         except HostsError as exc:
             return extra_host_failed(paths, f"Host {current} could not follow the training host {head}: {exc}.")
@@ -490,6 +510,9 @@ def follow_head(paths: Paths, current: str, head: str) -> int:
                 log.error("host %s stopped (%s) while waiting for %s: exit 1, nothing written", current, exc, head)
                 return 1
             code, reason = outcome
+        finally:
+            if node is not None:
+                node.stop()
     settled()
     if code == 0:
         log.info("the training host %s succeeded: exit 0 (the job's model is %s's)", head, head)

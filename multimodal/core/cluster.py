@@ -1,0 +1,283 @@
+"""Training on a Ray cluster: the machines read and embed their own rows, then one Ray task per expert fits its
+whole bagged predictor on the machine it lands on.
+
+The process that calls ``fit`` (the *driver*) must already be connected to the cluster (``ray.init(address=…)``;
+the training job does that, ``multimodal.sagemaker.training.raycluster``). It stays the only writer: the experts
+come back to it (the deployment copy of each predictor as a tar archive, with its out-of-fold probabilities and
+leaderboard), and it fits the fusion network and saves the model.
+
+* Reading and embedding: one task per node, pinned to it, runs that node's reader (``NodeData.train``), a
+  callable returning batches of rows (DataFrames of the training CSV's columns). When every node reads the same
+  rows (``ClusterData.replicated``, SageMaker's FullyReplicated), node k of n prepares and embeds batches k,
+  k+n, k+2n, …; otherwise (ShardedByS3Key) each node takes every batch of its own rows. Only the prepared
+  non-image columns and the embeddings travel to the driver, never the images.
+* Experts: one task each, heaviest first, spread over the nodes, each asking for a node's CPUs so that one
+  expert runs per node at a time; its folds are fitted one after another inside the task (AutoGluon's
+  ``parallel_local`` would submit them to the whole cluster and leave fold models on other machines' disks;
+  its distributed mode needs S3 or a shared file system, which network isolation rules out).
+* Failures: a task that fails fails ``fit`` with the node's host name and the reason (a ``DataError`` on a node
+  stays a ``DataError``); a node that leaves the cluster while work is pending fails it with
+  ``ClusterError`` within ``POLL_SECONDS`` of Ray noticing (its health checks, see the training job's settings).
+  No task is retried: a retry would overrun the time budget and hide the failure.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import re
+import shutil
+import tarfile
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+import pandas as pd
+
+from .errors import ClusterError, DataError, TimeBudgetError
+from .experts import Expert, ExpertJob, ExpertSpec
+from .ingest import Rows, concat
+from .schema import Schema
+from .timebudget import EXPERT_TIME_WEIGHT, TimeBudget
+
+log = logging.getLogger(__name__)
+
+POLL_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class NodeData:
+    """The rows one node of the cluster reads: ``train()`` (and ``validation()``) return batches of rows; the
+    callables are pickled and run on the node ``node_id`` (a Ray node id), named ``host`` in messages."""
+
+    node_id: str
+    host: str
+    train: Callable[[], Iterable[pd.DataFrame]]
+    validation: Callable[[], Iterable[pd.DataFrame]] | None = None
+
+
+@dataclass(frozen=True)
+class ClusterData:
+    """Training rows spread over the nodes of a Ray cluster. ``replicated``: every node reads the same rows (each
+    embeds its share of the batches); otherwise each reads its own part (the rows of all parts are the data)."""
+
+    nodes: tuple[NodeData, ...]
+    replicated: bool = True
+
+
+# ---------------------------------------------------------------------------------------------- reading
+
+def ingest_on_nodes(model: Any, data: ClusterData) -> tuple[Rows, Rows | None]:
+    """Every node reads, prepares and embeds its rows (``model``'s hyperparameters); the rows come back to the
+    driver in the order of the data. Sets ``model``'s schema and ``cluster_report_["embedding"]``."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+    _check_connected(data)
+    task = ray.remote(_ingest_task)
+    n = len(data.nodes)
+    refs = {}
+    for rank, node in enumerate(data.nodes):
+        share = (rank, n) if data.replicated else (0, 1)
+        ref = task.options(num_cpus=_node_cpus(node.node_id), max_retries=0,
+                           scheduling_strategy=NodeAffinitySchedulingStrategy(node.node_id, soft=False)).remote(
+            model.get_params(), node.train, node.validation, share, node.host)
+        refs[ref] = (f"reading and embedding the rows of host {node.host}", node)
+    log.info("reading and embedding on %d node(s) (%s)%s", n, ", ".join(d.host for d in data.nodes),
+             ": each takes every n-th batch of the same rows" if data.replicated and n > 1 else "")
+    gathered = _gather(refs)
+    results = [gathered[ref] for ref in refs]
+    schema = _same_schema([(r[0], node.host) for r, node in zip(results, data.nodes)])
+    model._set_schema(schema)
+    model.cluster_report_["embedding"] = [r[3] for r in results]
+    for stats in model.cluster_report_["embedding"]:
+        log.info("host %s: %d row(s) in %d batch(es) prepared and embedded in %.1f s", stats["host"], stats["rows"],
+                 stats["batches"], stats["seconds"])
+    train = _in_order([r[1] for r in results], data.replicated)
+    validations = [r[2] for r in results if r[2] is not None]
+    return train, (_in_order(validations, data.replicated) if validations else None)
+
+
+def _ingest_task(params: dict, train: Callable, validation: Callable | None, share: tuple[int, int],
+                 host: str) -> tuple[dict, Rows, Rows | None, dict]:
+    import ray
+
+    from .classifier import MultimodalClassifier
+    started = time.monotonic()
+    _use_cpus(int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)))
+    rank, n = share
+    kept: list[int] = []
+
+    def keep(k: int) -> bool:
+        if k % n == rank:
+            kept.append(k)
+            return True
+        return False
+
+    model = MultimodalClassifier(**params)
+    rows = model._ingest(train(), None, source=f"the training data of host {host}", keep=keep)
+    val = None if validation is None else model._ingest(validation(), model.schema_, keep=keep,
+                                                        source=f"the validation data of host {host}")
+    stats = {"host": host, "node_id": ray.get_runtime_context().get_node_id(), "batches": len(kept),
+             "rows": len(rows) + (len(val) if val is not None else 0), "seconds": round(time.monotonic() - started, 2)}
+    return model.schema_.to_json(), rows, val, stats
+
+
+def _same_schema(found: list[tuple[dict, str]]) -> Schema:
+    first, host = found[0]
+    for other, other_host in found[1:]:
+        if other != first:
+            a, b = Schema.from_json(first).header, Schema.from_json(other).header
+            raise DataError(f"the training data of hosts {host} and {other_host} have different headers ({a} and "
+                            f"{b}): every host's files need the same header, with the columns in the same order")
+    return Schema.from_json(first)
+
+
+def _in_order(parts: list[Rows], replicated: bool) -> Rows:
+    """Replicated rows back in the source's order (each node took every n-th batch); shards one after another."""
+    rows = concat([p for p in parts if len(p)] or parts[:1])
+    return rows.take(np.argsort(rows.numbers, kind="stable")) if replicated else rows
+
+
+# ---------------------------------------------------------------------------------------------- experts
+
+def fit_experts_on_cluster(model: Any, features: Any, embeddings: dict[str, np.ndarray], jobs: list[ExpertJob],
+                           budget: TimeBudget) -> list[tuple[Expert, np.ndarray]]:
+    """One task per expert, spread over the nodes; results in the order of ``jobs``. Sets
+    ``model.cluster_report_["experts"]``."""
+    import ray
+    nodes = _alive_nodes()
+    cpus = max(1, int(min(n["Resources"].get("CPU", 1) for n in nodes)))
+    shares = budget.concurrent_shares([j.spec for j in jobs], slots=len(nodes))
+    task = ray.remote(_expert_task)
+    refs = {}
+    for job in sorted(jobs, key=lambda j: -EXPERT_TIME_WEIGHT[j.spec.modality]):
+        frame = ray.put(model.views_.frame(job.spec, features, embeddings))
+        log.info("expert %s: %d column(s), %d rows lack this modality, time limit %.0f s, %d CPU(s) on the node it "
+                 "lands on", job.spec.name, len(job.spec.columns), job.lacking, shares[job.spec.name], cpus)
+        ref = task.options(num_cpus=cpus, scheduling_strategy="SPREAD", max_retries=0).remote(
+            job.spec, frame, job.target, shares[job.spec.name], cpus, model.expert_options(job.spec))
+        refs[ref] = (f"expert {job.spec.name}", None)
+    log.info("%d expert(s) submitted to %d node(s) with %d CPU(s) each", len(jobs), len(nodes), cpus)
+    outputs = {refs[ref][0]: out for ref, out in _gather(refs).items()}
+    names = {n["NodeID"]: n.get("NodeName") or n["NodeManagerAddress"] for n in ray.nodes()}
+    results, report = [], {}
+    for job in jobs:
+        archive, oof, classes, leaderboard, node_id, seconds = outputs[f"expert {job.spec.name}"]
+        path = model._workdir / "experts" / job.spec.name
+        _unpack(archive, path)
+        expert = Expert.load(job.spec, path, classes)
+        expert.leaderboard = leaderboard
+        results.append((expert, oof))
+        report[job.spec.name] = {"host": names.get(node_id, node_id), "node_id": node_id, "seconds": seconds}
+        log.info("expert %s: fitted on %s in %.1f s", job.spec.name, report[job.spec.name]["host"], seconds)
+    model.cluster_report_["experts"] = report
+    return results
+
+
+def _expert_task(spec: ExpertSpec, frame: pd.DataFrame, target: np.ndarray, time_limit: float, cpus: int,
+                 options: dict) -> tuple[bytes, np.ndarray, list[int], pd.DataFrame, str, float]:
+    import ray
+    started = time.monotonic()
+    _use_cpus(cpus)
+    work = Path(tempfile.mkdtemp(prefix="mm-expert-"))
+    try:
+        expert, oof = Expert.fit(spec, frame, target, path=work / spec.name, time_limit=time_limit,
+                                 fold_strategy="sequential_local", num_cpus=cpus, **options)
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w") as tar:
+            tar.add(work / spec.name, arcname=".")
+        return (buffer.getvalue(), oof, expert.classes, expert.leaderboard, ray.get_runtime_context().get_node_id(),
+                round(time.monotonic() - started, 2))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _unpack(archive: bytes, path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    with tarfile.open(fileobj=io.BytesIO(archive), mode="r") as tar:
+        tar.extractall(path, filter="data")
+
+
+# ---------------------------------------------------------------------------------------------- Ray
+
+def _check_connected(data: ClusterData) -> None:
+    import ray
+    if not ray.is_initialized():
+        raise ClusterError("fit(ClusterData) needs this process connected to the Ray cluster first "
+                           "(ray.init(address=...))")
+    alive = {n["NodeID"] for n in _alive_nodes()}
+    absent = [d.host for d in data.nodes if d.node_id not in alive]
+    if absent:
+        raise ClusterError(f"host(s) {', '.join(absent)} are not alive nodes of the Ray cluster")
+
+
+def _alive_nodes() -> list[dict]:
+    import ray
+    return [n for n in ray.nodes() if n.get("Alive")]
+
+
+def _node_cpus(node_id: str) -> int:
+    node = next(n for n in _alive_nodes() if n["NodeID"] == node_id)
+    return max(1, int(node["Resources"].get("CPU", 1)))
+
+
+def _use_cpus(cpus: int) -> None:
+    """Libraries in a Ray task size their thread pools by the machine's cores; use the task's CPUs."""
+    import torch
+    torch.set_num_threads(cpus)
+
+
+def _gather(refs: dict[Any, tuple[str, NodeData | None]]) -> dict[Any, Any]:
+    """The results of ``refs`` (each with what it does), failing as soon as one task fails or a node that was
+    alive at the start leaves the cluster while tasks are pending."""
+    import ray
+    from ray.exceptions import RayError, RayTaskError
+    watched = {n["NodeID"]: n.get("NodeName") or n["NodeManagerAddress"] for n in _alive_nodes()}
+    pending, results = list(refs), {}
+    while pending:
+        done, pending = ray.wait(pending, num_returns=len(pending), timeout=POLL_SECONDS)
+        for ref in done:
+            what = refs[ref][0]
+            try:
+                results[ref] = ray.get(ref)
+            except RayTaskError as exc:
+                _cancel(pending)
+                cause = getattr(exc, "cause", None)
+                if isinstance(cause, (DataError, TimeBudgetError, ClusterError)):
+                    raise cause from None
+                raise ClusterError(f"{what} failed on the Ray cluster: {type(cause).__name__ if cause else 'error'}: "
+                                   f"{cause if cause is not None else exc}") from None
+            except RayError as exc:  # the worker process or its node died
+                _cancel(pending)
+                died = re.search(r"node ID: ([0-9a-f]+)", str(exc))  # NodeDiedError names the node
+                lost = _lost(watched) or ([watched[died.group(1)]] if died and died.group(1) in watched else [])
+                if lost:
+                    raise ClusterError(f"host(s) {', '.join(lost)} left the Ray cluster while {what} ran: check "
+                                       "that host's log (it stopped, ran out of memory or lost the network)") from None
+                raise ClusterError(f"{what} failed on the Ray cluster: {type(exc).__name__}: "
+                                   f"{str(exc).split('. ')[0]}") from None
+        lost = _lost(watched) if pending else []
+        if lost:
+            _cancel(pending)
+            raise ClusterError(f"host(s) {', '.join(lost)} left the Ray cluster while "
+                               f"{', '.join(refs[r][0] for r in pending)} {'was' if len(pending) == 1 else 'were'} "
+                               "pending: check that host's log (it stopped, ran out of memory or lost the network)")
+    return results
+
+
+def _lost(watched: dict[str, str]) -> list[str]:
+    """The hosts of ``watched`` (node id → host) that are no longer alive nodes."""
+    alive = {n["NodeID"] for n in _alive_nodes()}
+    return [host for node_id, host in watched.items() if node_id not in alive]
+
+
+def _cancel(refs: list) -> None:
+    import ray
+    for ref in refs:
+        try:
+            ray.cancel(ref, force=True)
+        except Exception:  # noqa: BLE001 - best effort: the fit fails anyway
+            pass

@@ -1,0 +1,128 @@
+"""Training on a Ray cluster (multimodal.core.cluster), with two nodes simulated on this machine by
+ray.cluster_utils.Cluster: each node has 1 CPU and a custom resource naming it."""
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from multimodal import ClusterError, DataError, MultimodalClassifier
+from multimodal.core.cluster import ClusterData, NodeData
+from multimodal.core.ingest import frame_batches
+from multimodal.tools.synthetic import make_dataset
+
+from conftest import FAST_HYPERPARAMETERS
+
+pytestmark = pytest.mark.slow
+
+BATCH_ROWS = 40
+
+
+class FrameReader:
+    """A node's reader over an in-memory frame (pickled to the node), optionally failing."""
+
+    def __init__(self, frame: pd.DataFrame, fail: str | None = None) -> None:
+        self.frame = frame
+        self.fail = fail
+
+    def __call__(self):
+        if self.fail == "crash":
+            raise RuntimeError("the disk of this node is gone")
+        frame = self.frame
+        if self.fail == "bad number":
+            frame = frame.copy()
+            frame.loc[frame.index[50], "size_num"] = "twelve"
+        return frame_batches(frame, BATCH_ROWS)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    import ray
+    from ray.cluster_utils import Cluster
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    # The readers below are defined here: the nodes' workers get them by value, not by importing this module
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    store = 300 * 2**20
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "resources": {"node_a": 1},
+                                                             "object_store_memory": store})
+    second = cluster.add_node(num_cpus=1, resources={"node_b": 1}, object_store_memory=store)
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address, log_to_driver=False)
+    ids = {"a": cluster.head_node.node_id, "b": second.node_id}
+    yield ids
+    ray.shutdown()
+    cluster.shutdown()
+
+
+def _data(ids: dict, train: pd.DataFrame, *, fail_b: str | None = None, validation=None) -> ClusterData:
+    return ClusterData(nodes=(NodeData(ids["a"], "algo-1", FrameReader(train), validation),
+                              NodeData(ids["b"], "algo-2", FrameReader(train, fail_b), validation)))
+
+
+def test_embedding_and_experts_run_on_both_nodes_and_the_model_is_a_one_node_models_twin(cluster, trained, train_df,
+                                                                                          test_df, tmp_path):
+    model = MultimodalClassifier(**{**FAST_HYPERPARAMETERS, "n_mins": 0, "n_secs": 150}).fit(_data(cluster, train_df))
+
+    report = model.metrics_["cluster"]
+    batches = {e["node_id"]: e["batches"] for e in report["embedding"]}
+    n_batches = -(-len(train_df) // BATCH_ROWS)
+    assert batches == {cluster["a"]: (n_batches + 1) // 2, cluster["b"]: n_batches // 2}
+    assert {e["node_id"] for e in report["experts"].values()} == {cluster["a"], cluster["b"]}
+    # The same structure as the one-node fit of the same rows (conftest's `trained`)
+    assert model.expert_names_ == trained.expert_names_
+    assert model.classes_ == trained.classes_ and model.schema_ == trained.schema_
+    assert [e.classes for e in model.experts_] == [e.classes for e in trained.experts_]
+    assert model.missing_indicators_ == trained.missing_indicators_
+    assert model.metrics_["rows"] == trained.metrics_["rows"]
+    # Batches embedded on two nodes come back in the rows' order: the experts learned real signal
+    assert model.metrics_["validation"]["accuracy"] > 0.6
+    model.save(tmp_path)
+    loaded = MultimodalClassifier.load(tmp_path)
+    proba = loaded.predict_proba(test_df.drop(columns=["label"]))
+    assert proba.shape == (len(test_df), len(trained.classes_))
+    assert (loaded.predict(test_df.drop(columns=["label"])) == test_df["label"]).mean() > 0.6
+
+
+def test_sharded_rows_meet_on_the_driver(cluster):
+    rows = make_dataset(240, seed=5, with_images=False)
+    first, second = rows.iloc[:100], rows.iloc[100:]
+    data = ClusterData(nodes=(NodeData(cluster["a"], "algo-1", FrameReader(first)),
+                              NodeData(cluster["b"], "algo-2", FrameReader(second))), replicated=False)
+    model = MultimodalClassifier(quality="toy", n_folds=2, n_mins=0, n_secs=40, n_epochs=20, joint_expert=False)
+    train, _ = model._read(data, None)
+    assert [e["rows"] for e in model.cluster_report_["embedding"]] == [100, 140]
+    assert train.features.ids.tolist() == rows["ID"].tolist()
+
+
+def test_a_data_error_on_one_node_names_that_host_and_the_row(cluster, train_df):
+    model = MultimodalClassifier(**{**FAST_HYPERPARAMETERS, "n_mins": 0, "n_secs": 60})
+    data = ClusterData(nodes=(NodeData(cluster["a"], "algo-1", FrameReader(train_df)),
+                              NodeData(cluster["b"], "algo-2", FrameReader(train_df, "bad number"))),
+                       replicated=False)
+    with pytest.raises(DataError, match=r"algo-2.*'size_num', row 51.*'twelve' is not a number"):
+        model.fit(data)
+
+
+def test_a_task_failing_on_one_node_fails_the_fit_with_the_host_and_the_reason(cluster, train_df):
+    model = MultimodalClassifier(**{**FAST_HYPERPARAMETERS, "n_mins": 0, "n_secs": 60})
+    with pytest.raises(ClusterError, match=r"host algo-2.*RuntimeError: the disk of this node is gone"):
+        model.fit(_data(cluster, train_df, fail_b="crash"))
+
+
+def test_nodes_that_are_not_in_the_cluster_are_refused(cluster, train_df):
+    data = ClusterData(nodes=(NodeData("f" * 56, "algo-9", FrameReader(train_df)),))
+    with pytest.raises(ClusterError, match="algo-9 are not alive nodes"):
+        MultimodalClassifier().fit(data)
+
+
+def test_validation_rows_read_on_the_nodes_early_stop_and_are_scored(cluster):
+    train = make_dataset(200, seed=6, with_images=False)
+    validation = make_dataset(80, seed=7, with_images=False)
+    model = MultimodalClassifier(quality="toy", n_folds=2, n_mins=0, n_secs=45, n_epochs=20)
+    model.fit(_data(cluster, train, validation=FrameReader(validation)))
+    assert model.metrics_["rows"] == {"train": 200, "validation": 80}
+    assert model.metrics_["validation_source"] == "validation data"
+    assert np.isfinite(model.metrics_["validation"]["accuracy"])
