@@ -2,15 +2,18 @@
 containers with no network. Starts dockerd itself when none is reachable (tools/docker-up.sh)."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from multimodal import MultimodalClassifier
 from multimodal.tools.synthetic import make_dataset
 
 pytestmark = [pytest.mark.slow, pytest.mark.docker]
@@ -97,3 +100,34 @@ def test_serving_image_publishes_only_on_loopback(images, recording_docker, dock
     assert len((tmp_path / "out" / "rows.csv.out").read_text().splitlines()) == 30
     runs = [line for line in log.read_text().splitlines() if line.startswith("run ")]
     assert len(runs) == 1 and "-p 127.0.0.1:" in runs[0]
+
+
+def test_two_training_containers_on_a_network_of_their_own_train_one_model(images, recording_docker, docker_env,
+                                                                           tmp_path):
+    """`--instance-count 2`: two training containers on an internal Docker network the emulator creates (and
+    removes), read-only roots, forming one Ray cluster; the model is the head's and serves."""
+    training_image, _ = images
+    docker, log = recording_docker
+    train, test = make_dataset(240, seed=35), make_dataset(80, seed=36)
+    train.to_csv(tmp_path / "train.csv", index=False)
+    cli = [sys.executable, "-m", "multimodal.tools.cli", "local"]
+    _sh(*cli, "train", "--train", str(tmp_path / "train.csv"), "--out", str(tmp_path / "job"), "--image",
+        training_image, "--docker", str(docker), "--instance-count", "2", "--cpus-per-instance", "1", "--hp",
+        "quality=toy", "--hp", "image_model=efficientnet_lite0", "--hp", "n_secs=60", "--hp", "n_folds=2",
+        "--read-only", timeout=900, env=docker_env)
+    head, extra = tmp_path / "job" / "opt_ml" / "algo-1", tmp_path / "job" / "opt_ml" / "algo-2"
+    metrics = json.loads((head / "output" / "data" / "metrics.json").read_text())
+    assert {e["host"] for e in metrics["cluster"]["embedding"]} == {"algo-1", "algo-2"}
+    assert {e["host"] for e in metrics["cluster"]["experts"].values()} == {"algo-1", "algo-2"}
+    assert list((extra / "model").iterdir()) == [] and not (extra / "output" / "failure").exists()
+    with tarfile.open(tmp_path / "job" / "model.tar.gz") as tar:
+        tar.extractall(tmp_path / "model", filter="data")
+    model = MultimodalClassifier.load(tmp_path / "model")
+    assert (model.predict(test.drop(columns="label")) == test["label"]).mean() > 0.6
+    commands = log.read_text().splitlines()
+    created = [c for c in commands if c.startswith("network create")]
+    assert len(created) == 1 and "--internal" in created[0]
+    network = created[0].split()[-1]
+    runs = [c for c in commands if c.startswith("run ")]
+    assert len(runs) == 2 and all(f"--network {network}" in r and "--read-only" in r for r in runs), runs
+    assert f"network rm {network}" in commands

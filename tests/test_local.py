@@ -16,7 +16,10 @@ from multimodal.tools.local import (
     TransformError,
     TransformSettings,
     assemble,
+    channel_files,
+    local_train,
     pack_requests,
+    shards,
     split_input,
     transform_files,
 )
@@ -155,3 +158,34 @@ def test_batch_transform_writes_one_line_per_record_for_every_file(job, tmp_path
         predicted = pd.read_csv(out, header=None, names=["ID", "label"], dtype=str)
         assert predicted["ID"].tolist() == frame["ID"].tolist()
         assert set(predicted["label"]) <= {"alpha", "beta", "gamma", "delta"}
+
+
+def test_sharded_instances_get_files_by_turns_and_too_few_files_are_refused(tmp_path):
+    for name in ("a.csv", "b.csv", "c.csv"):
+        (tmp_path / name).write_text("ID,x_num,label\n1,2,a\n")
+    assert shards(tmp_path, 2, "FullyReplicated") == [channel_files(tmp_path)] * 2
+    assert [[p.name for p in part] for part in shards(tmp_path, 2, "ShardedByS3Key")] == [["a.csv", "c.csv"],
+                                                                                        ["b.csv"]]
+    with pytest.raises(ValueError, match="ShardedByS3Key with 4 instances needs at least 4 training files"):
+        shards(tmp_path, 4, "ShardedByS3Key")
+    done = subprocess.run([sys.executable, "-m", "multimodal.tools.cli", "local", "train", "--train", str(tmp_path),
+                           "--out", str(tmp_path / "out"), "--instance-count", "4", "--distribution",
+                           "ShardedByS3Key"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and "needs at least 4 training files" in done.stderr, done.stderr
+
+
+@pytest.mark.slow
+def test_two_instances_run_as_processes_with_their_own_opt_ml(tmp_path):
+    data = make_dataset(200, seed=41, with_images=False)
+    data.to_csv(tmp_path / "train.csv", index=False)
+    code = local_train(train=tmp_path / "train.csv", out=tmp_path / "job", instance_count=2,
+                       hyperparameters={"quality": "toy", "n_mins": "0", "n_secs": "20", "n_folds": "2"})
+    assert code == 0 and (tmp_path / "job" / "model.tar.gz").is_file()
+    for k, host in enumerate(["algo-1", "algo-2"]):
+        root = tmp_path / "job" / "opt_ml" / host
+        config = json.loads((root / "input" / "config" / "resourceconfig.json").read_text())
+        assert config == {"current_host": host, "hosts": ["algo-1", "algo-2"], "network_interface_name": "eth0"}
+        assert (root / "input" / "data" / "train").is_dir()
+        assert bool(list((root / "model").iterdir())) == (k == 0)  # only the head writes a model
+    metrics = json.loads((tmp_path / "job" / "opt_ml" / "algo-1" / "output" / "data" / "metrics.json").read_text())
+    assert {e["host"] for e in metrics["cluster"]["embedding"]} == {"algo-1", "algo-2"}

@@ -25,6 +25,7 @@ from unittest import mock
 import pandas as pd
 import pytest
 from support import free_port
+from test_launcher import Server, model_root
 from test_job import FAST, assert_failed_cleanly, environment, layout, run_job, sdk_hyperparameters, to_csv
 
 from multimodal import MultimodalClassifier
@@ -149,6 +150,15 @@ def test_two_hosts_train_one_model_on_a_ray_cluster(tmp_path, distribution):
     assert not (head_root / "output" / "failure").exists()
     model = MultimodalClassifier.load(head_root / "model")
     assert (model.predict(test.drop(columns=["label"])) == test["label"]).mean() > 0.5
+    server = Server(model_root(head_root / "model", tmp_path / "serve"), tmp_path / "serve")
+    try:
+        server.wait_ready()
+        status, body = server.invoke(test.drop(columns=["label"]).to_csv(index=False, header=False).encode())
+    finally:
+        server.stop()
+    assert status == 200, body
+    lines = body.decode().splitlines()
+    assert [line.split(",")[0] for line in lines] == test["ID"].astype(str).tolist()
 
 
 @pytest.mark.slow

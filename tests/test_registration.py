@@ -18,7 +18,7 @@ def test_request_is_valid_for_the_sagemaker_api_model():
     validate_request(request)
     spec = request["TrainingSpecification"]
     assert spec["SupportedHyperParameters"] == load_spec_document()
-    assert spec["SupportsDistributedTraining"] is False
+    assert spec["SupportsDistributedTraining"] is True
     assert [c["Name"] for c in spec["TrainingChannels"]] == ["train", "validation"]
     assert [c["IsRequired"] for c in spec["TrainingChannels"]] == [True, False]
     assert "Pipe" in spec["TrainingChannels"][0]["SupportedInputModes"]

@@ -80,7 +80,9 @@ def ingest_on_nodes(model: Any, data: ClusterData) -> tuple[Rows, Rows | None]:
     refs = {}
     for rank, node in enumerate(data.nodes):
         share = (rank, n) if data.replicated else (0, 1)
-        ref = task.options(num_cpus=_node_cpus(node.node_id), max_retries=0,
+        cpus, gpus = _node_resources(node.node_id)
+        # Ray hides every GPU from a task that asks for none (CUDA_VISIBLE_DEVICES=""): ask for the node's own
+        ref = task.options(num_cpus=cpus, num_gpus=gpus, max_retries=0,
                            scheduling_strategy=NodeAffinitySchedulingStrategy(node.node_id, soft=False)).remote(
             model.get_params(), node.train, node.validation, share, node.host)
         refs[ref] = (f"reading and embedding the rows of host {node.host}", node)
@@ -159,7 +161,9 @@ def fit_experts_on_cluster(model: Any, features: Any, embeddings: dict[str, np.n
         ref = task.options(num_cpus=cpus, scheduling_strategy="SPREAD", max_retries=0).remote(
             job.spec, frame, job.target, shares[job.spec.name], cpus, model.expert_options(job.spec))
         refs[ref] = (f"expert {job.spec.name}", None)
-    log.info("%d expert(s) submitted to %d node(s) with %d CPU(s) each", len(jobs), len(nodes), cpus)
+    log.info("%d expert(s) submitted to %d node(s) with %d CPU(s) each%s", len(jobs), len(nodes), cpus,
+             "" if model.parallel_folds == "false" else "; each expert's folds are fitted one after another on its "
+             "node (parallel_folds applies to single-instance jobs)")
     outputs = {refs[ref][0]: out for ref, out in _gather(refs).items()}
     names = {n["NodeID"]: n.get("NodeName") or n["NodeManagerAddress"] for n in ray.nodes()}
     results, report = [], {}
@@ -197,8 +201,13 @@ def _expert_task(spec: ExpertSpec, frame: pd.DataFrame, target: np.ndarray, time
 def _unpack(archive: bytes, path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
     path.mkdir(parents=True)
+    root = path.resolve()
     with tarfile.open(fileobj=io.BytesIO(archive), mode="r") as tar:
-        tar.extractall(path, filter="data")
+        # tarfile's extraction filters need Python 3.11.4+; the images' Debian Python is 3.11.2
+        for member in tar.getmembers():
+            if not (member.isfile() or member.isdir()) or not (root / member.name).resolve().is_relative_to(root):
+                raise ClusterError(f"an expert's archive holds {member.name!r}, which is not a file inside it")
+        tar.extractall(path)
 
 
 # ---------------------------------------------------------------------------------------------- Ray
@@ -219,9 +228,10 @@ def _alive_nodes() -> list[dict]:
     return [n for n in ray.nodes() if n.get("Alive")]
 
 
-def _node_cpus(node_id: str) -> int:
+def _node_resources(node_id: str) -> tuple[int, int]:
+    """The CPUs (at least 1) and GPUs of a node."""
     node = next(n for n in _alive_nodes() if n["NodeID"] == node_id)
-    return max(1, int(node["Resources"].get("CPU", 1)))
+    return max(1, int(node["Resources"].get("CPU", 1))), int(node["Resources"].get("GPU", 0))
 
 
 def _use_cpus(cpus: int) -> None:

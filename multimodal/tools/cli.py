@@ -53,15 +53,25 @@ def _parse_pairs(items: list[str], what: str) -> dict[str, str]:
     return pairs
 
 
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return int(text)
+
+
 def _local_train(args: argparse.Namespace) -> int:
     from .local import local_train
     hyperparameters: dict[str, str] = {}
     if args.hyperparameters:
         hyperparameters.update({k: str(v) for k, v in json.loads(Path(args.hyperparameters).read_text()).items()})
     hyperparameters.update(_parse_pairs(args.hp, "--hp"))
-    return local_train(train=Path(args.train), validation=Path(args.validation) if args.validation else None,
-                       out=Path(args.out), hyperparameters=hyperparameters, image=args.image, docker=args.docker,
-                       read_only=args.read_only)
+    try:
+        return local_train(train=Path(args.train), validation=Path(args.validation) if args.validation else None,
+                           out=Path(args.out), hyperparameters=hyperparameters, image=args.image, docker=args.docker,
+                           read_only=args.read_only, instance_count=args.instance_count,
+                           distribution=args.distribution, cpus_per_instance=args.cpus_per_instance)
+    except (ValueError, FileNotFoundError) as exc:
+        raise SystemExit(f"multimodal local train: {exc}") from None
 
 
 def _transform_settings(args: argparse.Namespace) -> "object":
@@ -213,6 +223,13 @@ def _add_local(commands: Any) -> None:
     train.add_argument("--image", help="training image to run with `docker run ... IMAGE train` (--network none)")
     train.add_argument("--docker", default="docker", help="docker CLI to use (default: docker)")
     train.add_argument("--read-only", action="store_true", help=READ_ONLY_HELP)
+    train.add_argument("--instance-count", type=_positive, default=1,
+                       help="hosts of the job (default 1): processes on 127.0.0.k, or with --image containers on a "
+                            "Docker network of their own, forming one Ray cluster")
+    train.add_argument("--distribution", choices=["FullyReplicated", "ShardedByS3Key"], default="FullyReplicated",
+                       help="S3DistributionType of the channels: every host gets every file, or every N-th file")
+    train.add_argument("--cpus-per-instance", type=_positive,
+                       help="CPUs each host offers to Ray (default: this machine's CPUs / instance count)")
     train.set_defaults(func=_local_train)
     _add_transform(local_commands)
 

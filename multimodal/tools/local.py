@@ -57,8 +57,9 @@ def channel_files(source: Path) -> list[Path]:
     raise FileNotFoundError(f"{source}: no such CSV file, or a directory with no files in it")
 
 
-def layout_training_root(root: Path, *, train: Path, validation: Path | None, hyperparameters: Mapping[str, str],
-                         input_mode: str = "File") -> None:
+def layout_training_root(root: Path, *, train: Path | list[Path], validation: Path | None,
+                         hyperparameters: Mapping[str, str], input_mode: str = "File", host: str = "algo-1",
+                         hosts: list[str] | None = None, distribution: str = "FullyReplicated") -> None:
     """Write the /opt/ml tree SageMaker gives a training container (File mode: channel files copied in)."""
     if root.exists():
         shutil.rmtree(root)
@@ -70,15 +71,27 @@ def layout_training_root(root: Path, *, train: Path, validation: Path | None, hy
     (config / "hyperparameters.json").write_text(json.dumps({k: str(v) for k, v in hyperparameters.items()}))
     channels = {"train": train, **({"validation": validation} if validation else {})}
     (config / "inputdataconfig.json").write_text(json.dumps({
-        name: {"ContentType": CSV, "TrainingInputMode": input_mode, "S3DistributionType": "FullyReplicated",
+        name: {"ContentType": CSV, "TrainingInputMode": input_mode, "S3DistributionType": distribution,
                "RecordWrapperType": "None"} for name in channels}))
     (config / "resourceconfig.json").write_text(json.dumps(
-        {"current_host": "algo-1", "hosts": ["algo-1"], "network_interface_name": "eth0"}))
+        {"current_host": host, "hosts": hosts or [host], "network_interface_name": "eth0"}))
     for name, source in channels.items():
         target = root / "input" / "data" / name
         target.mkdir(parents=True)
-        for i, path in enumerate(channel_files(source)):
+        for i, path in enumerate(source if isinstance(source, list) else channel_files(source)):
             shutil.copy2(path, target / f"{i:03d}-{path.name}")
+
+
+def shards(train: Path, count: int, distribution: str) -> list[list[Path]]:
+    """Each host's training files: all of them (FullyReplicated), or every count-th file (ShardedByS3Key, which
+    splits a channel by S3 object)."""
+    files = channel_files(train)
+    if distribution == "FullyReplicated":
+        return [files] * count
+    if len(files) < count:
+        raise ValueError(f"ShardedByS3Key with {count} instances needs at least {count} training files (one or more "
+                         f"per instance); {train} has {len(files)}: split the CSV into several files")
+    return [files[k::count] for k in range(count)]
 
 
 def pack(directory: Path, archive: Path) -> Path:
@@ -91,28 +104,97 @@ def pack(directory: Path, archive: Path) -> Path:
 
 # `docker run` flags of --read-only: nothing may be written outside /opt/ml and a /tmp in memory.
 READ_ONLY_FLAGS = ["--read-only", "--tmpfs", "/tmp:rw,exec"]
+# Ray's object store lives in /dev/shm; Docker's default 64 MB would push it to disk.
+SHM_FLAGS = ["--shm-size", "1g"]
+
+
+@dataclass
+class Instance:
+    host: str
+    root: Path
+    process: subprocess.Popen
 
 
 def local_train(*, train: Path, out: Path, hyperparameters: Mapping[str, str], validation: Path | None = None,
-                image: str | None = None, docker: str = "docker", read_only: bool = False) -> int:
-    """Run a training job locally; returns its exit code. Artifacts land in ``out``."""
+                image: str | None = None, docker: str = "docker", read_only: bool = False, instance_count: int = 1,
+                distribution: str = "FullyReplicated", cpus_per_instance: int | None = None) -> int:
+    """Run a training job locally; returns its exit code (the first host's). Artifacts land in ``out``.
+
+    With ``instance_count`` > 1 the hosts algo-1 … algo-N each get their own /opt/ml (``out/opt_ml/algo-k``) and
+    resourceconfig.json, and run as processes on loopback addresses 127.0.0.k (names mapped through
+    MULTIMODAL_HOSTS_ADDRESSES) or, with ``image``, as containers on a Docker network of their own."""
     out.mkdir(parents=True, exist_ok=True)
-    root = out / "opt_ml"
-    layout_training_root(root, train=train, validation=validation, hyperparameters=hyperparameters)
+    hosts = [f"algo-{k + 1}" for k in range(instance_count)]
+    parts = shards(train, instance_count, distribution)
+    roots = [out / "opt_ml"] if instance_count == 1 else [out / "opt_ml" / h for h in hosts]
+    if instance_count > 1 and (out / "opt_ml").exists():
+        shutil.rmtree(out / "opt_ml")
+    for host, root, files in zip(hosts, roots, parts):
+        layout_training_root(root, train=files, validation=validation, hyperparameters=hyperparameters, host=host,
+                             hosts=hosts, distribution=distribution)
     for stale in ("model.tar.gz", "output.tar.gz", "failure"):
         (out / stale).unlink(missing_ok=True)
+    cpus = cpus_per_instance or max(1, (os.cpu_count() or 1) // instance_count)
     started = time.monotonic()
     if image:
-        name = f"multimodal-train-{uuid.uuid4().hex[:8]}"
-        # --network none: SageMaker's network isolation, and proof that nothing is fetched at run time
-        command = [docker, "run", "--rm", "--name", name, "--network", "none", *(READ_ONLY_FLAGS if read_only else []),
-                   "-v", f"{root.resolve()}:{DEFAULT_ML_ROOT}", image, "train"]
-        log.info("running %s", " ".join(command))
-        code = subprocess.call(command, stdin=subprocess.DEVNULL)
+        codes = _train_in_containers(image, docker, hosts, roots, read_only, cpus if instance_count > 1 else None)
     else:
-        env = {**os.environ, ML_ROOT_ENV: str(root.resolve())}
-        code = subprocess.call([sys.executable, "-m", "multimodal.sagemaker.training"], env=env, stdin=subprocess.DEVNULL)
-    log.info("training job finished with exit code %d in %.0f s", code, time.monotonic() - started)
+        codes = _train_in_processes(hosts, roots, cpus if instance_count > 1 else None)
+    code = codes[0]
+    log.info("training job finished with exit code %d in %.0f s%s", code, time.monotonic() - started,
+             f" (hosts: {', '.join(f'{h} {c}' for h, c in zip(hosts, codes))})" if instance_count > 1 else "")
+    return _package(roots[0], out, code)
+
+
+def _train_in_processes(hosts: list[str], roots: list[Path], cpus: int | None) -> list[int]:
+    env = dict(os.environ)
+    if len(hosts) > 1:
+        env.update(MULTIMODAL_HOSTS_ADDRESSES=json.dumps({h: f"127.0.0.{k + 1}" for k, h in enumerate(hosts)}),
+                   MULTIMODAL_HOSTS_PORT=str(_free_port()), MULTIMODAL_RAY_PORT=str(_free_port()),
+                   MULTIMODAL_NODE_CPUS=str(cpus))
+    instances = [Instance(h, r, subprocess.Popen([sys.executable, "-m", "multimodal.sagemaker.training"],
+                                                 env={**env, ML_ROOT_ENV: str(r.resolve())}, stdin=subprocess.DEVNULL))
+                 for h, r in zip(hosts, roots)]
+    return _wait_all(instances)
+
+
+def _train_in_containers(image: str, docker: str, hosts: list[str], roots: list[Path], read_only: bool,
+                         cpus: int | None) -> list[int]:
+    suffix = uuid.uuid4().hex[:8]
+    # --network none: SageMaker's network isolation, and proof that nothing is fetched at run time; several
+    # instances share a network of their own (internal: no route out), where each resolves the others' names.
+    network = "none"
+    if len(hosts) > 1:
+        network = f"multimodal-train-{suffix}"
+        subprocess.run([docker, "network", "create", "--internal", network], check=True, stdout=subprocess.DEVNULL)
+    try:
+        instances = []
+        for host, root in zip(hosts, roots):
+            command = [docker, "run", "--rm", "--name", f"multimodal-train-{suffix}-{host}", "--network", network,
+                       *(READ_ONLY_FLAGS if read_only else []), "-v", f"{root.resolve()}:{DEFAULT_ML_ROOT}"]
+            if len(hosts) > 1:
+                command += ["--hostname", host, "--network-alias", host, *SHM_FLAGS, "--cpus", str(cpus),
+                            "-e", f"MULTIMODAL_NODE_CPUS={cpus}"]
+            command += [image, "train"]
+            log.info("running %s", " ".join(command))
+            instances.append(Instance(host, root, subprocess.Popen(command, stdin=subprocess.DEVNULL)))
+        return _wait_all(instances)
+    finally:
+        if len(hosts) > 1:
+            subprocess.run([docker, "network", "rm", network], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _wait_all(instances: list[Instance]) -> list[int]:
+    try:
+        return [i.process.wait() for i in instances]
+    finally:
+        for instance in instances:  # interrupted: stop them all
+            if instance.process.poll() is None:
+                instance.process.terminate()
+                instance.process.wait(60)
+
+
+def _package(root: Path, out: Path, code: int) -> int:
     if any((root / "output" / "data").iterdir()):
         pack(root / "output" / "data", out / "output.tar.gz")
     failure = root / "output" / "failure"

@@ -51,8 +51,8 @@ def build_request(*, name: str, training_image: str, inference_image: str, descr
             "TrainingImage": training_image,
             "SupportedHyperParameters": load_spec_document(),
             "SupportedTrainingInstanceTypes": TRAINING_INSTANCE_TYPES,
-            # One instance trains; on more, the others would sit idle, so buyers cannot ask for them.
-            "SupportsDistributedTraining": False,
+            # Several instances form one Ray cluster: embedding and the experts are spread over them.
+            "SupportsDistributedTraining": True,
             "MetricDefinitions": metric_definitions(image_columns),
             "TrainingChannels": training_channels(),
             "SupportedTuningJobObjectiveMetrics": tuning_objectives(),

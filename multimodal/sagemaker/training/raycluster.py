@@ -113,7 +113,9 @@ class RayNode:
         store = max(MIN_OBJECT_STORE_BYTES, int(available_memory() * OBJECT_STORE_SHARE))
         self.args = [executable, "start", "--block", "--temp-dir", str(self.temp_dir), "--node-name", name,
                      "--object-store-memory", str(store), "--disable-usage-stats", *args]
-        env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
+        # No draining on SIGTERM (Ray's default waits up to 30 s for a GCS that, at the end of a job, is gone):
+        # a node is stopped only once the job is over.
+        env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S="0")
         env.pop("RAY_ADDRESS", None)
         with open(self.log_path, "wb") as out:
             self.process = subprocess.Popen(self.args, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,

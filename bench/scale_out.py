@@ -1,0 +1,162 @@
+"""Multi-instance training: fit wall time of one training job on 1 node and on N nodes, side by side.
+
+Each node is one `multimodal-train` process pinned to its own CPU core (`taskset -c k`, inherited by its Ray
+node and Ray workers) and offering 1 CPU to Ray (MULTIMODAL_NODE_CPUS=1), so that the comparison is honest on a
+2-core machine: 1 node = one host (no Ray cluster, as a single-instance job runs) on 1 core; 2 nodes = two hosts
+forming a Ray cluster, 1 core each. Same data, same hyperparameters, same budget; the budget is large enough for
+the experts to finish before it (quality toy), so the wall time measures the work, not the budget.
+
+Prints a table (wall time of the job, its stages from metrics.json, accuracy on the held-out test rows, where
+the experts ran) and with --write-docs puts it in docs/benchmarks.md.
+
+    python bench/scale_out.py --data /tmp/bench-data/clothing --nodes 1 2 --write-docs
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from multimodal.tools.local import layout_training_root  # noqa: E402
+
+log = logging.getLogger("scale_out")
+DOCS = ROOT / "docs" / "benchmarks.md"
+SECTION = "## Multi-instance training: 1 node against 2"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_job(work: Path, train: Path, nodes: int, hyperparameters: dict[str, str], timeout: float) -> dict:
+    """One training job on ``nodes`` hosts, each pinned to core k; returns the head's figures."""
+    hosts = [f"algo-{k + 1}" for k in range(nodes)]
+    roots = [work / f"nodes{nodes}" / h for h in hosts]
+    for host, root in zip(hosts, roots):
+        layout_training_root(root, train=train, validation=None, hyperparameters=hyperparameters, host=host,
+                             hosts=hosts)
+    env = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2", MULTIMODAL_NODE_CPUS="1")
+    if nodes > 1:
+        env.update(MULTIMODAL_HOSTS_ADDRESSES=json.dumps({h: f"127.0.0.{k + 1}" for k, h in enumerate(hosts)}),
+                   MULTIMODAL_HOSTS_PORT=str(free_port()), MULTIMODAL_RAY_PORT=str(free_port()))
+    cores = os.cpu_count() or 1
+    started = time.monotonic()
+    processes = []
+    for k, root in enumerate(roots):
+        command = ["taskset", "-c", str(k % cores), sys.executable, "-m", "multimodal.sagemaker.training"]
+        with open(root.parent / f"{root.name}.log", "w") as out:
+            processes.append(subprocess.Popen(command, env={**env, "MULTIMODAL_ML_ROOT": str(root)},
+                                              stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                              start_new_session=True))
+    try:
+        codes = [p.wait(timeout) for p in processes]
+    finally:
+        for p in processes:
+            if p.poll() is None:
+                os.killpg(p.pid, 9)
+    wall = time.monotonic() - started
+    if codes[0] != 0:
+        raise SystemExit(f"{nodes} node(s): the head failed (exit {codes[0]}): see {roots[0].parent}/algo-1.log")
+    metrics = json.loads((roots[0] / "output" / "data" / "metrics.json").read_text())
+    return {"nodes": nodes, "wall": wall, "codes": codes, "metrics": metrics, "model": roots[0] / "model"}
+
+
+def accuracy(model_dir: Path, test: pd.DataFrame) -> float:
+    from multimodal import MultimodalClassifier
+    model = MultimodalClassifier.load(model_dir)
+    predicted = model.predict(test.drop(columns=["label"]))
+    return float((predicted.astype(str) == test["label"].astype(str)).mean())
+
+
+def row(result: dict, test: pd.DataFrame) -> dict:
+    metrics = result["metrics"]
+    timings = metrics.get("timings_seconds", {})
+    stages = metrics["job"]["stages_seconds"]
+    cluster = metrics.get("cluster", {})
+    experts = {name: e["host"] for name, e in cluster.get("experts", {}).items()}
+    return {"nodes": result["nodes"], "train_rows": metrics["rows"]["train"], "wall_s": round(result["wall"], 1),
+            "cluster_start_s": stages.get("Ray cluster", 0.0), "read_embed_s": timings.get("embed"),
+            "experts_s": timings.get("experts"), "fusion_s": timings.get("fusion"),
+            "accuracy": round(accuracy(result["model"], test), 4),
+            "experts_on": ", ".join(f"{n}@{h}" for n, h in experts.items()) or "(one host)"}
+
+
+def table(rows: list[dict]) -> str:
+    head = ("| nodes | job wall (s) | Ray cluster start (s) | read + embed (s) | experts (s) | fusion (s) | "
+            "test accuracy | experts ran on |")
+    lines = [head, "|" + "---|" * 8]
+    for r in rows:
+        lines.append(f"| {r['nodes']} | {r['wall_s']} | {r['cluster_start_s']} | {r['read_embed_s']} | "
+                     f"{r['experts_s']} | {r['fusion_s']} | {r['accuracy']} | {r['experts_on']} |")
+    return "\n".join(lines)
+
+
+def machine() -> str:
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor())
+    flags = Path("/proc/cpuinfo").read_text()
+    extras = [f for f in ("amx_bf16", "avx512_bf16", "avx2") if f in flags]
+    return f"{os.cpu_count()} cores of {model} ({', '.join(extras)}), Python {platform.python_version()}"
+
+
+def write_docs(text: str) -> None:
+    content = DOCS.read_text() if DOCS.exists() else ""
+    if SECTION in content:
+        start = content.index(SECTION)
+        nxt = content.find("\n## ", start + len(SECTION))
+        content = content[:start] + text.rstrip() + "\n" + (content[nxt:] if nxt >= 0 else "")
+    else:
+        content = content.rstrip() + "\n\n" + text.rstrip() + "\n"
+    DOCS.write_text(content)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, required=True, help="directory with train.csv and test.csv")
+    parser.add_argument("--nodes", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--work", type=Path, default=Path("/tmp/scale-out"))
+    parser.add_argument("--hp", action="append", default=[], metavar="NAME=VALUE")
+    parser.add_argument("--timeout", type=float, default=3600)
+    parser.add_argument("--write-docs", action="store_true")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    hyperparameters = {"quality": "toy", "n_hours": "0", "n_mins": "10", "n_secs": "0", "n_folds": "3",
+                       "image_model": "efficientnet_lite0"}
+    hyperparameters.update(dict(item.split("=", 1) for item in args.hp))
+    shutil.rmtree(args.work, ignore_errors=True)
+    test = pd.read_csv(args.data / "test.csv", dtype=str, keep_default_na=False)
+    rows = []
+    for nodes in args.nodes:
+        log.info("training on %d node(s)…", nodes)
+        result = run_job(args.work, args.data / "train.csv", nodes, hyperparameters, args.timeout)
+        rows.append(row(result, test))
+        log.info("%d node(s): %s", nodes, rows[-1])
+    text = table(rows)
+    print(text)
+    if args.write_docs:
+        command = "python bench/scale_out.py --data " + str(args.data) + " --nodes " + " ".join(map(str, args.nodes))
+        command += "".join(f" --hp {h}" for h in args.hp)
+        write_docs(f"{SECTION}\n\nMachine: {machine()}. Command: `{command} --write-docs`. Data: "
+                   f"`{args.data.name}` ({rows[0]['train_rows']} training rows, {len(test)} test rows). Hyperparameters: "
+                   f"{', '.join(f'{k}={v}' for k, v in hyperparameters.items())}. Each node is a `multimodal-train` "
+                   "process pinned to its own core (`taskset`), offering 1 CPU to Ray; 1 node is a single-host job "
+                   "(no Ray cluster).\n\n" + text + "\n")
+
+
+if __name__ == "__main__":
+    main()
