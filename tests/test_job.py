@@ -364,7 +364,8 @@ def test_file_mode_job_with_validation_multiple_files_gzip_and_quoted_newlines(t
     assert sum(map(sum, metrics["confusion_matrix"]["rows_true_columns_predicted"])) == 80
 
     # progress and timing in the log
-    assert re.search(r"stage read data: 240 training row\(s\), 80 validation row\(s\) in [0-9.]+ s", job.stderr)
+    assert re.search(r"channel train: 240 row\(s\) from 2 source\(s\)", job.stderr), job.stderr[-3000:]
+    assert re.search(r"channel validation: 80 row\(s\) from 1 source\(s\)", job.stderr)
     assert re.search(r"job finished in [0-9.]+ s: time budget 30 s", job.stderr)
     assert job.seconds <= 30 + OVERHEAD_ALLOWANCE_S, job.seconds
 

@@ -153,7 +153,7 @@ def test_two_hosts_train_one_model_on_a_ray_cluster(tmp_path, distribution):
     server = Server(model_root(head_root / "model", tmp_path / "serve"), tmp_path / "serve")
     try:
         server.wait_ready()
-        status, body = server.invoke(test.drop(columns=["label"]).to_csv(index=False, header=False).encode())
+        status, _, body, _ = server.invoke(test.drop(columns=["label"]).to_csv(index=False, header=False).encode())
     finally:
         server.stop()
     assert status == 200, body
