@@ -8,13 +8,12 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import FAST_HYPERPARAMETERS
 
 from multimodal import ClusterError, DataError, MultimodalClassifier
 from multimodal.core.cluster import ClusterData, NodeData
 from multimodal.core.ingest import frame_batches
 from multimodal.tools.synthetic import make_dataset
-
-from conftest import FAST_HYPERPARAMETERS
 
 pytestmark = pytest.mark.slow
 

@@ -4,25 +4,20 @@ Error paths run without training (each fails in a second or two); the tests mark
 """
 from __future__ import annotations
 
-import contextlib
 import gzip
 import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from unittest import mock
 
 import pandas as pd
 import pytest
-from support import free_port
 
 from multimodal import MultimodalClassifier
 from multimodal.core.artifact import CONFIG_FILE

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -25,8 +24,8 @@ from unittest import mock
 import pandas as pd
 import pytest
 from support import free_port
-from test_launcher import Server, model_root
 from test_job import FAST, assert_failed_cleanly, environment, layout, run_job, sdk_hyperparameters, to_csv
+from test_launcher import Server, model_root
 
 from multimodal import MultimodalClassifier
 from multimodal.core.artifact import CONFIG_FILE

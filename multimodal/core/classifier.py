@@ -23,11 +23,11 @@ import pandas as pd
 from multimodal import __version__
 
 from . import artifact
-from .errors import DataError, NotFittedError
 from .cluster import ClusterData
+from .errors import DataError, NotFittedError
 from .experts import Expert, ExpertJob, ExpertSpec, modality_labels, shared_autogluon_metadata
-from .ingest import Rows, check_label_column, frame_batches, ingest
 from .hyperparameters import defaults, resolve, specification, time_budget_seconds
+from .ingest import Rows, check_label_column, frame_batches, ingest
 from .jsonsafe import to_json
 from .parallel import fold_strategy, local_ray
 from .reduction import Reducer
@@ -41,8 +41,8 @@ from .schema import (
     modality_missing_fraction,
     prepare_features,
 )
-from .timebudget import TimeBudget
 from .scores import classification_scores, confusion_matrix
+from .timebudget import TimeBudget
 from .views import JOINT, Views, expert_specs, missing_fractions, missing_indicators
 
 log = logging.getLogger(__name__)

@@ -61,7 +61,6 @@ from multimodal.core.hyperparameters import (
     resolve,
     time_budget_seconds,
 )
-from multimodal.core.schema import LABEL_COLUMN, Schema
 from multimodal.logs import configure_logging
 from multimodal.sagemaker.contract import ConfigError, ml_root
 
