@@ -173,7 +173,9 @@ class MultimodalClassifier:
         if schema is None:
             self._set_schema(Schema.from_header(list(first.columns), source=source))
         check_label_column(first.columns, source)
-        return ingest(itertools.chain([first], iterator), self.schema_, embed=self._embed, source=source, keep=keep)
+        stream = itertools.chain([first], iterator)
+        del first  # or the first batch's images would stay in memory until the end
+        return ingest(stream, self.schema_, embed=self._embed, source=source, keep=keep)
 
     def _set_schema(self, schema: Schema) -> None:
         self.schema_ = schema
