@@ -14,7 +14,9 @@ matrices (rows × embedding width × 4 bytes), not with the CSV. This benchmark 
    largest single process, the kernel's exact high-water mark). It also reports the peak RSS per stage of the
    job (start-up, read and embed, experts, fusion, save and reports), told apart by the job's log lines.
 4. It prints one result line per run, the differences between the sizes and a markdown table; with
-   ``--write-docs`` it writes the section "Training memory: streamed channels" of docs/benchmarks.md.
+   ``--write-docs`` it writes the section "Training memory: streamed channels" of docs/benchmarks.md (replacing
+   the whole section, hand-written notes included). Each invocation keeps its job logs (stderr.txt, with the
+   seconds since the job started), RSS samples (rss.csv) and results.json under WORK/runs/<UTC time>/.
 
 With ``--baseline-tree PATH`` the same CSVs are also run with another checkout's code (``PYTHONPATH=PATH``,
 this interpreter, ``python -m multimodal.sagemaker.training.job``), e.g. the commit before streaming::
@@ -351,10 +353,10 @@ def embedding_width() -> int:
     return ENCODERS[IMAGE_MODEL].dim
 
 
-def run_job(code: Code, spec: DataSpec, csv_path: Path, work: Path, timeout: float) -> RunResult:
-    """One measured run of the job of ``code`` on the CSV of ``spec``."""
+def run_job(code: Code, spec: DataSpec, csv_path: Path, runs: Path, timeout: float) -> RunResult:
+    """One measured run of the job of ``code`` on the CSV of ``spec``, in a new directory under ``runs``."""
     slug = re.sub(r"[^a-z0-9]+", "-", code.label.lower()).strip("-")
-    root = work / "runs" / f"{slug}-{spec.rows}"
+    root = runs / f"{slug}-{spec.rows}"
     layout(root, csv_path)
     env = job_environment(root, code)
     check_code(code, env, root)
@@ -519,15 +521,18 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    now = dt.datetime.now(dt.UTC)
+    started = now.isoformat(timespec="seconds")
+    runs = args.work / "runs" / now.strftime("%Y%m%dT%H%M%S")  # one per invocation: runs never clobber others
     results: list[RunResult] = []
     for rows in args.sizes:
         spec = DataSpec(rows, args.distinct_photos, args.seed)
         csv_path = training_csv(spec, args.work)
         for code in codes(args):
-            results.append(run_job(code, spec, csv_path, args.work, args.timeout))
+            results.append(run_job(code, spec, csv_path, runs, args.timeout))
             print(result_line(results[-1]), flush=True)
-    (args.work / "results.json").write_text(json.dumps([asdict(r) for r in results], indent=1))
+    (runs / "results.json").write_text(json.dumps([asdict(r) for r in results], indent=1))
+    log.info("results, job logs (stderr.txt) and RSS samples (rss.csv) in %s", runs)
     print()
     for line in delta_lines(results):
         print(line)
