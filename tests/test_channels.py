@@ -4,12 +4,28 @@ from __future__ import annotations
 import gzip
 import os
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from multimodal.core.errors import DataError
-from multimodal.sagemaker.training.channels import ChannelConfig, read_channel
+from multimodal.sagemaker.training.channels import ChannelConfig, ChannelReader
+
+
+@dataclass
+class Channel:
+    header: list[str]
+    frame: pd.DataFrame
+    sources: list[str]
+
+
+def read_channel(config: ChannelConfig, data_dir: Path) -> Channel:
+    """The whole channel, every batch the reader yields put together."""
+    reader = ChannelReader(config, data_dir)
+    frame = pd.concat(list(reader()), ignore_index=True)
+    return Channel(list(frame.columns), frame, reader.stats.sources)
 
 
 def gzipped(text: str) -> bytes:

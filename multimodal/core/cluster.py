@@ -36,6 +36,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 import pandas as pd
 
+from . import artifact
 from .errors import ClusterError, DataError, TimeBudgetError
 from .experts import Expert, ExpertJob, ExpertSpec
 from .ingest import Rows, concat
@@ -74,18 +75,18 @@ def ingest_on_nodes(model: Any, data: ClusterData) -> tuple[Rows, Rows | None]:
     driver in the order of the data. Sets ``model``'s schema and ``cluster_report_["embedding"]``."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-    _check_connected(data)
+    resources = _check_connected(data)
     task = ray.remote(_ingest_task)
     n = len(data.nodes)
     refs = {}
     for rank, node in enumerate(data.nodes):
         share = (rank, n) if data.replicated else (0, 1)
-        cpus, gpus = _node_resources(node.node_id)
+        cpus, gpus = max(1, int(resources[node.node_id].get("CPU", 1))), int(resources[node.node_id].get("GPU", 0))
         # Ray hides every GPU from a task that asks for none (CUDA_VISIBLE_DEVICES=""): ask for the node's own
         ref = task.options(num_cpus=cpus, num_gpus=gpus, max_retries=0,
                            scheduling_strategy=NodeAffinitySchedulingStrategy(node.node_id, soft=False)).remote(
             model.get_params(), node.train, node.validation, share, node.host)
-        refs[ref] = (f"reading and embedding the rows of host {node.host}", node)
+        refs[ref] = f"reading and embedding the rows of host {node.host}"
     log.info("reading and embedding on %d node(s) (%s)%s", n, ", ".join(d.host for d in data.nodes),
              ": each takes every n-th batch of the same rows" if data.replicated and n > 1 else "")
     gathered = _gather(refs)
@@ -138,7 +139,7 @@ def _same_schema(found: list[tuple[dict, str]]) -> Schema:
 
 def _in_order(parts: list[Rows], replicated: bool) -> Rows:
     """Replicated rows back in the source's order (each node took every n-th batch); shards one after another."""
-    rows = concat([p for p in parts if len(p)] or parts[:1])
+    rows = concat(parts)
     return rows.take(np.argsort(rows.numbers, kind="stable")) if replicated else rows
 
 
@@ -160,16 +161,16 @@ def fit_experts_on_cluster(model: Any, features: Any, embeddings: dict[str, np.n
                  "lands on", job.spec.name, len(job.spec.columns), job.lacking, shares[job.spec.name], cpus)
         ref = task.options(num_cpus=cpus, scheduling_strategy="SPREAD", max_retries=0).remote(
             job.spec, frame, job.target, shares[job.spec.name], cpus, model.expert_options(job.spec))
-        refs[ref] = (f"expert {job.spec.name}", None)
+        refs[ref] = f"expert {job.spec.name}"
     log.info("%d expert(s) submitted to %d node(s) with %d CPU(s) each%s", len(jobs), len(nodes), cpus,
              "" if model.parallel_folds == "false" else "; each expert's folds are fitted one after another on its "
              "node (parallel_folds applies to single-instance jobs)")
-    outputs = {refs[ref][0]: out for ref, out in _gather(refs).items()}
-    names = {n["NodeID"]: n.get("NodeName") or n["NodeManagerAddress"] for n in ray.nodes()}
+    outputs = {refs[ref]: out for ref, out in _gather(refs).items()}
+    names = {n["NodeID"]: _host(n) for n in ray.nodes()}
     results, report = [], {}
     for job in jobs:
         archive, oof, classes, leaderboard, node_id, seconds = outputs[f"expert {job.spec.name}"]
-        path = model._workdir / "experts" / job.spec.name
+        path = model._workdir / artifact.EXPERTS_DIR / job.spec.name
         _unpack(archive, path)
         expert = Expert.load(job.spec, path, classes)
         expert.leaderboard = leaderboard
@@ -212,15 +213,17 @@ def _unpack(archive: bytes, path: Path) -> None:
 
 # ---------------------------------------------------------------------------------------------- Ray
 
-def _check_connected(data: ClusterData) -> None:
+def _check_connected(data: ClusterData) -> dict[str, dict]:
+    """The resources of every alive node, by node id, once every node of ``data`` is among them."""
     import ray
     if not ray.is_initialized():
         raise ClusterError("fit(ClusterData) needs this process connected to the Ray cluster first "
                            "(ray.init(address=...))")
-    alive = {n["NodeID"] for n in _alive_nodes()}
+    alive = {n["NodeID"]: n["Resources"] for n in _alive_nodes()}
     absent = [d.host for d in data.nodes if d.node_id not in alive]
     if absent:
         raise ClusterError(f"host(s) {', '.join(absent)} are not alive nodes of the Ray cluster")
+    return alive
 
 
 def _alive_nodes() -> list[dict]:
@@ -228,10 +231,9 @@ def _alive_nodes() -> list[dict]:
     return [n for n in ray.nodes() if n.get("Alive")]
 
 
-def _node_resources(node_id: str) -> tuple[int, int]:
-    """The CPUs (at least 1) and GPUs of a node."""
-    node = next(n for n in _alive_nodes() if n["NodeID"] == node_id)
-    return max(1, int(node["Resources"].get("CPU", 1))), int(node["Resources"].get("GPU", 0))
+def _host(node: dict) -> str:
+    """A node's host name (``--node-name``), else its address."""
+    return node.get("NodeName") or node["NodeManagerAddress"]
 
 
 def _use_cpus(cpus: int) -> None:
@@ -240,17 +242,17 @@ def _use_cpus(cpus: int) -> None:
     torch.set_num_threads(cpus)
 
 
-def _gather(refs: dict[Any, tuple[str, NodeData | None]]) -> dict[Any, Any]:
+def _gather(refs: dict[Any, str]) -> dict[Any, Any]:
     """The results of ``refs`` (each with what it does), failing as soon as one task fails or a node that was
     alive at the start leaves the cluster while tasks are pending."""
     import ray
     from ray.exceptions import RayError, RayTaskError
-    watched = {n["NodeID"]: n.get("NodeName") or n["NodeManagerAddress"] for n in _alive_nodes()}
+    watched = {n["NodeID"]: _host(n) for n in _alive_nodes()}
     pending, results = list(refs), {}
     while pending:
         done, pending = ray.wait(pending, num_returns=len(pending), timeout=POLL_SECONDS)
         for ref in done:
-            what = refs[ref][0]
+            what = refs[ref]
             try:
                 results[ref] = ray.get(ref)
             except RayTaskError as exc:
@@ -273,7 +275,7 @@ def _gather(refs: dict[Any, tuple[str, NodeData | None]]) -> dict[Any, Any]:
         if lost:
             _cancel(pending)
             raise ClusterError(f"host(s) {', '.join(lost)} left the Ray cluster while "
-                               f"{', '.join(refs[r][0] for r in pending)} {'was' if len(pending) == 1 else 'were'} "
+                               f"{', '.join(refs[r] for r in pending)} {'was' if len(pending) == 1 else 'were'} "
                                "pending: check that host's log (it stopped, ran out of memory or lost the network)")
     return results
 

@@ -52,7 +52,9 @@ class Rows:
 
 
 def concat(parts: list[Rows]) -> Rows:
-    """The rows of ``parts`` one after another (at least one part)."""
+    """The rows of ``parts`` one after another (at least one part). Empty parts are left out (they may lack the
+    embeddings: nothing was embedded); if every part is empty, the first is the result."""
+    parts = [p for p in parts if len(p)] or parts[:1]
     if len(parts) == 1:
         return parts[0]
     ids = [p.features.ids for p in parts]
@@ -97,7 +99,7 @@ def ingest(batches: Iterable[pd.DataFrame], schema: Schema, *, embed: Callable[[
         first_row += n
     if not parts:  # a reader whose share is empty
         return _empty_rows(schema, embed)
-    rows = concat([p for p in parts if len(p)] or parts[:1])
+    rows = concat(parts)
     log.info("%s: %d row(s) read, %d prepared and embedded here in %.1f s", source, first_row, len(rows),
              time.monotonic() - started)
     return rows

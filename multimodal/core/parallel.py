@@ -54,6 +54,12 @@ def fold_strategy(parallel_folds: str, cpus: int | None = None) -> str:
     return "parallel_local"
 
 
+def object_store_bytes() -> int:
+    """The object store a Ray node of ours gets: ``OBJECT_STORE_SHARE`` of the available memory, at least
+    ``MIN_OBJECT_STORE_BYTES``."""
+    return max(MIN_OBJECT_STORE_BYTES, int(available_memory() * OBJECT_STORE_SHARE))
+
+
 def short_temp_root() -> str:
     """$TMPDIR, or /tmp when $TMPDIR is too long: Ray's socket paths (its directory + about 70 bytes) must stay
     under 108 bytes."""
@@ -74,7 +80,7 @@ def local_ray(strategy: str) -> Iterator[None]:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     temp_dir = tempfile.mkdtemp(prefix="mm-ray-", dir=short_temp_root())
     cpus = cpu_count()
-    store = max(MIN_OBJECT_STORE_BYTES, int(available_memory() * OBJECT_STORE_SHARE))
+    store = object_store_bytes()
     ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False,
              logging_level=logging.ERROR, object_store_memory=store, _temp_dir=temp_dir)
     log.info("Ray started for parallel folds: %d CPUs, object store %.0f MB, under %s", cpus, store / 1e6, temp_dir)

@@ -197,8 +197,8 @@ def _parse_numbers(raw: pd.Series, name: str, ids: pd.Series | None, source: str
     if parsed.bad.any():
         position = int(np.flatnonzero(parsed.bad)[0])
         raise DataError(
-            f"{source}: column {name!r}, {describe_row(position, ids, first_row)}: {raw.iloc[position]!r} is not a number. "
-            f"Fix the value, leave the field empty to impute 0, or rename the column with a _cat or _text "
+            f"{source}: column {name!r}, {describe_row(position, ids, first_row)}: {raw.iloc[position]!r} is not a "
+            f"number. Fix the value, leave the field empty to impute 0, or rename the column with a _cat or _text "
             f"suffix if it is not numeric ({int(parsed.bad.sum())} such value(s) in this column)",
             column=name, row=first_row + position + 1)
     if parsed.infinite.any():

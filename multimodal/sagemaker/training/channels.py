@@ -68,22 +68,6 @@ class ChannelConfig:
                    distribution=entry.get("S3DistributionType"))
 
 
-@dataclass
-class ChannelData:
-    """A channel read into one DataFrame of strings, with where it came from."""
-
-    name: str
-    frame: pd.DataFrame
-    header: list[str]
-    sources: list[str] = field(default_factory=list)
-    bytes_read: int = 0
-    seconds: float = 0.0
-
-    @property
-    def rows(self) -> int:
-        return len(self.frame)
-
-
 def load_input_data_config(path: Path) -> dict[str, ChannelConfig] | None:
     """inputdataconfig.json as {channel: ChannelConfig}; None when the file is absent (local runs)."""
     if not path.is_file():
@@ -239,15 +223,6 @@ def list_csv_files(name: str, directory: Path) -> list[tuple[str, Path]]:
 
 def _check_training_header(header: list[str], source: str) -> None:
     Schema.from_header(header, source=source)
-
-
-def read_channel(config: ChannelConfig, data_dir: Path, *, training: bool = False) -> ChannelData:
-    """A whole channel in one DataFrame (the same reading as ``ChannelReader``; for tools and tests)."""
-    reader = ChannelReader(config, data_dir, training=training)
-    batches = list(reader())
-    frame = pd.concat(batches, ignore_index=True) if len(batches) > 1 else batches[0].reset_index(drop=True)
-    return ChannelData(config.name, frame, list(frame.columns), reader.stats.sources, reader.stats.bytes_read,
-                       reader.stats.seconds)
 
 
 def _header_mismatch(channel: str, first: str, header: list[str], other: str, found: list[str]) -> str:

@@ -3,8 +3,9 @@
 The *head*, ``hosts[0]`` of ``resourceconfig.json`` (SageMaker sorts the list), drives the training; the other
 hosts lend their Ray nodes to it (raycluster.py). They must neither exit before it nor write anything:
 SageMaker merges every host's ``/opt/ml/model`` into ``model.tar.gz``, and the SDK's local mode (docker
-compose) gives all hosts one shared ``model/`` directory and stops every container as soon as one exits. So the head serves a tiny status service
-for the job's lifetime and every other host waits on it, then exits with the head's outcome.
+compose) gives all hosts one shared ``model/`` directory and stops every container as soon as one exits. So
+the head serves a tiny status service for the job's lifetime and every other host waits on it, then exits with
+the head's outcome.
 
 Protocol: newline-delimited JSON over one TCP connection per extra host.
 
@@ -91,12 +92,13 @@ def address_of(host: str) -> str:
     return str(mapping.get(host, host))
 
 
-def port_from_env() -> int:
-    raw = os.environ.get(PORT_ENV, "").strip()
+def port_from_env(name: str = PORT_ENV, default: int = DEFAULT_PORT) -> int:
+    """The TCP port in the environment variable ``name`` (``default`` when unset)."""
+    raw = os.environ.get(name, "").strip()
     if not raw:
-        return DEFAULT_PORT
+        return default
     if not raw.isdigit() or not 1 <= int(raw) <= 65535:
-        raise HostsError(f"{PORT_ENV}={raw!r} must be a TCP port number between 1 and 65535")
+        raise HostsError(f"{name}={raw!r} must be a TCP port number between 1 and 65535")
     return int(raw)
 
 

@@ -39,10 +39,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from multimodal.core.cluster import ClusterData, NodeData
-from multimodal.core.parallel import short_temp_root
-from multimodal.core.resources import available_memory, cpu_count
+from multimodal.core.parallel import object_store_bytes, short_temp_root
+from multimodal.core.resources import cpu_count
 
-from .hosts import HostsError, address_of
+from .hosts import HostsError, address_of, port_from_env
 
 log = logging.getLogger("multimodal.hosts")
 
@@ -52,8 +52,6 @@ NODE_CPUS_ENV = "MULTIMODAL_NODE_CPUS"
 HEALTH_CHECK_PERIOD_MS = 1000
 HEALTH_CHECK_TIMEOUT_MS = 5000
 HEALTH_CHECK_FAILURES = 15
-OBJECT_STORE_SHARE = 0.25
-MIN_OBJECT_STORE_BYTES = 256 * 2**20
 STARTED_MARK = "Ray runtime started"
 START_ATTEMPT_S = 60.0
 STOP_GRACE_S = 30.0
@@ -61,12 +59,7 @@ PROGRESS_LOG_S = 30.0
 
 
 def ray_port_from_env() -> int:
-    raw = os.environ.get(RAY_PORT_ENV, "").strip()
-    if not raw:
-        return DEFAULT_RAY_PORT
-    if not raw.isdigit() or not 1 <= int(raw) <= 65535:
-        raise HostsError(f"{RAY_PORT_ENV}={raw!r} must be a TCP port number between 1 and 65535")
-    return int(raw)
+    return port_from_env(RAY_PORT_ENV, DEFAULT_RAY_PORT)
 
 
 def node_cpus_from_env() -> int:
@@ -110,7 +103,7 @@ class RayNode:
         executable = shutil.which("ray", path=str(Path(sys.executable).parent)) or shutil.which("ray")
         if executable is None:
             raise HostsError("the `ray` command is not installed next to this Python: reinstall the package")
-        store = max(MIN_OBJECT_STORE_BYTES, int(available_memory() * OBJECT_STORE_SHARE))
+        store = object_store_bytes()
         self.args = [executable, "start", "--block", "--temp-dir", str(self.temp_dir), "--node-name", name,
                      "--object-store-memory", str(store), "--disable-usage-stats", *args]
         # No draining on SIGTERM (Ray's default waits up to 30 s for a GCS that, at the end of a job, is gone):
