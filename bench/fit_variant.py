@@ -26,7 +26,7 @@ from compare import IMAGE_MODEL, N_FOLDS, SEED, read_split  # noqa: E402
 
 
 def ablate(names: list[str]) -> None:
-    import multimodal.core.classifier as classifier
+    import multimodal.core.estimator as classifier
     if "missing-fractions" in names:
         classifier.FUSION_MISSING_FRACTIONS = False
         classifier.missing_fractions = lambda features, specs: np.zeros((len(features.values), 0), np.float32)
@@ -50,7 +50,7 @@ def main() -> int:
     from multimodal import MultimodalClassifier
     ablate(args.ablate)
     if args.force_fractions:
-        import multimodal.core.classifier as classifier
+        import multimodal.core.estimator as classifier
         classifier.FUSION_MISSING_FRACTIONS = True
     train, test = read_split(args.data, args.dataset, args.max_train_rows, args.max_test_rows)
     params = dict(pair.split("=", 1) for pair in args.hp)

@@ -67,7 +67,7 @@ _READY = re.compile(r"\[(\d+)\] \[INFO\] multimodal[\w.]*: model ready in ([0-9.
 # tree may predate that.
 LAYOUTS = {
     "subpackages": {"serve": "multimodal.sagemaker.serving", "app": "multimodal.sagemaker.serving.app",
-                    "front": "multimodal.sagemaker.serving.front", "classifier": "multimodal.core.classifier",
+                    "front": "multimodal.sagemaker.serving.front", "classifier": "multimodal.core.estimator",
                     "experts": "multimodal.core.experts", "fusion": "multimodal.core.fusion",
                     "images": "multimodal.core.images"},
     "flat": {"serve": "multimodal.serve", "app": "multimodal.server", "front": "multimodal.asgi",

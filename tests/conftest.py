@@ -8,8 +8,8 @@ import pytest
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from multimodal import MultimodalClassifier  # noqa: E402
-from multimodal.tools.synthetic import make_dataset  # noqa: E402
+from multimodal import MultimodalClassifier, MultimodalRegressor  # noqa: E402
+from multimodal.tools.synthetic import make_dataset, make_regression_dataset  # noqa: E402
 
 # The small model the server tests serve (tests/test_app.py, tests/test_launcher.py), trained once per session.
 SERVING_HYPERPARAMETERS = {"quality": "toy", "n_folds": 2, "n_mins": 0, "n_secs": 45, "n_epochs": 40,
@@ -33,6 +33,16 @@ def test_df():
 @pytest.fixture(scope="session")
 def trained(train_df):
     return MultimodalClassifier(**FAST_HYPERPARAMETERS).fit(train_df)
+
+
+@pytest.fixture(scope="session")
+def regression_test_df():
+    return make_regression_dataset(160, seed=14)
+
+
+@pytest.fixture(scope="session")
+def trained_regressor():
+    return MultimodalRegressor(**FAST_HYPERPARAMETERS).fit(make_regression_dataset(360, seed=13))
 
 
 @pytest.fixture(scope="session")

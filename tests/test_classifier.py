@@ -232,7 +232,7 @@ def test_text_model_minilm_feeds_sentence_embeddings_to_the_experts_and_survives
 
 
 def test_a_model_whose_fusion_uses_missing_fractions_keeps_using_them_after_load(monkeypatch, tmp_path):
-    import multimodal.core.classifier as classifier_module
+    import multimodal.core.estimator as classifier_module
     monkeypatch.setattr(classifier_module, "FUSION_MISSING_FRACTIONS", True)
     train, test = make_dataset(140, seed=51), make_dataset(40, seed=52)
     model = MultimodalClassifier(quality="toy", image_model="efficientnet_lite0", n_mins=0, n_secs=40, n_folds=2,

@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 from conftest import FAST_HYPERPARAMETERS
 
-from multimodal import ClusterError, DataError, MultimodalClassifier
+from multimodal import ClusterError, DataError, MultimodalClassifier, MultimodalEstimator
 from multimodal.core.cluster import ClusterData, NodeData
 from multimodal.core.ingest import frame_batches
-from multimodal.tools.synthetic import make_dataset
+from multimodal.tools.synthetic import make_dataset, make_regression_dataset
 
 pytestmark = pytest.mark.slow
 
@@ -83,6 +83,19 @@ def test_embedding_and_experts_run_on_both_nodes_and_the_model_is_a_one_node_mod
     proba = loaded.predict_proba(test_df.drop(columns=["label"]))
     assert proba.shape == (len(test_df), len(trained.classes_))
     assert (loaded.predict(test_df.drop(columns=["label"])) == test_df["label"]).mean() > 0.6
+
+
+def test_a_regression_fit_on_the_cluster_predicts_numbers(cluster, tmp_path):
+    """problem_type (auto → regression, decided on the driver from the rows the nodes read) reaches every expert task."""
+    train = make_regression_dataset(240, seed=6, with_images=False)
+    model = MultimodalEstimator(quality="toy", n_folds=2, n_mins=0, n_secs=60, n_epochs=40).fit(
+        _data(cluster, train))
+    assert model.problem_type_ == "regression" and all(e.classes == [] for e in model.experts_)
+    assert {e["node_id"] for e in model.metrics_["cluster"]["experts"].values()} == {cluster["a"], cluster["b"]}
+    assert model.metrics_["validation"]["rmse"] < train["label"].astype(float).std()
+    model.save(tmp_path)
+    test = make_regression_dataset(40, seed=7, with_images=False)
+    assert MultimodalEstimator.load(tmp_path).predict(test.drop(columns="label")).notna().all()
 
 
 def test_sharded_rows_meet_on_the_driver(cluster):

@@ -43,7 +43,7 @@ def test_an_expert_left_no_time_falls_back_to_a_small_model(tmp_path, monkeypatc
                                      time_limit=5, seed=0, text_columns=[])
     assert "fitting one small LightGBM instead" in caplog.text
     assert oof.shape == (90, 3) and not np.isnan(oof).any()
-    assert expert.predict_proba(frame.head(3)).shape == (3, 3)
+    assert expert.outputs(frame.head(3)).shape == (3, 3)
 
 
 def _small_expert(tmp_path, monkeypatch):
@@ -67,7 +67,7 @@ def test_loaded_experts_keep_their_models_in_memory_unless_too_large(tmp_path, m
     loaded = experts.Expert.load(spec, tmp_path / "num", fitted.classes)
     persisted = set(loaded.predictor._trainer.models)
     assert loaded.predictor.model_best in persisted and len(persisted) >= 2  # the ensemble and its base model
-    np.testing.assert_array_equal(loaded.predict_proba(frame.head(5)), fitted.predict_proba(frame.head(5)))
+    np.testing.assert_array_equal(loaded.outputs(frame.head(5)), fitted.outputs(frame.head(5)))
 
     # over the memory share, AutoGluon's own rule: nothing persisted, models read from disk at each prediction
     from autogluon.tabular import TabularPredictor
@@ -75,7 +75,7 @@ def test_loaded_experts_keep_their_models_in_memory_unless_too_large(tmp_path, m
     assert not experts.persist(predictor, tmp_path / "num", max_memory=1e-12)
     assert not predictor._trainer.models and "not persisting its models in memory" in caplog.text
     np.testing.assert_array_equal(experts.align(predictor.predict_proba(frame.head(5), as_multiclass=True),
-                                                fitted.classes, 5), fitted.predict_proba(frame.head(5)))
+                                                fitted.classes, 5), fitted.outputs(frame.head(5)))
 
 
 def test_package_metadata_is_read_once_while_loading_several_experts(tmp_path, monkeypatch):
@@ -98,4 +98,4 @@ def test_package_metadata_is_read_once_while_loading_several_experts(tmp_path, m
     assert predictor_module.get_autogluon_metadata is counting  # restored after the block
     experts.Expert.load(spec, tmp_path / "num", fitted.classes)
     assert len(calls) == 2
-    np.testing.assert_array_equal(first.predict_proba(frame), second.predict_proba(frame))
+    np.testing.assert_array_equal(first.outputs(frame), second.outputs(frame))

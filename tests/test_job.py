@@ -19,10 +19,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from multimodal import MultimodalClassifier
+from multimodal import MultimodalClassifier, MultimodalEstimator
 from multimodal.core.artifact import CONFIG_FILE
 from multimodal.sagemaker.training.metrics import metric_definitions
-from multimodal.tools.synthetic import make_dataset
+from multimodal.tools.synthetic import make_dataset, make_regression_dataset
 
 ENTRYPOINT = Path(sys.executable).parent / "multimodal-train"  # the console script the images put on PATH
 FAST = {"quality": "toy", "n_folds": "2", "n_hours": "0", "n_mins": "0", "n_secs": "30", "n_epochs": "40"}
@@ -261,7 +261,7 @@ def test_a_failure_while_saving_leaves_model_dir_empty(tmp_path, small, monkeypa
     from multimodal.sagemaker.training import job as training
 
     def fake_fit(self, train, validation=None):
-        self.classes_, self.metrics_, self.leaderboards_ = ["a", "b"], {}, {}
+        self.problem_type_, self.classes_, self.metrics_, self.leaderboards_ = "binary", ["a", "b"], {}, {}
         return self
 
     def partial_save(self, path):
@@ -270,8 +270,8 @@ def test_a_failure_while_saving_leaves_model_dir_empty(tmp_path, small, monkeypa
         (path / "modality" / "text" / "predictor.pkl").write_bytes(b"half")
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(MultimodalClassifier, "fit", fake_fit)
-    monkeypatch.setattr(MultimodalClassifier, "save", partial_save)
+    monkeypatch.setattr(MultimodalEstimator, "fit", fake_fit)
+    monkeypatch.setattr(MultimodalEstimator, "save", partial_save)
     root = layout(tmp_path, hyperparameters=FAST, channels={"train": {"t.csv": to_csv(small)}})
     monkeypatch.setenv("MULTIMODAL_ML_ROOT", str(root))
     assert training.main([]) == 1
@@ -286,7 +286,7 @@ def test_unexpected_errors_give_type_message_and_pointer_to_the_log(tmp_path, sm
     def broken_fit(self, train, validation=None):
         raise KeyError("x" * 5000)
 
-    monkeypatch.setattr(MultimodalClassifier, "fit", broken_fit)
+    monkeypatch.setattr(MultimodalEstimator, "fit", broken_fit)
     root = layout(tmp_path, hyperparameters=FAST, channels={"train": {"t.csv": to_csv(small)}})
     monkeypatch.setenv("MULTIMODAL_ML_ROOT", str(root))
     assert training.main(["train"]) == 1
@@ -345,7 +345,7 @@ def test_file_mode_job_with_validation_multiple_files_gzip_and_quoted_newlines(t
     assert printed["train:log_loss"] == pytest.approx(metrics["train"]["log_loss"], abs=1e-6)
     assert printed["validation:text_accuracy"] == pytest.approx(
         metrics["validation"]["experts"]["text"]["accuracy"], abs=1e-6)
-    for definition in metric_definitions():
+    for definition in metric_definitions(problem_type=metrics["job"]["problem_type"]):
         found = re.findall(definition["Regex"], job.stdout + job.stderr)
         assert len(found) == 1, definition
         assert float(found[0]) == pytest.approx(printed[definition["Name"]], abs=1e-6)
@@ -363,6 +363,48 @@ def test_file_mode_job_with_validation_multiple_files_gzip_and_quoted_newlines(t
     assert re.search(r"channel validation: 80 row\(s\) from 1 source\(s\)", job.stderr)
     assert re.search(r"job finished in [0-9.]+ s: time budget 30 s", job.stderr)
     assert job.seconds <= 30 + OVERHEAD_ALLOWANCE_S, job.seconds
+
+
+@pytest.mark.slow
+def test_regression_job_with_auto_problem_type_metrics_reports_and_model(tmp_path):
+    train = _tricky_text(make_regression_dataset(200, seed=23, with_images=False))
+    validation = make_regression_dataset(60, seed=24, with_images=False)
+    root = layout(tmp_path, hyperparameters={**FAST, "_tuning_objective_metric": "validation:rmse"}, channels={
+        "train": {"train.csv": to_csv(train)}, "validation": {"validation.csv": to_csv(validation)}})
+    job = run_job(root)
+    assert job.returncode == 0, job.stderr[-5000:]
+    assert "problem_type auto: regression" in job.stderr  # the choice, logged with its reason
+
+    model = MultimodalEstimator.load(root / "model")
+    assert model.problem_type_ == "regression"
+    predicted = model.predict(validation.drop(columns="label"))
+    assert predicted.dtype == "float64" and len(predicted) == len(validation)
+
+    metrics = json.loads((job.outputs / "metrics.json").read_text())
+    assert metrics["job"]["problem_type"] == "regression" and "classes" not in metrics["job"]
+    assert metrics["target"]["min"] < metrics["target"]["mean"] < metrics["target"]["max"]
+    printed = _metric_lines(job.stdout)
+    assert printed["validation:rmse"] == pytest.approx(metrics["validation"]["rmse"], abs=1e-6)
+    assert printed["validation:text_r2"] == pytest.approx(metrics["validation"]["experts"]["text"]["r2"], abs=1e-6)
+    assert not any(name.endswith("accuracy") or name.endswith("log_loss") for name in printed)
+    for definition in metric_definitions(problem_type="regression"):
+        found = re.findall(definition["Regex"], job.stdout)
+        assert len(found) == 1, definition
+        assert float(found[0]) == pytest.approx(printed[definition["Name"]], abs=1e-6)
+
+    written = {p.name for p in job.outputs.iterdir()}
+    assert {"predicted_vs_actual.png", "residuals.png", "fusion_training_curve.png"} <= written
+    assert "confusion_matrix.png" not in written
+
+
+@pytest.mark.slow
+def test_a_text_label_for_a_regression_job_fails_naming_the_rows(tmp_path):
+    frame = make_regression_dataset(40, seed=25, with_images=False).astype({"label": object})
+    frame.loc[6, "label"] = "twelve"
+    root = layout(tmp_path, hyperparameters={**FAST, "problem_type": "regression"},
+                  channels={"train": {"train.csv": to_csv(frame)}})
+    failure = assert_failed_cleanly(run_job(root), "'label' is not a number", "row 7", "'twelve'")
+    assert "problem_type" in failure
 
 
 @pytest.mark.slow

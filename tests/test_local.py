@@ -118,7 +118,7 @@ def test_training_job_is_packaged_as_sagemaker_does(job):
 @pytest.mark.slow
 def test_every_metric_definition_matches_a_line_the_job_printed(job):
     _, result = job
-    for definition in metric_definitions():
+    for definition in metric_definitions(problem_type="multiclass"):  # the example data has four classes
         matches = re.findall(definition["Regex"], result.stdout)
         assert len(matches) == 1, (definition, result.stdout)
         float(matches[0])
@@ -189,3 +189,19 @@ def test_two_instances_run_as_processes_with_their_own_opt_ml(tmp_path):
         assert bool(list((root / "model").iterdir())) == (k == 0)  # only the head writes a model
     metrics = json.loads((tmp_path / "job" / "opt_ml" / "algo-1" / "output" / "data" / "metrics.json").read_text())
     assert {e["host"] for e in metrics["cluster"]["embedding"]} == {"algo-1", "algo-2"}
+
+
+@pytest.mark.slow
+def test_the_regression_example_trains_and_batch_transforms_a_price(tmp_path):
+    """`multimodal example --regression`: local training job and batch transform of a regression model."""
+    result = subprocess.run([sys.executable, "-m", "multimodal.tools.cli", "example", "--regression", "--rows", "150",
+                             "--minutes", "1", "--out", str(tmp_path)], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:] + result.stdout
+    summary = re.search(r"RMSE ([0-9.]+), R² (-?[0-9.]+) \(fused; the price's standard deviation is ([0-9.]+)\)",
+                        result.stdout)
+    assert summary, result.stdout
+    rmse, std = float(summary.group(1)), float(summary.group(3))
+    assert rmse < std  # better than predicting the mean price
+    predictions = pd.read_csv(tmp_path / "predictions" / "test.csv.out", header=None, names=["ID", "prediction"])
+    assert predictions["ID"].str.startswith("r2-").all() and predictions["prediction"].dtype == float
+    assert (tmp_path / "job" / "opt_ml" / "output" / "data" / "predicted_vs_actual.png").is_file()

@@ -66,7 +66,7 @@ def test_the_server_never_imports_ray(serving_model_dir):
     """The server's modules load the model and predict without Ray ever being imported."""
     script = ("import sys\n"
               "import multimodal.sagemaker.serving.app, multimodal.sagemaker.serving.launcher\n"
-              "from multimodal.core.classifier import MultimodalClassifier\n"
+              "from multimodal.core.estimator import MultimodalClassifier\n"
               "from multimodal.tools.synthetic import make_dataset\n"
               f"model = MultimodalClassifier.load({str(serving_model_dir)!r})\n"
               "model.predict(make_dataset(20, seed=3).drop(columns='label'))\n"

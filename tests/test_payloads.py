@@ -47,3 +47,24 @@ def test_the_server_and_the_estimator_apply_the_same_number_rules(value):
         return
     assert not batch.errors, f"the server refuses {value!r} but the estimator accepts it"
     assert np.isfinite(features.values["x_num"]).all()
+
+
+def test_regression_output_formats():
+    from multimodal.sagemaker.serving.payloads import (
+        Predictions,
+        RecordError,
+        format_regression_csv,
+        format_regression_json,
+        format_regression_jsonlines,
+    )
+    outcome = Predictions(ids=["a", "b, c", 3], values=[np.float64(0.1) * 3, None, -2.0],
+                          errors={1: RecordError("line 2", "bad")})
+    assert format_regression_csv(outcome, with_id=True) == 'a,0.30000000000000004\n"b, c",ERROR: line 2: bad\n3,-2.0'
+    assert format_regression_csv(outcome, with_id=False) == "0.30000000000000004\nERROR: line 2: bad\n-2.0"
+    assert format_regression_jsonlines(outcome, with_id=True, id_column="ID") == (
+        '{"ID": "a", "prediction": 0.30000000000000004}\n{"ID": "b, c", "prediction": null, "error": "line 2: bad"}\n'
+        '{"ID": 3, "prediction": -2.0}')
+    assert format_regression_json(outcome, with_id=False, id_column="ID") == (
+        '[{"prediction": 0.30000000000000004}, {"prediction": null, "error": "line 2: bad"}, {"prediction": -2.0}]')
+    with pytest.raises(ValueError):  # a non-finite value is never written as JSON's non-standard NaN
+        format_regression_json(Predictions(ids=["a"], values=[float("nan")], errors={}), with_id=True, id_column="ID")

@@ -6,7 +6,7 @@ import pytest
 from botocore.exceptions import ParamValidationError
 
 from multimodal.core.hyperparameters import load_spec_document
-from multimodal.sagemaker.training.metrics import metric_definitions
+from multimodal.sagemaker.training.metrics import metric_definitions, tuning_objectives
 from multimodal.tools.registration import build_request, validate_request
 
 IMAGES = {"training_image": "123456789012.dkr.ecr.us-east-1.amazonaws.com/multimodal-training:v1",
@@ -55,6 +55,25 @@ def test_image_column_metrics_fit_the_limit_of_40():
     definitions = metric_definitions([f"c{i}_image" for i in range(30)])
     assert len(definitions) == 40
     assert definitions[0]["Name"] == "validation:accuracy"
+    assert [d["Name"] for d in definitions[3:6]] == ["validation:rmse", "validation:mae", "validation:r2"]
+
+
+def test_the_algorithm_is_registered_for_classification_and_regression():
+    request = build_request(name="multimodal", **IMAGES)
+    assert "regression" in request["AlgorithmDescription"] and "lassification" in request["AlgorithmDescription"]
+    spec = request["TrainingSpecification"]
+    assert spec["MetricDefinitions"] == metric_definitions()  # one definition: metrics.py
+    assert spec["SupportedTuningJobObjectiveMetrics"] == tuning_objectives()
+    objectives = {m["MetricName"]: m["Type"] for m in spec["SupportedTuningJobObjectiveMetrics"]}
+    assert objectives["validation:rmse"] == objectives["validation:mae"] == "Minimize"
+    assert objectives["validation:r2"] == objectives["validation:accuracy"] == "Maximize"
+    assert "regression" in spec["TrainingChannels"][0]["Description"]
+    names = {d["Name"] for d in spec["MetricDefinitions"]}
+    assert {"validation:rmse", "train:r2", "validation:text_rmse", "validation:joint_r2"} <= names
+    spec_names = {h["Name"] for h in spec["SupportedHyperParameters"]}
+    if "problem_type" in spec_names:  # the estimator's hyperparameter, once the spec file has it
+        choice = next(h for h in spec["SupportedHyperParameters"] if h["Name"] == "problem_type")
+        assert "regression" in choice["Range"]["CategoricalParameterRangeSpecification"]["Values"]
 
 
 def test_dry_run_prints_the_request():
@@ -65,4 +84,4 @@ def test_dry_run_prints_the_request():
     assert result.returncode == 0, result.stderr
     request = json.loads(result.stdout)
     names = {d["Name"] for d in request["TrainingSpecification"]["MetricDefinitions"]}
-    assert "validation:photo_image_accuracy" in names
+    assert {"validation:photo_image_accuracy", "validation:photo_image_rmse", "validation:rmse"} <= names

@@ -3,10 +3,10 @@
 Imports nothing, so that the server's launcher can check for a model before any heavy import.
 """
 FORMAT = "multimodal-classifier"
-FORMAT_VERSION = 2
-# Version 1 (before the joint expert, missing indicators and text encoders) still loads: its models predict as
-# they always did.
-READABLE_VERSIONS = (1, 2)
+FORMAT_VERSION = 3
+# Version 1 (before the joint expert, missing indicators and text encoders) and 2 (before regression: no
+# problem_type, always classes) still load: their models predict as they always did.
+READABLE_VERSIONS = (1, 2, 3)
 VERSION_1_HYPERPARAMETERS = {"text_model": "ngrams", "joint_expert": False}
 CONFIG_FILE = "model_config.json"  # written last: its presence marks a complete model
 EXPERTS_DIR = "modality"

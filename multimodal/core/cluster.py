@@ -106,7 +106,7 @@ def _ingest_task(params: dict, train: Callable, validation: Callable | None, sha
                  host: str) -> tuple[dict, Rows, Rows | None, dict]:
     import ray
 
-    from .classifier import MultimodalClassifier
+    from .estimator import MultimodalEstimator
     started = time.monotonic()
     _use_cpus(int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)))
     rank, n = share
@@ -118,7 +118,7 @@ def _ingest_task(params: dict, train: Callable, validation: Callable | None, sha
             return True
         return False
 
-    model = MultimodalClassifier(**params)
+    model = MultimodalEstimator(**params)
     rows = model._ingest(train(), None, source=f"the training data of host {host}", keep=keep)
     val = None if validation is None else model._ingest(validation(), model.schema_, keep=keep,
                                                         source=f"the validation data of host {host}")

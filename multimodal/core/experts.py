@@ -1,4 +1,5 @@
-"""Per-modality experts: one bagged AutoGluon TabularPredictor each, with an 'insufficient information' class."""
+"""Per-modality experts: one bagged AutoGluon TabularPredictor each — a classifier with an 'insufficient
+information' class, or a regressor."""
 from __future__ import annotations
 
 import contextlib
@@ -97,7 +98,8 @@ def feature_metadata(frame: pd.DataFrame, text_columns: list[str]) -> Any:
 
 
 class Expert:
-    """A fitted expert: probabilities over its own classes (the real ones, plus 'insufficient' if it saw any)."""
+    """A fitted expert: probabilities over its own classes (the real ones, plus 'insufficient' if it saw any), or
+    for a regressor (``classes`` empty) its prediction."""
 
     def __init__(self, spec: ExpertSpec, predictor: Any, classes: list[int], path: Path) -> None:
         self.spec = spec
@@ -112,14 +114,15 @@ class Expert:
 
     @classmethod
     def fit(cls, spec: ExpertSpec, frame: pd.DataFrame, target: np.ndarray, *, path: Path, quality: str,
-            n_folds: int, time_limit: float, seed: int, text_columns: list[str],
+            n_folds: int, time_limit: float, seed: int, text_columns: list[str], regression: bool = False,
             fold_strategy: str = "sequential_local", num_cpus: int | str = "auto") -> tuple["Expert", np.ndarray]:
-        """Fit on ``frame`` → (the expert shrunk for deployment, out-of-fold probabilities per row).
+        """Fit on ``frame`` → (the expert shrunk for deployment, its out-of-fold outputs per row: probabilities,
+        or one column of predictions for a regressor).
 
-        OOF probabilities are taken before shrinking: AutoGluon cannot produce them afterwards.
+        OOF outputs are taken before shrinking: AutoGluon cannot produce them afterwards.
         """
         _, stack_levels, min_folds = QUALITY[quality]
-        classes = sorted(int(c) for c in np.unique(target))
+        classes = [] if regression else sorted(int(c) for c in np.unique(target))
         data = frame.copy()
         data[TARGET] = target
         work = path.with_name(path.name + ".work")
@@ -154,25 +157,23 @@ class Expert:
                 f"expert {spec.name}: AutoGluon trained no model within its {time_limit:.0f} s share of the time "
                 f"budget ({len(frame)} rows, {frame.shape[1]} features). Raise the time budget (n_mins/n_hours) "
                 "or choose a lighter quality")
-        oof = align(predictor.predict_proba_oof(as_multiclass=True), classes, len(frame))
-        # AutoGluon drops classes too rare to stratify; their rows never trained any model, so predicting
-        # them directly is still out-of-fold.
-        unseen = np.isnan(oof).any(axis=1)
-        if unseen.any():
-            oof[unseen] = align(predictor.predict_proba(frame.iloc[np.flatnonzero(unseen)].reset_index(drop=True)),
-                                classes, int(unseen.sum()))
+        oof = _out_of_fold(predictor, frame, classes)
         leaderboard = predictor.leaderboard(silent=True)
         predictor.clone_for_deployment(str(path), dirs_exist_ok=True)
         shutil.rmtree(work, ignore_errors=True)
         expert = cls.load(spec, path, classes)
         expert.leaderboard = leaderboard
-        log.info("expert %s: %d rows, %d classes, best model %s, %.1f s", spec.name, len(frame), len(classes),
-                 predictor.model_best, time.monotonic() - started)
+        log.info("expert %s: %d rows, %s, best model %s, %.1f s", spec.name, len(frame),
+                 f"{len(classes)} classes" if classes else "regression", predictor.model_best,
+                 time.monotonic() - started)
         return expert, oof
 
     @staticmethod
     def _new_predictor(work: Path, classes: list[int]) -> Any:
         from autogluon.tabular import TabularPredictor
+        if not classes:
+            return TabularPredictor(label=TARGET, problem_type="regression", eval_metric="root_mean_squared_error",
+                                    path=str(work), verbosity=1)
         return TabularPredictor(label=TARGET, problem_type="binary" if len(classes) == 2 else "multiclass",
                                 eval_metric="log_loss", path=str(work), verbosity=1)
 
@@ -183,9 +184,37 @@ class Expert:
         persist(predictor, path)
         return cls(spec, predictor, classes, path)
 
-    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
+    @property
+    def width(self) -> int:
+        """How many columns ``outputs`` has."""
+        return len(self.classes) or 1
+
+    def outputs(self, frame: pd.DataFrame) -> np.ndarray:
+        """Probabilities over ``classes`` (one column each), or a regressor's predictions (one column)."""
         frame = frame.reset_index(drop=True)
+        if not self.classes:
+            return self.predictor.predict(frame).to_numpy(dtype=np.float64).reshape(-1, 1)
         return align(self.predictor.predict_proba(frame, as_multiclass=True), self.classes, len(frame))
+
+
+def _out_of_fold(predictor: Any, frame: pd.DataFrame, classes: list[int]) -> np.ndarray:
+    """The bagged predictor's out-of-fold outputs, one row per row of ``frame``."""
+    if not classes:
+        oof = predictor.predict_oof()
+        out = np.full((len(frame), 1), np.nan)
+        index = oof.index.to_numpy()
+        keep = (index >= 0) & (index < len(frame)) & ~oof.index.duplicated()
+        out[index[keep], 0] = oof.to_numpy(dtype=np.float64)[keep]
+    else:
+        out = align(predictor.predict_proba_oof(as_multiclass=True), classes, len(frame))
+    # AutoGluon drops classes too rare to stratify; their rows never trained any model, so predicting them
+    # directly is still out-of-fold.
+    unseen = np.isnan(out).any(axis=1)
+    if unseen.any():
+        rows = frame.iloc[np.flatnonzero(unseen)].reset_index(drop=True)
+        out[unseen] = (predictor.predict(rows).to_numpy(dtype=np.float64).reshape(-1, 1) if not classes
+                       else align(predictor.predict_proba(rows), classes, int(unseen.sum())))
+    return out
 
 
 def align(proba: pd.DataFrame, classes: list[int], n_rows: int) -> np.ndarray:

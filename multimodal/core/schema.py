@@ -15,6 +15,7 @@ log = logging.getLogger(__name__)
 
 ID_COLUMN = "ID"
 LABEL_COLUMN = "label"
+PREDICTION = "prediction"  # the name of a regression model's output (predict's Series, the server's column)
 MODALITIES = ("text", "num", "cat", "image")
 SUFFIXES = {f"_{m}": m for m in MODALITIES}
 # Only for _num columns: these spellings are missing values, not malformed numbers.

@@ -1,4 +1,5 @@
-"""Scores of class probabilities against true classes: what ``evaluate``, the metric lines and the reports show."""
+"""Scores of predictions against true targets (class probabilities, or numbers for regression): what
+``evaluate``, the metric lines and the reports show."""
 from __future__ import annotations
 
 import numpy as np
@@ -24,5 +25,20 @@ def classification_scores(y: np.ndarray, proba: np.ndarray, n_classes: int) -> d
         "accuracy": float(accuracy_score(y, predicted)),
         "balanced_accuracy": float(balanced_accuracy_score(y, predicted)),
         "log_loss": float(log_loss(y, clipped, labels=list(range(n_classes)))),
+        "rows": int(len(y)),
+    }
+
+
+def regression_scores(y: np.ndarray, predicted: np.ndarray) -> dict:
+    """rmse, mae, r2 (1 - residual / total sum of squares; NaN when the targets are all equal) and the row count."""
+    y, predicted = np.asarray(y, dtype=np.float64), np.asarray(predicted, dtype=np.float64)
+    if len(y) == 0:
+        return {"rmse": float("nan"), "mae": float("nan"), "r2": float("nan"), "rows": 0}
+    residual = y - predicted
+    total = float(np.sum((y - y.mean()) ** 2))
+    return {
+        "rmse": float(np.sqrt(np.mean(residual ** 2))),
+        "mae": float(np.mean(np.abs(residual))),
+        "r2": 1.0 - float(np.sum(residual ** 2)) / total if total > 0 else float("nan"),
         "rows": int(len(y)),
     }

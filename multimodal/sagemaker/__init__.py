@@ -1,4 +1,4 @@
-"""SageMaker's container contracts, as thin layers over ``multimodal.core.MultimodalClassifier``.
+"""SageMaker's container contracts, as thin layers over ``multimodal.core.estimator.MultimodalEstimator``.
 
 ``training`` is the training job (``train`` in the training image: ``/opt/ml`` in, model and reports out) and
 ``serving`` the inference server (``serve`` in the inference image). ``contract`` holds the platform facts they

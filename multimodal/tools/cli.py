@@ -1,4 +1,4 @@
-"""The `multimodal` command: a thin layer over MultimodalClassifier and the SageMaker tooling."""
+"""The `multimodal` command: a thin layer over MultimodalEstimator and the SageMaker tooling."""
 from __future__ import annotations
 
 import argparse
@@ -8,12 +8,15 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from multimodal.core.artifact import CONFIG_FILE
 from multimodal.core.text import ENCODERS as TEXT_ENCODERS
 from multimodal.logs import configure_logging
 from multimodal.sagemaker.contract import CSV, FORMATS
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger("multimodal")
 
@@ -135,15 +138,17 @@ def _register(args: argparse.Namespace) -> int:
 
 
 def _example(args: argparse.Namespace) -> int:
-    """Generate data, run a local training job and a local batch transform, and print the accuracy."""
+    """Generate data, run a local training job and a local batch transform, and print the held-out scores."""
     from .local import TransformSettings, local_train, local_transform
-    from .synthetic import make_dataset
+    from .synthetic import make_dataset, make_regression_dataset
+    make = make_regression_dataset if args.regression else make_dataset
     work = Path(args.out or tempfile.mkdtemp(prefix="multimodal-example-"))
     work.mkdir(parents=True, exist_ok=True)
-    train, test = make_dataset(args.rows, seed=1), make_dataset(max(args.rows // 3, 50), seed=2)
+    train, test = make(args.rows, seed=1), make(max(args.rows // 3, 50), seed=2)
     train.to_csv(work / "train.csv", index=False)
     test.drop(columns="label").to_csv(work / "test.csv", index=False, header=False)
-    log.info("example data in %s: %d training rows, %d held-out rows", work, len(train), len(test))
+    log.info("example data in %s: %d training rows, %d held-out rows (%s)", work, len(train), len(test),
+             "a price to predict" if args.regression else "four classes")
     hyperparameters = {"quality": "toy", "image_model": "efficientnet_lite0", "n_mins": str(args.minutes),
                        "n_folds": "3"}
     started = time.monotonic()
@@ -159,15 +164,28 @@ def _example(args: argparse.Namespace) -> int:
     if report["failed"]:
         print(f"batch transform failed: {report['failed']}")
         return 1
+    print(_example_summary(work, test, args.regression) + f". Trained in {trained:.0f} s; artifacts in {work}")
+    return 0
+
+
+def _example_summary(work: Path, test: pd.DataFrame, regression: bool) -> str:
+    """The batch transform's score on the held-out rows, and each expert's alone on the validation split."""
     import pandas as pd
-    predicted = pd.read_csv(work / "predictions" / "test.csv.out", header=None, names=["ID", "label"], dtype=str)
-    accuracy = float((predicted["label"].to_numpy() == test["label"].astype(str).to_numpy()).mean())
+
+    from multimodal.core.scores import regression_scores
     metrics = json.loads((work / "job" / "opt_ml" / "model" / CONFIG_FILE).read_text())["metrics"]
     experts = metrics["validation"]["experts"]
-    print(f"batch transform accuracy on {len(test)} held-out rows: {accuracy:.3f} (fused); experts alone on the "
-          f"validation split: " + ", ".join(f"{k} {v['accuracy']:.3f}" for k, v in experts.items())
-          + f". Trained in {trained:.0f} s; artifacts in {work}")
-    return 0
+    output = work / "predictions" / "test.csv.out"
+    if regression:
+        predicted = pd.read_csv(output, header=None, names=["ID", "prediction"])
+        scores = regression_scores(test["label"].to_numpy(dtype=float), predicted["prediction"].to_numpy())
+        return (f"batch transform on {len(test)} held-out rows: RMSE {scores['rmse']:.3f}, R² {scores['r2']:.3f} "
+                f"(fused; the price's standard deviation is {test['label'].std():.3f}); RMSE of the experts alone on "
+                "the validation split: " + ", ".join(f"{k} {v['rmse']:.3f}" for k, v in experts.items()))
+    predicted = pd.read_csv(output, header=None, names=["ID", "label"], dtype=str)
+    accuracy = float((predicted["label"].to_numpy() == test["label"].astype(str).to_numpy()).mean())
+    return (f"batch transform accuracy on {len(test)} held-out rows: {accuracy:.3f} (fused); experts alone on the "
+            "validation split: " + ", ".join(f"{k} {v['accuracy']:.3f}" for k, v in experts.items()))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -199,9 +217,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_example(commands: Any) -> None:
-    example = commands.add_parser("example", help="generate data, train and batch-transform it locally, print accuracy")
+    example = commands.add_parser("example", help="generate data, train and batch-transform it locally, print the "
+                                                  "held-out score")
     example.add_argument("--rows", type=int, default=600, help="training rows (default 600)")
     example.add_argument("--minutes", type=int, default=3, help="time budget in minutes (default 3)")
+    example.add_argument("--regression", action="store_true",
+                         help="predict a number (a price depending on the text, the image and the category) instead "
+                              "of one of four classes")
     example.add_argument("--out", help="working directory (default: a new temporary one)")
     example.add_argument("--image-prefix", help="run in the Docker images PREFIX-training:latest and "
                                                 "PREFIX-inference:latest (e.g. multimodal) instead of locally")

@@ -1,4 +1,7 @@
-"""The CreateAlgorithm request, built from the repository's own definitions (spec file, metrics, formats)."""
+"""The CreateAlgorithm request, built from the repository's own definitions (spec file, metrics, formats).
+
+One algorithm serves classification and regression (the ``problem_type`` hyperparameter): its description,
+channels, MetricDefinitions and tuning objectives cover both."""
 from __future__ import annotations
 
 import logging
@@ -18,8 +21,10 @@ TRANSFORM_INSTANCE_TYPES = ["ml.m5.xlarge", "ml.m5.2xlarge", "ml.m5.4xlarge", "m
                             "ml.g4dn.xlarge"]
 REALTIME_INSTANCE_TYPES = ["ml.m5.large", "ml.m5.xlarge", "ml.m5.2xlarge", "ml.c5.xlarge", "ml.c5.2xlarge",
                            "ml.g4dn.xlarge"]
-DESCRIPTION = ("Classifier for CSV data mixing free text, numbers, categories and base64 images: one AutoGluon "
-               "expert per modality, fused by a neural network trained on out-of-fold probabilities.")
+DESCRIPTION = ("Classification (binary, multiclass) or regression for CSV data mixing free text, numbers, categories "
+               "and base64 images: one AutoGluon expert per modality, fused by a neural network trained on the "
+               "experts' out-of-fold predictions. The problem_type hyperparameter picks the task (auto: from the "
+               "labels). Inference returns class labels and probabilities, or predicted values.")
 
 
 def training_channels() -> list[dict]:
@@ -27,8 +32,9 @@ def training_channels() -> list[dict]:
               "SupportedInputModes": ["File", "Pipe", "FastFile"]}
     return [
         {"Name": "train", "IsRequired": True, **common,
-         "Description": "CSV with a header: ID, label and feature columns suffixed _text, _num, _cat or _image. "
-                        "Every .csv / .csv.gz file in the channel is read; all must share one header."},
+         "Description": "CSV with a header: ID, label (a class, or a number for regression) and feature columns "
+                        "suffixed _text, _num, _cat or _image. Every .csv / .csv.gz file in the channel is read; "
+                        "all must share one header."},
         {"Name": "validation", "IsRequired": False, **common,
          "Description": "Optional CSV with the training header: early-stops the fusion network and is reported."},
     ]
@@ -42,7 +48,9 @@ def build_request(*, name: str, training_image: str, inference_image: str, descr
     """The whole CreateAlgorithm request. A validation profile is added when its role and S3 URIs are given.
 
     ``image_columns``: names of _image columns whose experts' metrics should also get MetricDefinitions
-    (the text/num/cat experts' and the fused metrics always do).
+    (the fused metrics always do, and the text/num/cat/joint experts' as far as the limit of 40 allows).
+    The algorithm serves classification and regression: MetricDefinitions and SupportedTuningJobObjectiveMetrics
+    come from ``multimodal.sagemaker.training.metrics`` and cover both problem types (priority order there).
     """
     request: dict[str, Any] = {
         "AlgorithmName": name,

@@ -131,3 +131,21 @@ def make_interaction_dataset(n_rows: int = 400, *, seed: int = 0, missing_rate: 
         "region_cat": region,
         "label": labels,
     })
+
+
+def make_regression_dataset(n_rows: int = 400, *, seed: int = 0, missing_rate: float = 0.08, with_images: bool = True,
+                            noise: float = 0.15) -> pd.DataFrame:
+    """``make_dataset``'s columns with a numeric label (a price) that depends on two modalities.
+
+    ``label`` = 10 + 6·a + 3·b + 0.5·N(0, 1), rounded to cents: text and the image's shape each reveal ``a``, the
+    category reveals ``b``, the numbers both weakly (as in ``make_dataset``, each with ``noise`` flips). With
+    the default noise the text alone can explain about 38 % of the variance (36·0.35² of 11.5), the category
+    about 10 %; only the modalities together approach the 98 % that a and b explain.
+    """
+    frame = make_dataset(n_rows, seed=seed, missing_rate=missing_rate, with_images=with_images, noise=noise,
+                         integer_labels=True)
+    y = frame["label"].to_numpy(dtype=np.int64)
+    a, b = y // 2, y % 2
+    rng = np.random.default_rng([seed, 1])
+    frame["label"] = np.round(10.0 + 6.0 * a + 3.0 * b + rng.normal(0.0, 0.5, n_rows), 2)
+    return frame

@@ -1,11 +1,12 @@
 """The Flask app of the inference container: /ping, /execution-parameters and /invocations.
 
 ``create_app(model_or_loader, settings=...)`` is the app factory, usable without gunicorn (tests use Flask's
-test client). Given a loader (a callable returning a ``MultimodalClassifier``) it loads the model in a
+test client). Given a loader (a callable returning a fitted ``MultimodalEstimator``) it loads the model in a
 background thread, so /ping answers at once: 503 while loading, 200 once the model is loaded and a trial
 prediction (an all-missing row and a filled synthetic row) has succeeded, so the first real request pays no
-warm-up cost. Request parsing and response formatting live in ``payloads``; predictions come from
-``MultimodalClassifier.predict_proba`` alone, called once per request for its valid records.
+warm-up cost. Request parsing and response formatting live in ``payloads``; predictions come from the model's
+``predict_proba`` (classification) or ``predict`` (``problem_type_ == "regression"``) alone, called once per
+request for its valid records.
 
 Loading, the trial prediction and every request's parsing, prediction and formatting run on one dedicated
 model thread per process, one request at a time: the compute threads of all workers stay within the cores,
@@ -69,6 +70,13 @@ class ServerSettings:
         if self.bad_records not in ("fail", "emit"):
             raise ValueError(f"bad_records must be 'fail' or 'emit', not {self.bad_records!r}")
 
+    def check_model(self, model: Any) -> None:
+        """Refuse settings the model cannot honour, at load: the server then stops with the reason, rather than
+        answering every CSV request without the columns the setting promised."""
+        if self.csv_probabilities and is_regression(model):
+            raise ValueError("MULTIMODAL_CSV_PROBABILITIES=true asks for one probability column per class, but the "
+                             "model is a regression model (no classes): set MULTIMODAL_CSV_PROBABILITIES=false")
+
     @property
     def max_payload_bytes(self) -> int:
         return int(self.max_payload_mb * MIB)
@@ -78,18 +86,25 @@ class ServerSettings:
         return max(1, min(self.workers, int(PAYLOAD_BUDGET_MB // max(self.max_payload_mb, 1))))
 
 
+def is_regression(model: Any) -> bool:
+    """Whether ``model`` predicts numbers (``predict``) rather than classes (``classes_``, ``predict_proba``)."""
+    return getattr(model, "problem_type_", None) == "regression"
+
+
 class ModelSlot:
     """The model of this process and its thread: loaded and warmed up there, then used there by ``run``."""
 
     def __init__(self, source: Any, *, on_failure: Callable[[BaseException], None] | None = None,
                  on_ready: Callable[[], None] | None = None, load_timeout: float | None = None,
-                 description: str = "the model") -> None:
-        if hasattr(source, "predict_proba"):
+                 description: str = "the model", check: Callable[[Any], None] | None = None) -> None:
+        if hasattr(source, "predict_proba") or is_regression(source):
             self._loader: Callable[[], Any] = lambda: source
         elif callable(source):
             self._loader = source
         else:
-            raise TypeError("create_app needs a fitted model (with predict_proba) or a callable that loads one")
+            raise TypeError("create_app needs a fitted model (a classifier with predict_proba or a regression "
+                            "model) or a callable that loads one")
+        self._check = check
         self.model: Any = None
         self.error: BaseException | None = None
         self.description = description
@@ -131,6 +146,8 @@ class ModelSlot:
         try:
             model = self._loader()
             log.info("model loaded in %.1f s; trial prediction…", time.monotonic() - started)
+            if self._check is not None:
+                self._check(model)
             warm_up(model)
         except BaseException as exc:  # noqa: BLE001 — any failure to load must stop the server
             self._fail(exc)
@@ -139,8 +156,11 @@ class ModelSlot:
         self.load_seconds = time.monotonic() - started
         self._done.set()
         self._ready.set()
-        log.info("model ready in %.1f s (%d classes: %s)", self.load_seconds, len(model.classes_),
-                 ", ".join(map(str, model.classes_)))
+        if is_regression(model):
+            log.info("model ready in %.1f s (regression)", self.load_seconds)
+        else:
+            log.info("model ready in %.1f s (%d classes: %s)", self.load_seconds, len(model.classes_),
+                     ", ".join(map(str, model.classes_)))
         if self._on_ready is not None:
             self._on_ready()
 
@@ -179,7 +199,6 @@ def warm_up(model: Any) -> None:
     It proves the model can predict and pays the first-call costs (Keras tracing, AutoGluon's feature
     generators, the image encoder) before /ping turns 200. Raises if the model cannot predict.
     """
-    import numpy as np
     import pandas as pd
 
     schema = model.schema_
@@ -190,10 +209,19 @@ def warm_up(model: Any) -> None:
     full = {c: filled.get(modality.get(c), "warm-up") for c in header}
     for rows in ([empty, full], [full]):
         frame = pd.DataFrame(rows, dtype=object)
-        proba = model.predict_proba(frame)
-        values = proba.to_numpy(dtype=float)
-        if values.shape != (len(frame), len(model.classes_)) or not np.isfinite(values).all():
-            raise RuntimeError(f"the trial prediction returned unusable probabilities (shape {values.shape})")
+        _check_trial(model, _model_output(model, frame), len(frame))
+
+
+def _check_trial(model: Any, values: Any, rows: int) -> None:
+    """Raise unless the trial outputs are finite, with one number (regression) or one per class for each row."""
+    import numpy as np
+    finite = bool(np.isfinite(values).all())
+    if is_regression(model):
+        if values.shape != (rows,) or not finite:
+            raise RuntimeError(f"the trial prediction returned unusable predictions (shape {values.shape}, "
+                               f"expected ({rows},), finite: {finite})")
+    elif values.shape != (rows, len(model.classes_)) or not finite:
+        raise RuntimeError(f"the trial prediction returned unusable probabilities (shape {values.shape})")
 
 
 class Watchdog:
@@ -230,7 +258,7 @@ def create_app(model_or_loader: Any, *, settings: ServerSettings | None = None, 
                on_load_failure: Callable[[BaseException], None] | None = None,
                on_ready: Callable[[], None] | None = None, on_hang: Callable[[float], None] | None = None,
                server_started: Callable[[], bool] | None = None, description: str = "the model") -> Flask:
-    """The Flask app over a fitted ``MultimodalClassifier`` or a callable that loads one.
+    """The Flask app over a fitted ``MultimodalEstimator`` (classifier or regressor) or a callable that loads one.
 
     ``background=False`` loads (and warms up) before returning. ``on_load_failure`` is called (from the
     loading thread) when loading or the trial prediction fails; the server passes a function that exits.
@@ -241,7 +269,7 @@ def create_app(model_or_loader: Any, *, settings: ServerSettings | None = None, 
     """
     settings = settings or ServerSettings()
     slot = ModelSlot(model_or_loader, on_failure=on_load_failure, on_ready=on_ready, load_timeout=settings.load_timeout,
-                     description=description)
+                     description=description, check=settings.check_model)
     service = _Service(slot, settings, Watchdog(settings.request_timeout, on_hang), server_started)
     app = Flask("multimodal")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_payload_bytes
@@ -308,10 +336,7 @@ class _Service:
                  content_type, accept, 1000 * (time.monotonic() - started))
         response = Response(text, status=200, mimetype=accept)
         if accept == CSV:
-            id_column = model.schema_.id_column
-            response.headers["X-Output-Columns"] = ",".join(payloads.csv_columns(
-                model.classes_, with_id=id_column is not None, id_column=id_column or "ID",
-                with_probabilities=self.settings.csv_probabilities))
+            response.headers["X-Output-Columns"] = ",".join(_csv_columns(model, self.settings))
         return response
 
     def _handle(self, model: Any, body: bytes, content_type: str, charset: str | None,
@@ -402,23 +427,28 @@ def _response_type() -> str | None:
     return MEDIA_TYPES[best] if best else None
 
 
+def _model_output(model: Any, frame: Any) -> Any:
+    """Probabilities, shape (rows, classes), of a classifier; predictions, shape (rows,), of a regressor."""
+    import numpy as np
+    if is_regression(model):
+        return np.asarray(model.predict(frame), dtype=float)
+    return model.predict_proba(frame).to_numpy(dtype=float)
+
+
 def _predict(model: Any, batch: payloads.Batch, modalities: dict[str, str], *,
-             fail_fast: bool) -> payloads.Outcome | None:
+             fail_fast: bool) -> payloads.Outcome | payloads.Predictions | None:
     """Predict every valid record in one call; isolate records the model still rejects.
 
     Returns None when a record turned out bad and ``fail_fast`` (the caller answers 400 with the summary).
     """
     from multimodal.core.errors import DataError
 
-    classes = list(model.classes_)
-    n = len(batch)
-    labels: list[Any] = [None] * n
-    probabilities: list[Any] = [None] * n
+    outputs: list[Any] = [None] * len(batch)
     full_images_checked = False
     pending = batch.valid_positions()
     while pending:
         try:
-            proba = model.predict_proba(batch.frame(pending)).to_numpy(dtype=float)
+            values = _model_output(model, batch.frame(pending))
         except DataError as exc:
             before = len(batch.errors)
             if exc.row is not None and 1 <= exc.row <= len(pending):  # prepare_features names the row
@@ -427,7 +457,7 @@ def _predict(model: Any, batch: payloads.Batch, modalities: dict[str, str], *,
                 full_images_checked = True
                 payloads.validate(batch, {c: m for c, m in modalities.items() if m == "image"}, full_images=True)
             if len(batch.errors) == before:  # still unattributed: split the batch until the record is found
-                _bisect(model, batch, pending, labels, probabilities, classes)
+                _bisect(model, batch, pending, outputs)
                 pending = []
             else:
                 if fail_fast:
@@ -435,22 +465,21 @@ def _predict(model: Any, batch: payloads.Batch, modalities: dict[str, str], *,
                 pending = batch.valid_positions()
             continue
         for k, position in enumerate(pending):
-            labels[position] = classes[int(proba[k].argmax())]
-            probabilities[position] = proba[k]
+            outputs[position] = values[k]
         pending = []
+    outcome = _outcome(model, batch, outputs)
     if batch.errors and fail_fast:
         return None
-    return payloads.Outcome(ids=batch.ids, labels=labels, probabilities=probabilities, errors=batch.errors)
+    return outcome
 
 
-def _bisect(model: Any, batch: payloads.Batch, positions: list[int], labels: list, probabilities: list,
-            classes: list) -> None:
+def _bisect(model: Any, batch: payloads.Batch, positions: list[int], outputs: list) -> None:
     from multimodal.core.errors import DataError
     stack = [positions]
     while stack:
         part = stack.pop()
         try:
-            proba = model.predict_proba(batch.frame(part)).to_numpy(dtype=float)
+            values = _model_output(model, batch.frame(part))
         except DataError as exc:
             if len(part) == 1:
                 batch.fail(part[0], str(exc), exc.column)
@@ -458,14 +487,47 @@ def _bisect(model: Any, batch: payloads.Batch, positions: list[int], labels: lis
                 stack += [part[len(part) // 2:], part[:len(part) // 2]]
             continue
         for k, position in enumerate(part):
-            labels[position] = classes[int(proba[k].argmax())]
-            probabilities[position] = proba[k]
+            outputs[position] = values[k]
 
 
-def _format(outcome: payloads.Outcome, model: Any, accept: str, settings: ServerSettings) -> str:
+def _outcome(model: Any, batch: payloads.Batch, outputs: list) -> payloads.Outcome | payloads.Predictions:
+    """The model's raw outputs per record as labels and probabilities, or as predicted numbers."""
+    import math
+    if not is_regression(model):
+        classes = list(model.classes_)
+        labels = [None if p is None else classes[int(p.argmax())] for p in outputs]
+        return payloads.Outcome(ids=batch.ids, labels=labels, probabilities=outputs, errors=batch.errors)
+    for position, value in enumerate(outputs):
+        # JSON has no NaN or infinity, and no number would be a truthful answer: the record gets an error
+        if value is not None and not math.isfinite(value):
+            batch.fail(position, f"the model's prediction for this record is not a finite number ({value}); "
+                                 "check the record's values for extremes")
+    values = [None if p in batch.errors else float(v) for p, v in enumerate(outputs)]
+    return payloads.Predictions(ids=batch.ids, values=values, errors=batch.errors)
+
+
+def _csv_columns(model: Any, settings: ServerSettings) -> list[str]:
     id_column = model.schema_.id_column
+    if is_regression(model):
+        return payloads.regression_csv_columns(with_id=id_column is not None, id_column=id_column or "ID")
+    return payloads.csv_columns(model.classes_, with_id=id_column is not None, id_column=id_column or "ID",
+                                with_probabilities=settings.csv_probabilities)
+
+
+def _format(outcome: payloads.Outcome | payloads.Predictions, model: Any, accept: str,
+            settings: ServerSettings) -> str:
+    id_column = model.schema_.id_column
+    if isinstance(outcome, payloads.Predictions):
+        return _format_regression(outcome, accept, id_column)
     if accept == CSV:
         return payloads.format_csv(outcome, model.classes_, with_id=id_column is not None,
                                    with_probabilities=settings.csv_probabilities)
     formatter = payloads.format_jsonlines if accept == JSONLINES else payloads.format_json
     return formatter(outcome, model.classes_, with_id=id_column is not None, id_column=id_column or "ID")
+
+
+def _format_regression(outcome: payloads.Predictions, accept: str, id_column: str | None) -> str:
+    if accept == CSV:
+        return payloads.format_regression_csv(outcome, with_id=id_column is not None)
+    formatter = payloads.format_regression_jsonlines if accept == JSONLINES else payloads.format_regression_json
+    return formatter(outcome, with_id=id_column is not None, id_column=id_column or "ID")

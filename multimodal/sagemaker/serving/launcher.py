@@ -26,7 +26,7 @@ Environment variables: the server's whole interface (hyperparameters play no par
 | `MULTIMODAL_KEEPALIVE` | `5` | seconds an idle keep-alive connection is kept |
 | `MULTIMODAL_MODEL_LOAD_TIMEOUT` | `900` | seconds a worker may take to load the model and make its trial prediction; longer is a failed start (exit 3) |
 | `SAGEMAKER_MAX_PAYLOAD_IN_MB` | `6` | `MaxPayloadInMB` of `/execution-parameters`; larger bodies (MB = 2²⁰ bytes) get 413. `MaxConcurrentTransforms` = workers, capped so that it × `MaxPayloadInMB` ≤ 100 |
-| `MULTIMODAL_CSV_PROBABILITIES` | `false` | `true`: CSV responses gain one probability column per class after `ID,label`, in the order of the model's classes (the `classes` list of `model_config.json`: sorted labels); the response header `X-Output-Columns` names the columns |
+| `MULTIMODAL_CSV_PROBABILITIES` | `false` | `true`: CSV responses gain one probability column per class after `ID,label`, in the order of the model's classes (the `classes` list of `model_config.json`: sorted labels); the response header `X-Output-Columns` names the columns. A regression model has no classes: with `true` it refuses to load (exit 3) rather than answer without the promised columns |
 | `MULTIMODAL_BAD_RECORDS` | `fail` | `fail`: a request with a bad record gets 400 naming it; `emit`: the bad record's output is `ID,ERROR: <reason>` (JSON: `{"ID": …, "label": null, "probabilities": null, "error": "<reason>"}`) and the other records are predicted |
 | `MULTIMODAL_ML_ROOT` | `/opt/ml` | the model is read from `<root>/model` |
 | `MULTIMODAL_LOG_LEVEL` | `info` | log level of the server and gunicorn (`info` logs one line per invocation) |
@@ -39,7 +39,14 @@ Environment variables: the server's whole interface (hyperparameters play no par
 `PASSIVE` (idle OpenMP threads sleep rather than spin).
 
 Exit status: 0 after SIGTERM; 2 for an invalid setting; 3 when the model cannot be loaded (missing or broken
-model directory, failed trial prediction, load timeout, a worker killed while loading).
+model directory, failed trial prediction, load timeout, a worker killed while loading, CSV probabilities asked
+of a regression model).
+
+Regression models (`problem_type_` "regression"): the response is `ID,prediction` per CSV record
+(`X-Output-Columns: ID,prediction`) and `{"ID": …, "prediction": …}` per JSON record, the number as Python's
+`repr` of the float64 (see `payloads`); a bad record in `emit` mode is `ID,ERROR: <reason>` /
+`{"ID": …, "prediction": null, "error": "<reason>"}`. They have no classes, so `MULTIMODAL_CSV_PROBABILITIES=true`
+stops the server at load (exit 3, the log says why).
 """
 from __future__ import annotations
 
@@ -265,8 +272,9 @@ def worker_app(config: ServeConfig, state_dir: Path) -> Any:
 
     def load() -> Any:
         set_torch_threads(config.threads)
-        from multimodal.core.classifier import MultimodalClassifier
-        model = MultimodalClassifier.load(config.model_dir)
+        # the base class: the model directory says whether it is a classifier or a regression model
+        from multimodal.core.estimator import MultimodalEstimator
+        model = MultimodalEstimator.load(config.model_dir)
         set_torch_threads(config.threads)
         return model
 

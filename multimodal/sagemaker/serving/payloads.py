@@ -11,7 +11,15 @@ server's bad-record mode, replaced in the output by an error record while the ot
   missing value. Text containing newlines is sent this way.
 * ``application/json``: a list of such objects (or one object).
 
-No model logic lives here: the server calls ``MultimodalClassifier.predict_proba`` on ``Batch.frame()``.
+No model logic lives here: the server calls the model (``predict_proba`` of a classifier, ``predict`` of a
+regressor) on ``Batch.frame()``.
+
+Responses. Classification: ``ID,label`` (+ one probability column per class when enabled) per CSV record;
+``{"ID": …, "label": …, "probabilities": {class: p, …}}`` per JSON record. Regression: ``ID,prediction`` per CSV
+record and ``{"ID": …, "prediction": …}`` per JSON record, the number written as Python's ``repr`` of the
+float64 (the shortest text that reads back as the same float; ``1e-05`` and ``1e+16`` style outside
+[1e-4, 1e16)), identical in CSV and JSON. Without an ID column the ID is left out. A bad record (bad-record
+mode "emit") is ``ID,ERROR: <reason>`` in CSV and carries ``"error": "<reason>"`` with null outputs in JSON.
 """
 from __future__ import annotations
 
@@ -24,7 +32,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
-from multimodal.core.schema import LABEL_COLUMN
+from multimodal.core.schema import LABEL_COLUMN, PREDICTION
 from multimodal.sagemaker.contract import (
     CSV,
     JSON,
@@ -546,3 +554,64 @@ def csv_columns(classes: Sequence[Any], *, with_id: bool, id_column: str, with_p
     """Names of the CSV output columns (sent in the X-Output-Columns response header; no header line)."""
     names = ([id_column] if with_id else []) + [LABEL_COLUMN]
     return names + ([f"probability_{c}" for c in classes] if with_probabilities else [])
+
+
+# ---------------------------------------------------------------------------------------------- regression
+
+def format_number(value: float) -> str:
+    """The text of a prediction: ``repr`` of the float64, the shortest text that reads back as the same value
+    (what ``json.dumps`` writes too, so CSV and JSON agree). ``float()`` first: numpy 2's repr is
+    ``np.float64(…)``."""
+    return repr(float(value))
+
+
+@dataclass
+class Predictions:
+    """Per record: the predicted number (regression), or an error. Values are finite: the server turns a
+    non-finite prediction into an error first (JSON cannot hold NaN or infinity)."""
+
+    ids: list[Any]
+    values: list[float | None]
+    errors: dict[int, RecordError]
+
+
+def format_regression_csv(outcome: Predictions, *, with_id: bool) -> str:
+    """``ID,prediction`` per record (``prediction`` alone without an ID column); ``ID,ERROR: <reason>`` for a
+    bad record. Records separated as in ``format_csv``."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    for i, record_id in enumerate(outcome.ids):
+        row = [_clean(record_id)] if with_id else []
+        row.append("ERROR: " + outcome.errors[i].message if i in outcome.errors else
+                   format_number(outcome.values[i]))
+        writer.writerow(row)
+    return buffer.getvalue().removesuffix(RECORD_SEPARATOR)
+
+
+def _regression_records(outcome: Predictions, *, with_id: bool, id_column: str) -> Iterable[dict]:
+    for i, record_id in enumerate(outcome.ids):
+        record: dict[str, Any] = {id_column: record_id} if with_id else {}
+        if i in outcome.errors:
+            record.update({PREDICTION: None, "error": outcome.errors[i].message})
+        else:
+            record[PREDICTION] = float(outcome.values[i])
+        yield record
+
+
+def _dumps(value: Any) -> str:
+    # allow_nan=False: a non-finite number that got this far is a 500, never a body no JSON parser reads
+    return json.dumps(value, ensure_ascii=False, allow_nan=False)
+
+
+def format_regression_jsonlines(outcome: Predictions, *, with_id: bool, id_column: str) -> str:
+    return RECORD_SEPARATOR.join(_dumps(r) for r in _regression_records(outcome, with_id=with_id,
+                                                                         id_column=id_column))
+
+
+def format_regression_json(outcome: Predictions, *, with_id: bool, id_column: str) -> str:
+    return _dumps(list(_regression_records(outcome, with_id=with_id, id_column=id_column)))
+
+
+def regression_csv_columns(*, with_id: bool, id_column: str) -> list[str]:
+    """Names of the regression CSV output columns (the X-Output-Columns response header)."""
+    return ([id_column] if with_id else []) + [PREDICTION]

@@ -1,6 +1,6 @@
 """`multimodal-train` (`train` in the training image): the SageMaker training-container contract.
 
-A thin layer over MultimodalClassifier. Paths are under ``/opt/ml``, or ``$MULTIMODAL_ML_ROOT`` for local runs:
+A thin layer over MultimodalEstimator. Paths are under ``/opt/ml``, or ``$MULTIMODAL_ML_ROOT`` for local runs:
 
   input/config/hyperparameters.json  optional; absent = every default. Flat object, every value a string,
                                      validated against hyperparameter_specification.json; keys starting with
@@ -19,10 +19,11 @@ A thin layer over MultimodalClassifier. Paths are under ``/opt/ml``, or ``$MULTI
   input/data/train/                  required: .csv / .csv.gz files with the same header (see channels.py),
                                      read as a stream of record batches: images are embedded batch by batch
   input/data/validation/             optional: early-stops the fusion network; its scores are reported
-  model/                             the model (MultimodalClassifier.save); written to model/.partial/ and moved
+  model/                             the model (MultimodalEstimator.save); written to model/.partial/ and moved
                                      into place only once everything succeeded: a failed job leaves model/ empty
-  output/data/                       metrics.json, leaderboard_<expert>.csv, confusion_matrix.png,
-                                     fusion_training_curve.png
+  output/data/                       metrics.json, leaderboard_<expert>.csv, fusion_training_curve.png, and
+                                     confusion_matrix.png (classes) or predicted_vs_actual.png and
+                                     residuals.png (regression)
   output/failure                     on failure: what is wrong and how to fix it (the job's FailureReason)
 
 Exit status 0 = success, 1 = failure. Metric lines are printed on stdout (format: metrics.py); the
@@ -299,8 +300,8 @@ def run(paths: Paths, clock: Stopwatch, job: JobConfig, cluster: "RayCluster | N
     hyperparameters, budget, configs = job.hyperparameters, job.budget, job.channels
 
     readers = channel_readers(configs, paths.data_dir if cluster is None else None)
-    from multimodal.core.classifier import MultimodalClassifier
-    model = MultimodalClassifier(**hyperparameters)
+    from multimodal.core.estimator import MultimodalEstimator
+    model = MultimodalEstimator(**hyperparameters)
     if cluster is None:
         model.fit(readers[TRAIN_CHANNEL](), readers[VALIDATION_CHANNEL]() if VALIDATION_CHANNEL in readers else None)
     else:
@@ -349,11 +350,16 @@ def channel_summaries(readers: dict[str, ChannelReader], model: Any, *, distribu
 
 def write_reports(model: Any, paths: Paths, channels: dict[str, dict], clock: Stopwatch, budget: int,
                   model_bytes: int) -> None:
+    """output/data: metrics.json (the model's ``metrics_`` and a ``job`` block), the experts' leaderboards, the
+    fusion training curve, and the confusion matrix (classification) or the predicted-vs-actual scatter and the
+    residual histogram (regression)."""
     from . import reports
     out = paths.output_data_dir
-    metrics = dict(model.metrics_)
+    problem_type = model.problem_type_
+    regression = problem_type == "regression"
+    metrics = dict(model.metrics_)  # for regression this holds "target" (mean, std, min, max of the training target)
     block = model.metrics_.get("validation") or {}
-    matrix = block.get("confusion_matrix") or None
+    matrix = None if regression else (block.get("confusion_matrix") or None)
     title = f"fused model on the {model.metrics_.get('validation_source', 'validation')}"
     metrics["job"] = {
         "time_budget_seconds": budget,
@@ -361,7 +367,8 @@ def write_reports(model: Any, paths: Paths, channels: dict[str, dict], clock: St
         "stages_seconds": dict(clock.stages),
         "channels": channels,
         "model_megabytes": round(model_bytes / 1e6, 3),
-        "classes": list(model.classes_),
+        "problem_type": problem_type,
+        **({} if regression else {"classes": list(model.classes_)}),
         "experts": model.expert_names_,
     }
     if matrix is not None:
@@ -371,6 +378,15 @@ def write_reports(model: Any, paths: Paths, channels: dict[str, dict], clock: St
     boards = reports.write_leaderboards(model.leaderboards_, out)
     if matrix is not None:
         reports.plot_confusion_matrix(matrix, model.classes_, out / reports.CONFUSION_MATRIX_FILE, title=title)
+    if regression:
+        predictions = getattr(model, "validation_predictions_", None)
+        if predictions is not None and len(predictions):
+            actual, predicted = predictions["actual"], predictions["predicted"]
+            reports.plot_predicted_vs_actual(actual, predicted, out / reports.PREDICTED_VS_ACTUAL_FILE, title=title)
+            reports.plot_residuals(actual, predicted, out / reports.RESIDUALS_FILE, title=title)
+        else:
+            log.warning("no validation predictions: %s and %s not written", reports.PREDICTED_VS_ACTUAL_FILE,
+                        reports.RESIDUALS_FILE)
     curve = model.metrics_.get("fusion_curve") or {}
     if curve:
         reports.plot_training_curve(curve, out / reports.TRAINING_CURVE_FILE)

@@ -1,4 +1,9 @@
-"""Training reports written to ``output/data``: metrics.json, leaderboards, confusion matrix, training curve.
+"""Training reports written to ``output/data``: metrics.json, leaderboards, training curve, and per problem type
+
+* classification: the confusion matrix (confusion_matrix.png);
+* regression: predicted against actual values (predicted_vs_actual.png: a scatter with the line y = x, at most
+  ``MAX_SCATTER_POINTS`` points, a random sample of larger sets) and the residuals (residuals.png: histogram of
+  predicted − actual), both on the validation rows the metrics were computed on.
 
 Plots use matplotlib's Agg backend (no display). matplotlib writes a font cache under ``$MPLCONFIGDIR``
 (default ``~/.config/matplotlib``); when it is unset a directory under the temporary directory is used, so a
@@ -25,6 +30,9 @@ log = logging.getLogger(__name__)
 METRICS_FILE = "metrics.json"
 CONFUSION_MATRIX_FILE = "confusion_matrix.png"
 TRAINING_CURVE_FILE = "fusion_training_curve.png"
+PREDICTED_VS_ACTUAL_FILE = "predicted_vs_actual.png"
+RESIDUALS_FILE = "residuals.png"
+MAX_SCATTER_POINTS = 5000
 LEADERBOARD_PATTERN = "leaderboard_{}.csv"
 MAX_ANNOTATED_CLASSES = 30
 MAX_LABEL_CHARS = 24
@@ -105,11 +113,19 @@ def plot_confusion_matrix(matrix: Any, classes: Sequence, path: Path, *, title: 
 
 
 def plot_training_curve(curve: Mapping[str, Any], path: Path) -> Path:
-    """Loss and accuracy per epoch of the fusion network, training and validation, best epoch marked."""
+    """Loss (and, for classification, accuracy) per epoch of the fusion network, training and validation, best
+    epoch marked. The loss axis is labelled after ``curve["loss_name"]`` when given ("Huber" → "Huber loss",
+    "mean squared error" as is), else "cross-entropy loss" when the curve has accuracy (classification) and "loss"
+    otherwise; a curve without accuracy (regression) gets a single panel."""
     plt = pyplot()
-    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 4))
+    has_accuracy = bool(curve.get("accuracy") or curve.get("val_accuracy"))
+    loss_name = str(curve.get("loss_name") or ("cross-entropy" if has_accuracy else "loss"))
+    if not loss_name.lower().endswith(("loss", "error")):
+        loss_name += " loss"
+    panels = [("loss", loss_name)] + ([("accuracy", "accuracy")] if has_accuracy else [])
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
     try:
-        for ax, key, label in ((loss_ax, "loss", "cross-entropy loss"), (acc_ax, "accuracy", "accuracy")):
+        for ax, (key, label) in zip(axes[0], panels):
             for prefix, style, name in (("", "-", "training"), ("val_", "--", "validation")):
                 values = curve.get(prefix + key) or []
                 if values:
@@ -123,6 +139,90 @@ def plot_training_curve(curve: Mapping[str, Any], path: Path) -> Path:
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8)
         fig.suptitle("fusion network training")
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+    finally:
+        plt.close(fig)
+    return path
+
+
+def finite_pairs(actual: Any, predicted: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Actual and predicted values as float arrays, rows where either is not a finite number left out."""
+    actual = pd.to_numeric(pd.Series(np.asarray(actual).ravel()), errors="coerce").to_numpy(dtype=np.float64)
+    predicted = pd.to_numeric(pd.Series(np.asarray(predicted).ravel()), errors="coerce").to_numpy(dtype=np.float64)
+    keep = np.isfinite(actual) & np.isfinite(predicted)
+    return actual[keep], predicted[keep]
+
+
+def sample_indices(n: int, limit: int = MAX_SCATTER_POINTS, seed: int = 0) -> np.ndarray:
+    """All of ``range(n)``, or a reproducible random sample of ``limit`` of them, in order."""
+    if n <= limit:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=limit, replace=False))
+
+
+def plot_predicted_vs_actual(actual: Any, predicted: Any, path: Path, *, title: str,
+                             max_points: int = MAX_SCATTER_POINTS) -> Path:
+    """Scatter of predicted against actual values with the line y = x; RMSE and R² (of every row) in the title.
+    Above ``max_points`` rows a random sample of them is drawn, and the title says so."""
+    plt = pyplot()
+    actual, predicted = finite_pairs(actual, predicted)
+    n = len(actual)
+    fig, ax = plt.subplots(figsize=(6, 6))
+    try:
+        if n:
+            found = scores.regression_scores(actual, predicted)
+            shown = sample_indices(n, max_points)
+            ax.scatter(actual[shown], predicted[shown], s=8 if len(shown) > 500 else 16,
+                       alpha=0.3 if len(shown) > 1000 else 0.6, edgecolors="none", label="rows")
+            low = float(min(actual.min(), predicted.min()))
+            high = float(max(actual.max(), predicted.max()))
+            pad = (high - low) * 0.03 or 1.0
+            ax.plot([low - pad, high + pad], [low - pad, high + pad], color="black", linewidth=1, linestyle="--",
+                    label="y = x")
+            ax.set_xlim(low - pad, high + pad)
+            ax.set_ylim(low - pad, high + pad)
+            sampled = f", {len(shown)} of them drawn (random sample)" if len(shown) < n else ""
+            ax.set_title(f"{title}\n{n} rows{sampled}\nRMSE {found['rmse']:.4g}, R² {found['r2']:.3f}", fontsize=10)
+            ax.legend(fontsize=8, loc="upper left")
+        else:
+            ax.text(0.5, 0.5, "no rows with a finite actual and predicted value", ha="center", va="center",
+                    transform=ax.transAxes)
+            ax.set_title(title, fontsize=10)
+        ax.set_xlabel("actual")
+        ax.set_ylabel("predicted")
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+    finally:
+        plt.close(fig)
+    return path
+
+
+def plot_residuals(actual: Any, predicted: Any, path: Path, *, title: str) -> Path:
+    """Histogram of the residuals predicted − actual (every row), zero and the mean residual marked."""
+    plt = pyplot()
+    actual, predicted = finite_pairs(actual, predicted)
+    residuals = predicted - actual
+    n = len(residuals)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    try:
+        if n:
+            bins = int(min(60, max(10, np.sqrt(n))))
+            ax.hist(residuals, bins=bins, color="tab:blue", alpha=0.8)
+            ax.axvline(0.0, color="black", linewidth=1, label="0")
+            mean = float(residuals.mean())
+            ax.axvline(mean, color="tab:red", linestyle="--", linewidth=1, label=f"mean {mean:.4g}")
+            ax.legend(fontsize=8)
+            ax.set_title(f"{title}\n{n} rows, residual mean {mean:.4g}, std {float(residuals.std()):.4g}, "
+                         f"MAE {float(np.abs(residuals).mean()):.4g}", fontsize=10)
+        else:
+            ax.text(0.5, 0.5, "no rows with a finite actual and predicted value", ha="center", va="center",
+                    transform=ax.transAxes)
+            ax.set_title(title, fontsize=10)
+        ax.set_xlabel("residual (predicted − actual)")
+        ax.set_ylabel("rows")
+        ax.grid(alpha=0.3)
         fig.tight_layout()
         fig.savefig(path, dpi=100)
     finally:

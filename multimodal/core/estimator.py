@@ -1,4 +1,14 @@
-"""MultimodalClassifier: the one estimator that the training job, the server and the CLI call."""
+"""The estimator that the training job, the server and the CLI call: ``MultimodalEstimator`` (classes or a
+number, by ``problem_type``), and its restrictions ``MultimodalClassifier`` and ``MultimodalRegressor``.
+
+Classification: each expert learns the classes plus an "insufficient information" class for rows missing its
+modality; the fusion network maps the experts' out-of-fold probabilities to the classes.
+
+Regression: each expert is an AutoGluon regressor (there is no "insufficient information" number); the fusion
+network gets the experts' out-of-fold predictions (standardised like the target) and, per row, the fraction of
+each expert's modality that is missing — what tells it how far to trust each prediction — and predicts the
+standardised target.
+"""
 from __future__ import annotations
 
 import contextlib
@@ -24,7 +34,7 @@ from multimodal import __version__
 
 from . import artifact
 from .cluster import ClusterData
-from .errors import DataError, NotFittedError
+from .errors import DataError, HyperparameterError, NotFittedError
 from .experts import Expert, ExpertJob, ExpertSpec, modality_labels, shared_autogluon_metadata
 from .hyperparameters import defaults, resolve, specification, time_budget_seconds
 from .ingest import Rows, check_label_column, frame_batches, ingest
@@ -33,6 +43,7 @@ from .parallel import fold_strategy, local_ray
 from .reduction import Reducer
 from .schema import (
     LABEL_COLUMN,
+    PREDICTION,
     Features,
     Schema,
     describe_row,
@@ -41,7 +52,8 @@ from .schema import (
     modality_missing_fraction,
     prepare_features,
 )
-from .scores import classification_scores, confusion_matrix
+from .scores import classification_scores, confusion_matrix, regression_scores
+from .targets import CLASSIFICATION, PROBLEM_TYPES, REGRESSION, choose_problem_type, numeric_targets
 from .timebudget import TimeBudget
 from .views import JOINT, Views, expert_specs, missing_fractions, missing_indicators
 
@@ -61,31 +73,67 @@ TrainingData = Union[pd.DataFrame, Iterable[pd.DataFrame], ClusterData]
 
 @dataclass
 class _Split:
-    """Rows with their features, image embeddings and class indices."""
+    """Rows with their features, image embeddings and targets (class indices, or numbers for regression)."""
 
     features: Features
     embeddings: dict[str, np.ndarray]
     y: np.ndarray
 
 
-class MultimodalClassifier:
-    """Classifier over text, numeric, categorical and image columns, routed by header suffix.
+class _ClassificationOnly:
+    """A method that exists only on models that predict classes: on a regression model (or a
+    ``MultimodalRegressor``) reading it raises AttributeError, so ``hasattr(model, "predict_proba")`` is False
+    (scikit-learn's ``available_if`` convention)."""
 
-    One AutoGluon expert per modality (per image column) learns the label plus an 'insufficient information'
-    class; a neural network trained on the experts' out-of-fold probabilities fuses them. The keyword
-    arguments are the hyperparameters of ``hyperparameter_specification.json`` (listed below, generated from
-    that file); every value is checked on construction (``HyperparameterError`` names what is wrong).
+    def __init__(self, method: Callable) -> None:
+        self.method = method
+        self.__doc__ = method.__doc__
 
-    Fitted attributes: ``classes_`` (the labels, sorted; predictions use them), ``schema_`` (the training
-    columns and their modalities), ``experts_``, ``fusion_``, ``metrics_`` (scores on the training rows and the
-    validation rows, timings, the fusion's training curve), ``leaderboards_`` (AutoGluon's, per expert).
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        if obj is None:
+            return self
+        if obj._problem_family() == REGRESSION:
+            raise AttributeError(f"{self.name} does not exist for a regression model: predict() returns the numbers")
+        return self.method.__get__(obj, owner)
+
+
+class MultimodalEstimator:
+    """Classifier or regressor over text, numeric, categorical and image columns, routed by header suffix.
+
+    One AutoGluon expert per modality (per image column) learns the label (for classes, plus an 'insufficient
+    information' class); a neural network trained on the experts' out-of-fold outputs fuses them. Whether the
+    label is classes or a number is the ``problem_type`` hyperparameter (``auto``: decided from the labels,
+    see ``multimodal.core.targets``). The keyword arguments are the hyperparameters of
+    ``hyperparameter_specification.json`` (listed below, generated from that file); every value is checked on
+    construction (``HyperparameterError`` names what is wrong).
+
+    Fitted attributes: ``problem_type_`` (``binary``, ``multiclass`` or ``regression``), ``classes_`` (the
+    labels, sorted; classification only), ``schema_`` (the training columns and their modalities),
+    ``experts_``, ``fusion_``, ``metrics_`` (scores on the training rows and the validation rows, timings, the
+    fusion's training curve), ``leaderboards_`` (AutoGluon's, per expert); for regression ``target_mean_`` and
+    ``target_std_`` (the fusion network predicts the standardised target) and, after ``fit``,
+    ``validation_predictions_`` (actual and predicted values of the validation rows).
     """
 
+    # the values of problem_type this class accepts (its subclasses restrict them)
+    problem_types: tuple[str, ...] = PROBLEM_TYPES
+
     def __init__(self, **hyperparameters: Any) -> None:
-        for name, value in resolve(hyperparameters).items():
-            setattr(self, name, value)
+        self._set_hyperparameters(resolve(hyperparameters))
         self._embedders: dict[str, Any] = {}
         self._workdir: Path | None = None
+
+    def _set_hyperparameters(self, values: dict[str, Any]) -> None:
+        if values["problem_type"] not in self.problem_types:
+            other = "MultimodalRegressor" if values["problem_type"] == REGRESSION else "MultimodalClassifier"
+            raise HyperparameterError(
+                f"{type(self).__name__} takes problem_type {' or '.join(self.problem_types)}, not "
+                f"{values['problem_type']!r}: use {other} (or MultimodalEstimator, which takes every problem type)")
+        for name, value in values.items():
+            setattr(self, name, value)
 
     # ------------------------------------------------------------------------------------------ parameters
 
@@ -93,10 +141,9 @@ class MultimodalClassifier:
         """The hyperparameters, by name (scikit-learn's convention; ``deep`` has no effect: nothing is nested)."""
         return {name: getattr(self, name) for name in specification()}
 
-    def set_params(self, **params: Any) -> "MultimodalClassifier":
+    def set_params(self, **params: Any) -> "MultimodalEstimator":
         """Change hyperparameters (checked as in the constructor); takes effect at the next ``fit``."""
-        for name, value in resolve({**self.get_params(), **params}).items():
-            setattr(self, name, value)
+        self._set_hyperparameters(resolve({**self.get_params(), **params}))
         return self
 
     def __repr__(self) -> str:
@@ -104,7 +151,8 @@ class MultimodalClassifier:
         changed = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items() if v != standard[k])
         text = f"{type(self).__name__}({changed})"
         if self._is_fitted():
-            text += f"  # fitted: {len(self.classes_)} classes, experts {', '.join(self.expert_names_)}"
+            what = "regression" if self.problem_type_ == REGRESSION else f"{len(self.classes_)} classes"
+            text += f"  # fitted: {what}, experts {', '.join(self.expert_names_)}"
         return text
 
     @property
@@ -112,10 +160,23 @@ class MultimodalClassifier:
         self._check_fitted()
         return [e.name for e in self.experts_]
 
+    def _problem_family(self) -> str:
+        """``regression`` or ``classification``: what the fitted model is, else what it will be if known."""
+        chosen = getattr(self, "problem_type_", None) or self.problem_type
+        if chosen == REGRESSION or not self._accepts("classification"):
+            return REGRESSION
+        return "classification"
+
+    @classmethod
+    def _accepts(cls, family: str) -> bool:
+        """Whether this class fits (and loads) models of ``family``: ``regression`` or ``classification``."""
+        return REGRESSION in cls.problem_types if family == REGRESSION else bool(set(CLASSIFICATION) &
+                                                                                 set(cls.problem_types))
+
     # ------------------------------------------------------------------------------------------ fitting
 
     def fit(self, train: TrainingData, validation: pd.DataFrame | Iterable[pd.DataFrame] | None = None
-            ) -> "MultimodalClassifier":
+            ) -> "MultimodalEstimator":
         """Fit on ``train`` (the training CSV's columns, ``label`` included) within the time budget.
 
         ``train`` is a DataFrame, an iterable of DataFrames (consecutive batches of rows with the same columns:
@@ -123,8 +184,8 @@ class MultimodalClassifier:
         or a ``ClusterData`` (rows read on the machines of a Ray cluster this process is connected to; embedding
         and the experts are spread over them, see ``multimodal.core.cluster``). ``validation`` (same columns, a
         DataFrame or batches; part of ``ClusterData`` for a cluster) early-stops the fusion network and is
-        scored; without it a stratified ``validation_fraction`` of the training rows is held out from the fusion
-        network instead.
+        scored; without it a ``validation_fraction`` of the training rows (stratified by class) is held out from
+        the fusion network instead.
         """
         budget = TimeBudget(time_budget_seconds(self.get_params()))
         timings: dict[str, float] = {}
@@ -144,8 +205,9 @@ class MultimodalClassifier:
         self.metrics_["time_budget_seconds"] = budget.total
         if distributed:
             self.metrics_["cluster"] = self.cluster_report_
-        log.info("fit done in %.1f s (budget %.0f s): validation accuracy %.4f", timings["total"], budget.total,
-                 self.metrics_["validation"]["accuracy"])
+        score = "rmse" if self.problem_type_ == REGRESSION else "accuracy"
+        log.info("fit done in %.1f s (budget %.0f s): validation %s %.4f", timings["total"], budget.total, score,
+                 self.metrics_["validation"][score])
         return self
 
     def _read(self, train: TrainingData, validation: pd.DataFrame | Iterable[pd.DataFrame] | None
@@ -182,46 +244,76 @@ class MultimodalClassifier:
         self.views_ = Views(schema, text_model=self.text_model)
 
     def _label(self, train: Rows, validation: Rows | None) -> tuple[_Split, _Split | None]:
-        """Class indices of the labelled rows (the others are dropped); sets ``classes_`` and what depends on
-        the training rows."""
+        """The targets of the labelled rows (the others are dropped); sets ``problem_type_``, ``classes_`` or the
+        target's scale, and what depends on the training rows."""
         if len(train) == 0:
             raise DataError("the training data has a header but no data rows: add training examples, one per row")
-        classes, y, labelled = encode_labels(train.labels, source="the training data")
+        self.problem_type_ = self._choose_problem_type(train.labels)
+        y, labelled = self._targets(train, source="the training data")
         train = train.take(labelled)
-        self.classes_ = classes
         self.missing_indicators_ = missing_indicators(self.schema_, train.features)
-        self.fusion_missing_inputs_ = FUSION_MISSING_FRACTIONS
+        self.fusion_missing_inputs_ = FUSION_MISSING_FRACTIONS or self.problem_type_ == REGRESSION
         schema = self.schema_
-        log.info("training data: %d rows, %d classes, columns: %s", len(train), len(classes),
+        target = (f"target mean {self.target_mean_:.4g}, std {self.target_std_:.4g}" if self.problem_type_ == REGRESSION
+                  else f"{len(self.classes_)} classes")
+        log.info("training data: %d rows, %s (%s), columns: %s", len(train), target, self.problem_type_,
                  ", ".join(f"{m}={len(schema.names(m))}" for m in ("text", "num", "cat", "image")))
         if validation is not None and len(validation) == 0:
             log.warning("the validation data has no rows: ignored")
         if validation is None or len(validation) == 0:
             return _Split(train.features, train.embeddings, y), None
-        y_val, present = labels_to_indices(validation.labels, classes, source="the validation data")
+        y_val, present = self._targets(validation, source="the validation data", fitted=True)
         validation = validation.take(present)
         log.info("validation data: %d rows", len(validation))
-        return (_Split(train.features, train.embeddings, y),
-                _Split(validation.features, validation.embeddings, y_val[present]))
+        return _Split(train.features, train.embeddings, y), _Split(validation.features, validation.embeddings, y_val)
+
+    def _choose_problem_type(self, labels: pd.Series) -> str:
+        """``problem_type`` with ``auto`` decided (by this class, or from the labels); classes are refined into
+        binary or multiclass by ``_targets``."""
+        if self.problem_type != "auto":
+            return self.problem_type
+        if self._problem_family() == REGRESSION:
+            return REGRESSION
+        if REGRESSION not in self.problem_types:
+            return "classification"
+        return choose_problem_type(labels)
+
+    def _targets(self, rows: Rows, *, source: str, fitted: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """(targets of the labelled rows, which rows are labelled). On the training rows (``fitted`` False) this
+        sets ``classes_`` and ``problem_type_``, or the target's mean and standard deviation."""
+        if self.problem_type_ == REGRESSION:
+            y, present = numeric_targets(rows.labels, numbers=rows.numbers, ids=rows.features.ids, source=source)
+            if not fitted:
+                self._set_target_scale(y)
+            return y, present
+        if fitted:
+            y, present = labels_to_indices(rows.labels, self.classes_, source=source)
+            return y[present], present
+        classes, y, present = encode_labels(rows.labels, source=source)
+        kind = "binary" if len(classes) == 2 else "multiclass"
+        if self.problem_type_ == "binary" and kind != "binary":
+            shown = ", ".join(map(repr, classes[:10])) + (", …" if len(classes) > 10 else "")
+            raise DataError(f"{source}: problem_type is binary but column {LABEL_COLUMN!r} has {len(classes)} classes "
+                            f"({shown}): set problem_type=multiclass (or auto)", column=LABEL_COLUMN)
+        self.problem_type_, self.classes_ = kind, classes
+        return y, present
+
+    def _set_target_scale(self, y: np.ndarray) -> None:
+        if len(y) < 2 or not np.ptp(y) > 0:
+            found = f"every label is {y[0]:g}" if len(y) else "no label is set"
+            raise DataError(f"the training data: column {LABEL_COLUMN!r} needs at least 2 different numbers to train a "
+                            f"regressor; {found}. Check that the label column holds the target", column=LABEL_COLUMN)
+        self.target_mean_, self.target_std_ = float(np.mean(y)), float(np.std(y))
 
     def _fit_experts(self, train: _Split, budget: TimeBudget, distributed: bool) -> np.ndarray:
         """One bagged expert per modality; sets ``experts_`` and ``leaderboards_``; returns the experts'
-        out-of-fold probabilities side by side (the fusion network's training inputs)."""
+        out-of-fold outputs side by side (the fusion network's training inputs)."""
         self._workdir = Path(tempfile.mkdtemp(prefix="multimodal-"))
         weakref.finalize(self, shutil.rmtree, self._workdir, ignore_errors=True)
-        n_classes = len(self.classes_)
         specs = expert_specs(self.schema_, indicators=self.missing_indicators_, joint=self.joint_expert)
         if any(s.modality == JOINT for s in specs):
             self.views_.fit_reducers(train.embeddings, self.joint_embedding_dims, seed=self.seed)
-        jobs = []
-        for spec in specs:
-            insufficient = modality_missing_fraction(train.features, spec.columns) >= self.missing_threshold
-            target = modality_labels(train.y, insufficient, n_classes)
-            if len(np.unique(target)) < 2:
-                log.warning("expert %s skipped: its columns (%s) are missing in every training row", spec.name,
-                            ", ".join(spec.columns))
-                continue
-            jobs.append(ExpertJob(spec, target, int(insufficient.sum())))
+        jobs = [job for job in (self._expert_job(spec, train) for spec in specs) if job is not None]
         if not jobs:
             raise DataError("every feature column is empty in every training row: nothing to learn from")
         if distributed:
@@ -231,7 +323,22 @@ class MultimodalClassifier:
             results = self._fit_experts_here(train, jobs, budget)
         self.experts_ = [expert for expert, _ in results]
         self.leaderboards_ = {expert.name: expert.leaderboard for expert, _ in results}
-        return np.hstack([oof for _, oof in results] + self._missing_inputs(train.features))
+        return self._inputs([oof for _, oof in results], train.features)
+
+    def _expert_job(self, spec: ExpertSpec, train: _Split) -> ExpertJob | None:
+        """What ``spec``'s expert learns: the class, or 'insufficient information' where its modality is missing
+        (classification); the number itself (regression). None when its modality is missing in every row."""
+        insufficient = modality_missing_fraction(train.features, spec.columns) >= self.missing_threshold
+        if self.problem_type_ == REGRESSION:
+            target, learnable = train.y, not insufficient.all()
+        else:
+            target = modality_labels(train.y, insufficient, len(self.classes_))
+            learnable = len(np.unique(target)) >= 2
+        if not learnable:
+            log.warning("expert %s skipped: its columns (%s) are missing in every training row", spec.name,
+                        ", ".join(spec.columns))
+            return None
+        return ExpertJob(spec, target, int(insufficient.sum()))
 
     def _fit_experts_here(self, train: _Split, jobs: list[ExpertJob], budget: TimeBudget
                           ) -> list[tuple[Expert, np.ndarray]]:
@@ -253,7 +360,7 @@ class MultimodalClassifier:
     def expert_options(self, spec: ExpertSpec) -> dict[str, Any]:
         """The keyword arguments of ``Expert.fit`` that come from the hyperparameters."""
         return dict(quality=self.quality, n_folds=self.n_folds, seed=self.seed,
-                    text_columns=self.views_.raw_text_columns(spec))
+                    text_columns=self.views_.raw_text_columns(spec), regression=self.problem_type_ == REGRESSION)
 
     def _fit_fusion(self, train: _Split, x: np.ndarray, validation: _Split | None, budget: TimeBudget) -> None:
         """The fusion network on the out-of-fold inputs ``x``; sets ``fusion_`` and ``metrics_``."""
@@ -261,21 +368,23 @@ class MultimodalClassifier:
 
         from .fusion import FusionNetwork
         y = train.y
+        regression = self.problem_type_ == REGRESSION
         if validation is not None:
             fit_rows = np.arange(len(y))
             x_val, y_val = self._fusion_inputs(validation.features, validation.embeddings), validation.y
             source = "validation data"
         else:
-            counts = np.bincount(y, minlength=len(self.classes_))
+            counts = None if regression else np.bincount(y, minlength=len(self.classes_))
             fit_rows, held_out = train_test_split(
                 np.arange(len(y)), test_size=self.validation_fraction, random_state=self.seed, shuffle=True,
-                stratify=y if counts.min() >= 2 else None)
+                stratify=y if counts is not None and counts.min() >= 2 else None)
             x_val, y_val = x[held_out], y[held_out]
             source = f"{len(held_out)} training rows held out from the fusion network (out-of-fold)"
         self.fusion_, curve = FusionNetwork.train(
-            x[fit_rows], y[fit_rows], len(self.classes_), x_val=x_val, y_val=y_val, hidden_units=self.hidden_units,
-            learning_rate=self.learning_rate, batch_size=self.batch_size, n_epochs=self.n_epochs,
-            patience=self.patience, seed=self.seed, time_limit=budget.fusion_seconds())
+            x[fit_rows], self._fusion_target(y[fit_rows]), None if regression else len(self.classes_), x_val=x_val,
+            y_val=self._fusion_target(y_val), hidden_units=self.hidden_units, learning_rate=self.learning_rate,
+            batch_size=self.batch_size, n_epochs=self.n_epochs, patience=self.patience, seed=self.seed,
+            time_limit=budget.fusion_seconds())
         self.metrics_ = {
             "train": self._scores(y[fit_rows], x[fit_rows]),
             "validation": self._scores(y_val, x_val),
@@ -283,6 +392,15 @@ class MultimodalClassifier:
             "fusion_curve": curve,
             "rows": {"train": int(len(y)), "validation": int(len(y_val))},
         }
+        if regression:
+            self.metrics_["target"] = {"mean": self.target_mean_, "std": self.target_std_, "min": float(y.min()),
+                                       "max": float(y.max())}
+            self.validation_predictions_ = pd.DataFrame({"actual": y_val, "predicted": self._predicted(x_val)})
+
+    def _fusion_target(self, y: np.ndarray) -> np.ndarray:
+        """What the fusion network learns: the class index, or the standardised number (so that one learning rate
+        and one network size suit prices in the millions and ratings between 1 and 5 alike)."""
+        return (y - self.target_mean_) / self.target_std_ if self.problem_type_ == REGRESSION else y
 
     # ------------------------------------------------------------------------------------------ features
 
@@ -311,9 +429,16 @@ class MultimodalClassifier:
         return out
 
     def _fusion_inputs(self, features: Features, embeddings: dict[str, np.ndarray]) -> np.ndarray:
-        """The experts' probabilities side by side (then the missing fractions, for models that use them)."""
-        probabilities = [e.predict_proba(self.views_.frame(e.spec, features, embeddings)) for e in self.experts_]
-        return np.hstack(probabilities + self._missing_inputs(features))
+        """The experts' outputs side by side (then the missing fractions, for models that use them)."""
+        outputs = [e.outputs(self.views_.frame(e.spec, features, embeddings)) for e in self.experts_]
+        return self._inputs(outputs, features)
+
+    def _inputs(self, outputs: list[np.ndarray], features: Features) -> np.ndarray:
+        """The fusion network's inputs from the experts' outputs (probabilities, or predictions standardised like
+        the target) and the rows' missing values."""
+        if self.problem_type_ == REGRESSION:
+            outputs = [(o - self.target_mean_) / self.target_std_ for o in outputs]
+        return np.hstack(outputs + self._missing_inputs(features))
 
     def _missing_inputs(self, features: Features) -> list[np.ndarray]:
         if not self.fusion_missing_inputs_:
@@ -330,32 +455,60 @@ class MultimodalClassifier:
             raise NotFittedError(f"this {type(self).__name__} is not fitted: call fit() or "
                                  f"{type(self).__name__}.load()")
 
+    @_ClassificationOnly
     def predict_proba(self, df: pd.DataFrame) -> pd.DataFrame:
-        """Class probabilities: one column per original class label, index aligned with ``df``."""
+        """Class probabilities: one column per original class label, index aligned with ``df`` (classification
+        only)."""
         self._check_fitted()
         if len(df) == 0:
             return pd.DataFrame(np.empty((0, len(self.classes_))), index=df.index, columns=pd.Index(self.classes_))
-        features = prepare_features(df, self.schema_)
-        proba = self.fusion_.predict_proba(self._fusion_inputs(features, self._embed(features)))
+        proba = self.fusion_.predict(self._prepared_inputs(df))
         return pd.DataFrame(proba, index=df.index, columns=pd.Index(self.classes_))
 
     def predict(self, df: pd.DataFrame) -> pd.Series:
-        """The most probable class for each row, in the training labels' own values."""
+        """Per row: the most probable class, in the training labels' own values (named ``label``), or for
+        regression the predicted number (float, named ``prediction``)."""
+        self._check_fitted()
+        if self.problem_type_ == REGRESSION:
+            values = self._predicted(self._prepared_inputs(df)) if len(df) else np.empty(0)
+            return pd.Series(values, index=df.index, name=PREDICTION, dtype=np.float64)
         proba = self.predict_proba(df)
         return pd.Series(np.asarray(self.classes_, dtype=object)[proba.to_numpy().argmax(axis=1)],
                          index=df.index, name=LABEL_COLUMN)
 
+    def _prepared_inputs(self, df: pd.DataFrame) -> np.ndarray:
+        features = prepare_features(df, self.schema_)
+        return self._fusion_inputs(features, self._embed(features))
+
+    def _predicted(self, x: np.ndarray) -> np.ndarray:
+        """Regression: the fusion network's standardised output back on the target's scale."""
+        return self.fusion_.predict(x)[:, 0].astype(np.float64) * self.target_std_ + self.target_mean_
+
     def evaluate(self, df: pd.DataFrame) -> dict:
-        """accuracy, balanced_accuracy, log_loss and the confusion matrix of the fused model, and the scores of
-        each expert alone (under ``experts``), on labelled rows."""
+        """Scores of the fused model and of each expert alone (under ``experts``) on the rows of ``df`` that have a
+        label: accuracy, balanced_accuracy, log_loss and the confusion matrix for classes; rmse, mae and r2 for
+        regression."""
         self._check_fitted()
-        y, labelled = labels_to_indices(df[LABEL_COLUMN], self.classes_, source="the evaluation data")
-        features = prepare_features(df.loc[labelled], self.schema_, source="the evaluation data")
-        return self._scores(y[labelled], self._fusion_inputs(features, self._embed(features)))
+        source = "the evaluation data"
+        if LABEL_COLUMN not in df.columns:
+            raise DataError(f"{source} has no {LABEL_COLUMN!r} column: evaluate() scores predictions against it",
+                            column=LABEL_COLUMN)
+        if self.problem_type_ == REGRESSION:
+            y, labelled = numeric_targets(df[LABEL_COLUMN], numbers=np.arange(len(df)), ids=None, source=source)
+        else:
+            y, labelled = labels_to_indices(df[LABEL_COLUMN], self.classes_, source=source)
+            y = y[labelled]
+        features = prepare_features(df.loc[labelled], self.schema_, source=source)
+        return self._scores(y, self._fusion_inputs(features, self._embed(features)))
 
     def _scores(self, y: np.ndarray, x: np.ndarray) -> dict:
+        if self.problem_type_ == REGRESSION:
+            scores = regression_scores(y, self._predicted(x))
+            scores["experts"] = {e.name: regression_scores(y, x[:, i] * self.target_std_ + self.target_mean_)
+                                 for i, e in enumerate(self.experts_)}
+            return scores
         n_classes = len(self.classes_)
-        proba = self.fusion_.predict_proba(x)
+        proba = self.fusion_.predict(x)
         scores = classification_scores(y, proba, n_classes)
         # rows: true class, columns: predicted class, both in the order of classes_
         scores["confusion_matrix"] = confusion_matrix(y, proba.argmax(axis=1), n_classes).tolist() if len(y) else []
@@ -388,7 +541,9 @@ class MultimodalClassifier:
             "format": artifact.FORMAT,
             "format_version": artifact.FORMAT_VERSION,
             "schema": self.schema_.to_json(),
-            "classes": self.classes_,
+            "problem_type": self.problem_type_,
+            **({"target": {"mean": self.target_mean_, "std": self.target_std_}} if self.problem_type_ == REGRESSION
+               else {"classes": self.classes_}),
             "hyperparameters": self.get_params(),
             "experts": [{**e.spec.to_json(), "classes": e.classes, "path": f"{artifact.EXPERTS_DIR}/{e.name}"}
                         for e in self.experts_],
@@ -405,8 +560,9 @@ class MultimodalClassifier:
         return size
 
     @classmethod
-    def load(cls, path: str | Path) -> "MultimodalClassifier":
-        """Read a model directory written by ``save``.
+    def load(cls, path: str | Path) -> "MultimodalEstimator":
+        """Read a model directory written by ``save`` (``MultimodalEstimator.load`` reads either kind; the
+        subclasses only their own).
 
         Prediction needs neither TensorFlow nor Keras (the fusion network runs in numpy), nor torch unless the
         model has an image column or an expert of its own uses torch; loading imports only AutoGluon and the
@@ -416,18 +572,16 @@ class MultimodalClassifier:
             return cls._load(Path(path))
 
     @classmethod
-    def _load(cls, path: Path) -> "MultimodalClassifier":
+    def _load(cls, path: Path) -> "MultimodalEstimator":
         from .fusion import FusionNetwork
         config = _read_config(path)
-        version_1 = config["format_version"] == 1
-        model = cls(**{**config["hyperparameters"], **(artifact.VERSION_1_HYPERPARAMETERS if version_1 else {})})
+        model = cls._from_config(config, path)
         model.schema_ = Schema.from_json(config["schema"])
         model.views_ = Views(model.schema_, text_model=model.text_model,
                              reducers={c: Reducer.load(path / p) for c, p in config.get("reducers", {}).items()})
         model.missing_indicators_ = next((e.get("indicators", []) for e in config["experts"] if e["modality"] == "num"),
                                          [])
         model.fusion_missing_inputs_ = bool(config["fusion"].get("missing_fractions", False))
-        model.classes_ = config["classes"]
         model.metrics_ = config.get("metrics", {})
         model.leaderboards_ = {}
         model.experts_ = []
@@ -442,6 +596,25 @@ class MultimodalClassifier:
                                      f"was trained with autogluon.tabular {trained.get('autogluon.tabular')}; this "
                                      f"environment has {_versions().get('autogluon.tabular')}") from exc
         model.fusion_ = FusionNetwork.load(path / config["fusion"]["path"])
+        return model
+
+    @classmethod
+    def _from_config(cls, config: dict, path: Path) -> "MultimodalEstimator":
+        """An instance of ``cls`` with the saved hyperparameters and problem type (models saved before regression
+        existed hold classes)."""
+        extra = artifact.VERSION_1_HYPERPARAMETERS if config["format_version"] == 1 else {}
+        problem = config.get("problem_type") or ("binary" if len(config["classes"]) == 2 else "multiclass")
+        family = REGRESSION if problem == REGRESSION else "classification"
+        if not cls._accepts(family):
+            raise ValueError(f"{path} holds a {'regression' if family == REGRESSION else 'classification'} model: "
+                             f"load it with MultimodalEstimator.load (either kind) or "
+                             f"{'MultimodalRegressor' if family == REGRESSION else 'MultimodalClassifier'}.load")
+        model = cls(**{**config["hyperparameters"], **extra})
+        model.problem_type_ = problem
+        if family == REGRESSION:
+            model.target_mean_, model.target_std_ = float(config["target"]["mean"]), float(config["target"]["std"])
+        else:
+            model.classes_ = config["classes"]
         return model
 
 
@@ -473,14 +646,29 @@ def _parameter_docs() -> str:
     return "\n".join(lines) + "\n"
 
 
-MultimodalClassifier.__init__.__signature__ = _signature()  # type: ignore[attr-defined]
-MultimodalClassifier.__doc__ = (MultimodalClassifier.__doc__ or "") + _parameter_docs()
+class MultimodalClassifier(MultimodalEstimator):
+    """``MultimodalEstimator`` for labels that are classes: ``problem_type`` ``auto`` (binary or multiclass from
+    the number of classes, whatever the labels look like), ``binary`` or ``multiclass``."""
+
+    problem_types = ("auto", *CLASSIFICATION)
+
+
+class MultimodalRegressor(MultimodalEstimator):
+    """``MultimodalEstimator`` for a numeric label: ``predict`` returns numbers, there is no ``predict_proba``;
+    ``problem_type`` is ``auto`` or ``regression`` (the same)."""
+
+    problem_types = ("auto", REGRESSION)
+
+
+for _cls in (MultimodalEstimator, MultimodalClassifier, MultimodalRegressor):
+    _cls.__init__.__signature__ = _signature()  # type: ignore[attr-defined]
+    _cls.__doc__ = (_cls.__doc__ or "") + _parameter_docs()
 
 
 def _read_config(path: Path) -> dict:
     config_path = path / artifact.CONFIG_FILE
     if not config_path.is_file():
-        raise FileNotFoundError(f"{config_path} not found: {path} is not a model saved by MultimodalClassifier "
+        raise FileNotFoundError(f"{config_path} not found: {path} is not a model saved by MultimodalEstimator "
                                 "(for SageMaker, the contents of model.tar.gz must be extracted there)")
     config = json.loads(config_path.read_text(encoding="utf-8"))
     if config.get("format") != artifact.FORMAT:
