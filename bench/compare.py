@@ -318,6 +318,22 @@ def regression_markdown(results: list[dict]) -> list[str]:
     targets = {r["dataset"]: r["target"] for r in results if r.get("target")}
     if targets:
         lines += ["", "Targets: " + "; ".join(f"{name}: {target}" for name, target in targets.items()) + "."]
+    return lines + experts_markdown([r for r in results if "error" not in r and r.get("experts")])
+
+
+def experts_markdown(results: list[dict]) -> list[str]:
+    """Each expert of the product alone on the test rows, next to the fused model (RMSE / R²)."""
+    experts = list(dict.fromkeys(name for r in results for name in r["experts"]))
+    if not experts:
+        return []
+    lines = ["", "Each expert of the product alone on the test rows (RMSE / R²):", "",
+             "| data | budget | method | " + " | ".join(experts) + " | fused |",
+             "|---|---|---|" + "---:|" * (len(experts) + 1)]
+    for r in results:
+        cells = [f"{r['experts'][e]['rmse']:.3f} / {r['experts'][e]['r2']:.3f}" if e in r["experts"] else ""
+                 for e in experts]
+        lines.append(f"| {r['dataset']} | {r['budget_mins']} min {r['quality']} | {r['method']} | "
+                     + " | ".join(cells) + f" | **{r['rmse']:.3f}** / {r['r2']:.3f} |")
     return lines
 
 

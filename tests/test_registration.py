@@ -70,10 +70,9 @@ def test_the_algorithm_is_registered_for_classification_and_regression():
     assert "regression" in spec["TrainingChannels"][0]["Description"]
     names = {d["Name"] for d in spec["MetricDefinitions"]}
     assert {"validation:rmse", "train:r2", "validation:text_rmse", "validation:joint_r2"} <= names
-    spec_names = {h["Name"] for h in spec["SupportedHyperParameters"]}
-    if "problem_type" in spec_names:  # the estimator's hyperparameter, once the spec file has it
-        choice = next(h for h in spec["SupportedHyperParameters"] if h["Name"] == "problem_type")
-        assert "regression" in choice["Range"]["CategoricalParameterRangeSpecification"]["Values"]
+    choice = next(h for h in spec["SupportedHyperParameters"] if h["Name"] == "problem_type")
+    assert choice["Range"]["CategoricalParameterRangeSpecification"]["Values"] == ["auto", "binary", "multiclass",
+                                                                                 "regression"]
 
 
 def test_dry_run_prints_the_request():

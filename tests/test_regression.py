@@ -40,11 +40,30 @@ def test_auto_chooses_regression_for_many_distinct_numbers(labels, expected, cap
     assert f"problem_type auto: {expected}" in caplog.text  # the choice is logged with its reason
 
 
-def test_auto_fits_a_regression_model_on_a_numeric_label_and_logs_why(caplog):
-    model = MultimodalEstimator()
-    with caplog.at_level(logging.INFO, logger="multimodal.core.targets"):
-        assert model._choose_problem_type(small()["label"].astype(str)) == "regression"
-    assert "distinct values" in caplog.text
+def test_the_documented_rule_is_the_rule_the_code_applies():
+    from multimodal.core.hyperparameters import specification
+    from multimodal.core.targets import PROBLEM_TYPES
+    described = specification()["problem_type"]
+    assert f"more than {REGRESSION_MIN_DISTINCT - 1} distinct values" in described.description
+    assert tuple(described.values) == PROBLEM_TYPES and described.default_value == "auto"
+
+
+def test_a_regression_expert_is_skipped_only_where_its_modality_is_wholly_missing():
+    """missing_threshold is for the 'insufficient information' class: a regressor learns from partial rows."""
+    from multimodal.core.estimator import _Split
+    from multimodal.core.experts import ExpertSpec
+    from multimodal.core.schema import Schema, prepare_features
+    df = pd.DataFrame({"ID": ["a", "b", "c"], "title_text": ["x", "", "z"], "body_text": ["", "y", ""],
+                       "label": ["1", "2", "3"]})
+    features = prepare_features(df, Schema.from_header(list(df.columns)))
+    split = _Split(features, {}, np.array([1.0, 2.0, 3.0]))
+    spec = ExpertSpec("text", "text", ["title_text", "body_text"])
+    model = MultimodalRegressor(missing_threshold=0.5)
+    model.problem_type_ = "regression"
+    job = model._expert_job(spec, split)  # every row lacks half its text: still a text expert
+    assert job is not None and job.lacking == 0 and list(job.target) == [1.0, 2.0, 3.0]
+    split.features.missing[["title_text", "body_text"]] = True
+    assert model._expert_job(spec, split) is None
 
 
 def test_the_subclasses_decide_auto_themselves():
@@ -196,6 +215,20 @@ def test_regression_model_round_trips_through_save_and_load(trained_regressor, r
         assert not hasattr(loaded, "predict_proba")
     with pytest.raises(ValueError, match="regression model: load it with MultimodalEstimator.load"):
         MultimodalClassifier.load(tmp_path)
+
+
+@pytest.mark.slow
+def test_one_estimator_refitted_on_other_labels_starts_afresh():
+    model = MultimodalEstimator(quality="toy", n_folds=2, n_mins=0, n_secs=20, n_epochs=10, joint_expert=False)
+    model.fit(small(80))
+    assert model.problem_type_ == "regression" and hasattr(model, "target_mean_")
+    model.fit(make_dataset(80, seed=3, with_images=False))
+    assert model.problem_type_ == "multiclass" and not hasattr(model, "target_mean_")
+    assert not hasattr(model, "validation_predictions_") and "accuracy" in model.metrics_["validation"]
+    with pytest.raises(DataError):  # a failed fit leaves nothing of the last one behind
+        model.fit(small(10).assign(label=""))
+    with pytest.raises(NotFittedError):
+        model.predict(small(5).drop(columns="label"))
 
 
 @pytest.mark.slow

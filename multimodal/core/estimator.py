@@ -42,6 +42,7 @@ from .jsonsafe import to_json
 from .parallel import fold_strategy, local_ray
 from .reduction import Reducer
 from .schema import (
+    ID_COLUMN,
     LABEL_COLUMN,
     PREDICTION,
     Features,
@@ -188,6 +189,7 @@ class MultimodalEstimator:
         the fusion network instead.
         """
         budget = TimeBudget(time_budget_seconds(self.get_params()))
+        self._forget_fit()
         timings: dict[str, float] = {}
         distributed = isinstance(train, ClusterData)
         train_rows, validation_rows = self._read(train, validation)
@@ -209,6 +211,12 @@ class MultimodalEstimator:
         log.info("fit done in %.1f s (budget %.0f s): validation %s %.4f", timings["total"], budget.total, score,
                  self.metrics_["validation"][score])
         return self
+
+    def _forget_fit(self) -> None:
+        """Drop what an earlier fit set: a new fit starts from the hyperparameters alone (its problem type may
+        differ), and a fit that fails leaves an unfitted estimator, never a mix of two fits."""
+        for name in [n for n in vars(self) if n.endswith("_") and not n.startswith("_")]:
+            delattr(self, name)
 
     def _read(self, train: TrainingData, validation: pd.DataFrame | Iterable[pd.DataFrame] | None
               ) -> tuple[Rows, Rows | None]:
@@ -272,9 +280,9 @@ class MultimodalEstimator:
         binary or multiclass by ``_targets``."""
         if self.problem_type != "auto":
             return self.problem_type
-        if self._problem_family() == REGRESSION:
+        if not self._accepts("classification"):
             return REGRESSION
-        if REGRESSION not in self.problem_types:
+        if not self._accepts(REGRESSION):
             return "classification"
         return choose_problem_type(labels)
 
@@ -291,6 +299,9 @@ class MultimodalEstimator:
             return y[present], present
         classes, y, present = encode_labels(rows.labels, source=source)
         kind = "binary" if len(classes) == 2 else "multiclass"
+        if self.problem_type_ == "multiclass" and kind == "binary":
+            log.warning("problem_type is multiclass but column %r has 2 classes (%s): fitting a binary model (the "
+                        "same experts and fusion network)", LABEL_COLUMN, ", ".join(map(repr, classes)))
         if self.problem_type_ == "binary" and kind != "binary":
             shown = ", ".join(map(repr, classes[:10])) + (", …" if len(classes) > 10 else "")
             raise DataError(f"{source}: problem_type is binary but column {LABEL_COLUMN!r} has {len(classes)} classes "
@@ -328,10 +339,12 @@ class MultimodalEstimator:
     def _expert_job(self, spec: ExpertSpec, train: _Split) -> ExpertJob | None:
         """What ``spec``'s expert learns: the class, or 'insufficient information' where its modality is missing
         (classification); the number itself (regression). None when its modality is missing in every row."""
-        insufficient = modality_missing_fraction(train.features, spec.columns) >= self.missing_threshold
-        if self.problem_type_ == REGRESSION:
+        missing = modality_missing_fraction(train.features, spec.columns)
+        if self.problem_type_ == REGRESSION:  # missing_threshold is for the 'insufficient information' class
+            insufficient = missing >= 1.0
             target, learnable = train.y, not insufficient.all()
         else:
+            insufficient = missing >= self.missing_threshold
             target = modality_labels(train.y, insufficient, len(self.classes_))
             learnable = len(np.unique(target)) >= 2
         if not learnable:
@@ -494,7 +507,8 @@ class MultimodalEstimator:
             raise DataError(f"{source} has no {LABEL_COLUMN!r} column: evaluate() scores predictions against it",
                             column=LABEL_COLUMN)
         if self.problem_type_ == REGRESSION:
-            y, labelled = numeric_targets(df[LABEL_COLUMN], numbers=np.arange(len(df)), ids=None, source=source)
+            ids = df[ID_COLUMN] if ID_COLUMN in df.columns else None
+            y, labelled = numeric_targets(df[LABEL_COLUMN], numbers=np.arange(len(df)), ids=ids, source=source)
         else:
             y, labelled = labels_to_indices(df[LABEL_COLUMN], self.classes_, source=source)
             y = y[labelled]
@@ -636,10 +650,11 @@ def _signature() -> inspect.Signature:
     return inspect.Signature(parameters, return_annotation="None")
 
 
-def _parameter_docs() -> str:
+def _parameter_docs(cls: type) -> str:
     lines = ["", "    Parameters (from hyperparameter_specification.json)", "    " + "-" * 51]
     for name, hp in specification().items():
-        allowed = f"one of {', '.join(hp.values)}" if hp.values else (
+        values = [v for v in hp.values if v in cls.problem_types] if name == "problem_type" else hp.values
+        allowed = f"one of {', '.join(values)}" if values else (
             f"{hp.minimum:g} to {hp.maximum:g}" if hp.minimum is not None else "free text")
         lines.append(f"    {name} : {hp.python_type.__name__}, default {hp.default_value!r} ({allowed})")
         lines.append(f"        {hp.description}")
@@ -662,7 +677,7 @@ class MultimodalRegressor(MultimodalEstimator):
 
 for _cls in (MultimodalEstimator, MultimodalClassifier, MultimodalRegressor):
     _cls.__init__.__signature__ = _signature()  # type: ignore[attr-defined]
-    _cls.__doc__ = (_cls.__doc__ or "") + _parameter_docs()
+    _cls.__doc__ = (_cls.__doc__ or "") + _parameter_docs(_cls)
 
 
 def _read_config(path: Path) -> dict:

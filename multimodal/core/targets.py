@@ -1,10 +1,11 @@
 """What the label column is: classes or a number (``problem_type``), and numeric targets read from it.
 
 The ``auto`` rule: a label column whose values are all numbers (the ``_num`` columns' rules: ``1.5``, ``-3``,
-``2e3``) with more than ``REGRESSION_MIN_DISTINCT`` distinct values is a regression target; anything else is
-classes (binary with two). Class ids written as integers (0-9 star ratings, product category codes under 21)
-stay classes; prices, durations and averaged ratings are numbers. The rule cannot know a user's intent for
-every column — set ``problem_type`` explicitly to override it; the choice and its reason are logged.
+``2e3``; empty labels and the ``_num`` missing spellings aside) with more than 20 distinct values (at least
+``REGRESSION_MIN_DISTINCT``) is a regression target; anything else is classes (binary with two). Class ids
+written as integers (1-5 star ratings, at most 20 product category codes) stay classes; prices, durations and
+averaged ratings are numbers. The rule cannot know a user's intent for every column — set ``problem_type``
+explicitly to override it; the choice and its reason are logged.
 """
 from __future__ import annotations
 
@@ -47,7 +48,8 @@ def choose_problem_type(labels: pd.Series) -> str:
 
 def numeric_targets(raw: pd.Series, *, numbers: np.ndarray, ids: pd.Series | None, source: str
                     ) -> tuple[np.ndarray, np.ndarray]:
-    """The label as numbers for regression, and which rows have one (an empty label is dropped, as for classes).
+    """The label as numbers for regression, and which rows have one. A label that is empty or one of the ``_num``
+    missing spellings (``NA``, ``null``, ``-``, …) is dropped with a warning, as an empty label is for classes.
 
     ``numbers`` are the rows' 0-based numbers in their source (for messages). A label that is not a number, or
     is infinite, is a ``DataError`` naming the column and the first rows.

@@ -186,14 +186,8 @@ def plot_predicted_vs_actual(actual: Any, predicted: Any, path: Path, *, title: 
             ax.set_title(f"{title}\n{n} rows{sampled}\nRMSE {found['rmse']:.4g}, R² {found['r2']:.3f}", fontsize=10)
             ax.legend(fontsize=8, loc="upper left")
         else:
-            ax.text(0.5, 0.5, "no rows with a finite actual and predicted value", ha="center", va="center",
-                    transform=ax.transAxes)
-            ax.set_title(title, fontsize=10)
-        ax.set_xlabel("actual")
-        ax.set_ylabel("predicted")
-        ax.grid(alpha=0.3)
-        fig.tight_layout()
-        fig.savefig(path, dpi=100)
+            _no_rows(ax, title)
+        _save(fig, ax, path, xlabel="actual", ylabel="predicted")
     finally:
         plt.close(fig)
     return path
@@ -217,17 +211,25 @@ def plot_residuals(actual: Any, predicted: Any, path: Path, *, title: str) -> Pa
             ax.set_title(f"{title}\n{n} rows, residual mean {mean:.4g}, std {float(residuals.std()):.4g}, "
                          f"MAE {float(np.abs(residuals).mean()):.4g}", fontsize=10)
         else:
-            ax.text(0.5, 0.5, "no rows with a finite actual and predicted value", ha="center", va="center",
-                    transform=ax.transAxes)
-            ax.set_title(title, fontsize=10)
-        ax.set_xlabel("residual (predicted − actual)")
-        ax.set_ylabel("rows")
-        ax.grid(alpha=0.3)
-        fig.tight_layout()
-        fig.savefig(path, dpi=100)
+            _no_rows(ax, title)
+        _save(fig, ax, path, xlabel="residual (predicted − actual)", ylabel="rows")
     finally:
         plt.close(fig)
     return path
+
+
+def _no_rows(ax: Any, title: str) -> None:
+    ax.text(0.5, 0.5, "no rows with a finite actual and predicted value", ha="center", va="center",
+            transform=ax.transAxes)
+    ax.set_title(title, fontsize=10)
+
+
+def _save(fig: Any, ax: Any, path: Path, *, xlabel: str, ylabel: str) -> None:
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
 
 
 def _short(label: Any) -> str:
