@@ -42,10 +42,9 @@ def test_auto_chooses_regression_for_many_distinct_numbers(labels, expected, cap
 
 def test_the_documented_rule_is_the_rule_the_code_applies():
     from multimodal.core.hyperparameters import specification
-    from multimodal.core.targets import PROBLEM_TYPES
     described = specification()["problem_type"]
     assert f"more than {REGRESSION_MIN_DISTINCT - 1} distinct values" in described.description
-    assert tuple(described.values) == PROBLEM_TYPES and described.default_value == "auto"
+    assert MultimodalEstimator.problem_types == tuple(described.values) and described.default_value == "auto"
 
 
 def test_a_regression_expert_is_skipped_only_where_its_modality_is_wholly_missing():

@@ -8,6 +8,9 @@ FORMAT_VERSION = 3
 # problem_type, always classes) still load: their models predict as they always did.
 READABLE_VERSIONS = (1, 2, 3)
 VERSION_1_HYPERPARAMETERS = {"text_model": "ngrams", "joint_expert": False}
+# model_config.json's "problem_type" (a fitted model's problem_type_): one of the kinds of classes, or a number
+CLASSIFICATION = ("binary", "multiclass")
+REGRESSION = "regression"
 CONFIG_FILE = "model_config.json"  # written last: its presence marks a complete model
 EXPERTS_DIR = "modality"
 FUSION_DIR = "wholistic"

@@ -33,6 +33,7 @@ import pandas as pd
 from multimodal import __version__
 
 from . import artifact
+from .artifact import CLASSIFICATION, REGRESSION
 from .cluster import ClusterData
 from .errors import DataError, HyperparameterError, NotFittedError
 from .experts import Expert, ExpertJob, ExpertSpec, modality_labels, shared_autogluon_metadata
@@ -54,7 +55,7 @@ from .schema import (
     prepare_features,
 )
 from .scores import classification_scores, confusion_matrix, regression_scores
-from .targets import CLASSIFICATION, PROBLEM_TYPES, REGRESSION, choose_problem_type, numeric_targets
+from .targets import choose_problem_type, numeric_targets
 from .timebudget import TimeBudget
 from .views import JOINT, Views, expert_specs, missing_fractions, missing_indicators
 
@@ -120,7 +121,7 @@ class MultimodalEstimator:
     """
 
     # the values of problem_type this class accepts (its subclasses restrict them)
-    problem_types: tuple[str, ...] = PROBLEM_TYPES
+    problem_types: tuple[str, ...] = tuple(specification()["problem_type"].values)
 
     def __init__(self, **hyperparameters: Any) -> None:
         self._set_hyperparameters(resolve(hyperparameters))

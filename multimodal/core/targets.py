@@ -14,14 +14,12 @@ import logging
 import numpy as np
 import pandas as pd
 
+from .artifact import REGRESSION
 from .errors import DataError
 from .schema import LABEL_COLUMN, describe_row, parse_numbers
 
 log = logging.getLogger(__name__)
 
-PROBLEM_TYPES = ("auto", "binary", "multiclass", "regression")
-CLASSIFICATION = ("binary", "multiclass")
-REGRESSION = "regression"
 REGRESSION_MIN_DISTINCT = 21
 MAX_ROWS_NAMED = 5
 

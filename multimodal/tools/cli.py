@@ -172,13 +172,14 @@ def _example_summary(work: Path, test: pd.DataFrame, regression: bool) -> str:
     """The batch transform's score on the held-out rows, and each expert's alone on the validation split."""
     import pandas as pd
 
+    from multimodal.core.schema import ID_COLUMN, LABEL_COLUMN, PREDICTION
     from multimodal.core.scores import regression_scores
     metrics = json.loads((work / "job" / "opt_ml" / "model" / CONFIG_FILE).read_text())["metrics"]
     experts = metrics["validation"]["experts"]
     output = work / "predictions" / "test.csv.out"
     if regression:
-        predicted = pd.read_csv(output, header=None, names=["ID", "prediction"])
-        scores = regression_scores(test["label"].to_numpy(dtype=float), predicted["prediction"].to_numpy())
+        predicted = pd.read_csv(output, header=None, names=[ID_COLUMN, PREDICTION])
+        scores = regression_scores(test[LABEL_COLUMN].to_numpy(dtype=float), predicted[PREDICTION].to_numpy())
         return (f"batch transform on {len(test)} held-out rows: RMSE {scores['rmse']:.3f}, R² {scores['r2']:.3f} "
                 f"(fused; the price's standard deviation is {test['label'].std():.3f}); RMSE of the experts alone on "
                 "the validation split: " + ", ".join(f"{k} {v['rmse']:.3f}" for k, v in experts.items()))

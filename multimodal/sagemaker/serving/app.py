@@ -30,6 +30,7 @@ from typing import Any, Callable
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from multimodal.core.artifact import REGRESSION
 from multimodal.sagemaker.contract import (
     CSV,
     JSON,
@@ -88,7 +89,7 @@ class ServerSettings:
 
 def is_regression(model: Any) -> bool:
     """Whether ``model`` predicts numbers (``predict``) rather than classes (``classes_``, ``predict_proba``)."""
-    return getattr(model, "problem_type_", None) == "regression"
+    return getattr(model, "problem_type_", None) == REGRESSION
 
 
 class ModelSlot:

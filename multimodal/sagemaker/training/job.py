@@ -55,7 +55,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from multimodal.core.artifact import CONFIG_FILE
+from multimodal.core.artifact import CONFIG_FILE, REGRESSION
 from multimodal.core.errors import ClusterError, DataError, HyperparameterError, TimeBudgetError
 from multimodal.core.hyperparameters import (
     IGNORED_PREFIXES,
@@ -356,7 +356,7 @@ def write_reports(model: Any, paths: Paths, channels: dict[str, dict], clock: St
     from . import reports
     out = paths.output_data_dir
     problem_type = model.problem_type_
-    regression = problem_type == "regression"
+    regression = problem_type == REGRESSION
     metrics = dict(model.metrics_)  # for regression this holds "target" (mean, std, min, max of the training target)
     block = model.metrics_.get("validation") or {}
     matrix = None if regression else (block.get("confusion_matrix") or None)

@@ -50,6 +50,8 @@ import re
 import sys
 from typing import Iterable, Mapping, TextIO
 
+from multimodal.core.artifact import CLASSIFICATION, REGRESSION
+
 CHANNELS = ("train", "validation")
 CLASSIFICATION_METRICS = ("accuracy", "balanced_accuracy", "log_loss")
 REGRESSION_METRICS = ("rmse", "mae", "r2")
@@ -58,7 +60,7 @@ STATIC_EXPERTS = ("text", "num", "cat", "joint")
 MAX_DEFINITIONS = 40  # SageMaker's limit on MetricDefinitions
 OBJECTIVE_TYPES = {"accuracy": "Maximize", "balanced_accuracy": "Maximize", "log_loss": "Minimize",
                    "rmse": "Minimize", "mae": "Minimize", "r2": "Maximize"}
-PROBLEM_TYPES = ("binary", "multiclass", "classification", "regression")
+PROBLEM_TYPES = (*CLASSIFICATION, "classification", REGRESSION)  # a model's problem_type_, or either kind of classes
 VALUE_REGEX = r"(-?[0-9]+\.[0-9]+)"
 DECIMALS = 6
 
@@ -70,7 +72,7 @@ def metrics_for(problem_type: str | None = None) -> tuple[str, ...]:
         return METRICS
     if problem_type not in PROBLEM_TYPES:
         raise ValueError(f"problem_type must be one of {', '.join(PROBLEM_TYPES)} or None, not {problem_type!r}")
-    return REGRESSION_METRICS if problem_type == "regression" else CLASSIFICATION_METRICS
+    return REGRESSION_METRICS if problem_type == REGRESSION else CLASSIFICATION_METRICS
 
 
 def expert_key(expert: str) -> str:
