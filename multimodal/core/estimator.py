@@ -414,7 +414,15 @@ class MultimodalEstimator:
     def _fusion_target(self, y: np.ndarray) -> np.ndarray:
         """What the fusion network learns: the class index, or the standardised number (so that one learning rate
         and one network size suit prices in the millions and ratings between 1 and 5 alike)."""
-        return (y - self.target_mean_) / self.target_std_ if self.problem_type_ == REGRESSION else y
+        return self._standardised(y) if self.problem_type_ == REGRESSION else y
+
+    def _standardised(self, values: np.ndarray) -> np.ndarray:
+        """Numbers on the target's scale → the standardised scale the fusion network works on."""
+        return (values - self.target_mean_) / self.target_std_
+
+    def _on_target_scale(self, values: np.ndarray) -> np.ndarray:
+        """The inverse of ``_standardised``."""
+        return values * self.target_std_ + self.target_mean_
 
     # ------------------------------------------------------------------------------------------ features
 
@@ -451,7 +459,7 @@ class MultimodalEstimator:
         """The fusion network's inputs from the experts' outputs (probabilities, or predictions standardised like
         the target) and the rows' missing values."""
         if self.problem_type_ == REGRESSION:
-            outputs = [(o - self.target_mean_) / self.target_std_ for o in outputs]
+            outputs = [self._standardised(o) for o in outputs]
         return np.hstack(outputs + self._missing_inputs(features))
 
     def _missing_inputs(self, features: Features) -> list[np.ndarray]:
@@ -496,7 +504,7 @@ class MultimodalEstimator:
 
     def _predicted(self, x: np.ndarray) -> np.ndarray:
         """Regression: the fusion network's standardised output back on the target's scale."""
-        return self.fusion_.predict(x)[:, 0].astype(np.float64) * self.target_std_ + self.target_mean_
+        return self._on_target_scale(self.fusion_.predict(x)[:, 0].astype(np.float64))
 
     def evaluate(self, df: pd.DataFrame) -> dict:
         """Scores of the fused model and of each expert alone (under ``experts``) on the rows of ``df`` that have a
@@ -519,7 +527,7 @@ class MultimodalEstimator:
     def _scores(self, y: np.ndarray, x: np.ndarray) -> dict:
         if self.problem_type_ == REGRESSION:
             scores = regression_scores(y, self._predicted(x))
-            scores["experts"] = {e.name: regression_scores(y, x[:, i] * self.target_std_ + self.target_mean_)
+            scores["experts"] = {e.name: regression_scores(y, self._on_target_scale(x[:, i]))
                                  for i, e in enumerate(self.experts_)}
             return scores
         n_classes = len(self.classes_)

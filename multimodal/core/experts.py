@@ -184,36 +184,30 @@ class Expert:
         persist(predictor, path)
         return cls(spec, predictor, classes, path)
 
-    @property
-    def width(self) -> int:
-        """How many columns ``outputs`` has."""
-        return len(self.classes) or 1
-
     def outputs(self, frame: pd.DataFrame) -> np.ndarray:
         """Probabilities over ``classes`` (one column each), or a regressor's predictions (one column)."""
-        frame = frame.reset_index(drop=True)
-        if not self.classes:
-            return self.predictor.predict(frame).to_numpy(dtype=np.float64).reshape(-1, 1)
-        return align(self.predictor.predict_proba(frame, as_multiclass=True), self.classes, len(frame))
+        return _outputs(self.predictor, frame.reset_index(drop=True), self.classes)
+
+
+def _outputs(predictor: Any, frame: pd.DataFrame, classes: list[int]) -> np.ndarray:
+    """``predictor``'s outputs for ``frame`` (index 0..n-1): probabilities over ``classes``, or, for a regressor
+    (``classes`` empty), its predictions as one column."""
+    if not classes:
+        return predictor.predict(frame).to_numpy(dtype=np.float64).reshape(-1, 1)
+    return align(predictor.predict_proba(frame, as_multiclass=True), classes, len(frame))
 
 
 def _out_of_fold(predictor: Any, frame: pd.DataFrame, classes: list[int]) -> np.ndarray:
     """The bagged predictor's out-of-fold outputs, one row per row of ``frame``."""
-    if not classes:
-        oof = predictor.predict_oof()
-        out = np.full((len(frame), 1), np.nan)
-        index = oof.index.to_numpy()
-        keep = (index >= 0) & (index < len(frame)) & ~oof.index.duplicated()
-        out[index[keep], 0] = oof.to_numpy(dtype=np.float64)[keep]
-    else:
+    if classes:
         out = align(predictor.predict_proba_oof(as_multiclass=True), classes, len(frame))
+    else:
+        out = _by_position(predictor.predict_oof().to_frame(), len(frame))
     # AutoGluon drops classes too rare to stratify; their rows never trained any model, so predicting them
     # directly is still out-of-fold.
     unseen = np.isnan(out).any(axis=1)
     if unseen.any():
-        rows = frame.iloc[np.flatnonzero(unseen)].reset_index(drop=True)
-        out[unseen] = (predictor.predict(rows).to_numpy(dtype=np.float64).reshape(-1, 1) if not classes
-                       else align(predictor.predict_proba(rows), classes, int(unseen.sum())))
+        out[unseen] = _outputs(predictor, frame.iloc[np.flatnonzero(unseen)].reset_index(drop=True), classes)
     return out
 
 
@@ -222,12 +216,17 @@ def align(proba: pd.DataFrame, classes: list[int], n_rows: int) -> np.ndarray:
 
     Rows AutoGluon did not score (OOF of dropped rare-class rows) come back as NaN for the caller to fill.
     """
-    out = np.full((n_rows, len(classes)), np.nan, dtype=np.float64)
+    return _by_position(proba.reindex(columns=classes, fill_value=0.0), n_rows)
+
+
+def _by_position(values: pd.DataFrame, n_rows: int) -> np.ndarray:
+    """``values`` as an array of ``n_rows`` rows, row label k at position k; positions without a row are NaN."""
+    out = np.full((n_rows, values.shape[1]), np.nan, dtype=np.float64)
     # Row labels are positions 0..n_rows-1. AutoGluon duplicates rows of classes too rare to bag (the copies
     # get labels >= n_rows) and leaves out rows of classes it dropped.
-    index = proba.index.to_numpy()
-    keep = (index >= 0) & (index < n_rows) & ~proba.index.duplicated()
-    out[index[keep]] = proba[keep].reindex(columns=classes, fill_value=0.0).to_numpy(dtype=np.float64)
+    index = values.index.to_numpy()
+    keep = (index >= 0) & (index < n_rows) & ~values.index.duplicated()
+    out[index[keep]] = values[keep].to_numpy(dtype=np.float64)
     return out
 
 
