@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import pandas as pd
 
 from multimodal.core.experts import QUALITY, align, hyperparameters_for, modality_labels
@@ -99,3 +100,35 @@ def test_package_metadata_is_read_once_while_loading_several_experts(tmp_path, m
     experts.Expert.load(spec, tmp_path / "num", fitted.classes)
     assert len(calls) == 2
     np.testing.assert_array_equal(first.outputs(frame), second.outputs(frame))
+
+
+def _long_reviews(n: int, rng: np.random.Generator) -> tuple[pd.DataFrame, np.ndarray]:
+    """Reviews of about 150 words (commas and quotes included), the class in a few of their words."""
+    # letters only: AutoGluon's n-gram vectoriser drops digits
+    letters = np.array(list("abcdefghijklmnopqrstuvwxyz"))
+    vocabulary = np.array(["".join(rng.choice(letters, size=rng.integers(3, 9))) for _ in range(3000)])
+    markers = np.array(["excellent", "average", "dreadful"])
+    target = rng.integers(0, 3, size=n)
+    texts = []
+    for label in target:
+        words = rng.choice(vocabulary, size=150)
+        words[rng.integers(0, 150, size=5)] = markers[label]
+        texts.append(" ".join(words[:70]) + ', "quoted, part" ' + " ".join(words[70:]) + ".")
+    return pd.DataFrame({"review_text": texts}), target
+
+
+@pytest.mark.slow
+def test_an_expert_whose_text_preprocessing_outlasts_its_share_still_ends_with_a_model(tmp_path, caplog):
+    """AutoGluon refuses with "Not enough time left to train models" (an AssertionError) when its n-gram
+    preprocessing alone uses the whole limit: 3,000 long reviews take seconds to vectorise, far over a 1 s share.
+    The job must end with a model (the small fallback), not fail."""
+    from multimodal.core import experts
+    frame, target = _long_reviews(3000, np.random.default_rng(3))
+    spec = experts.ExpertSpec("text", "text", ["review_text"])
+    expert, oof = experts.Expert.fit(spec, frame, target, path=tmp_path / "text", quality="toy", n_folds=2,
+                                     time_limit=1, seed=0, text_columns=["review_text"])
+    assert "before training a model" in caplog.text  # the refusal was met, not avoided
+    assert "fitting one small LightGBM instead" in caplog.text
+    assert oof.shape == (3000, 3) and not np.isnan(oof).any()
+    assert (oof.argmax(axis=1) == target).mean() > 0.5  # a real model: the class words are learnt
+    assert expert.outputs(frame.head(4)).shape == (4, 3)

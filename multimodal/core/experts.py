@@ -137,10 +137,15 @@ class Expert:
             # the fusion network is the calibrator.
             calibrate=False, raise_on_no_models_fitted=False, num_cpus=num_cpus)
         predictor = cls._new_predictor(work, classes)
-        predictor.fit(data, time_limit=max(time_limit, 1.0), hyperparameters=hyperparameters_for(quality), **common)
+        refused = not _fit_in_time(predictor, data, time_limit=max(time_limit, 1.0),
+                                   hyperparameters=hyperparameters_for(quality), **common)
         for seconds, rounds in FALLBACKS:
-            if predictor.model_names():
+            if not refused and predictor.model_names():
                 break
+            if refused and seconds is not None:
+                # AutoGluon spent the whole limit preparing features (n-grams of long texts): a limited retry
+                # would only prepare them again, so go straight to the unlimited small model.
+                continue
             # A budget spent before this expert (slow embedding, say) must not lose the whole fit: one small
             # LightGBM per fold keeps the expert, beyond the budget but bounded.
             log.warning("expert %s: no model trained within %.0f s (%d rows, %d features); fitting one small "
@@ -150,8 +155,9 @@ class Expert:
             time_limit = seconds or time_limit
             shutil.rmtree(work, ignore_errors=True)
             predictor = cls._new_predictor(work, classes)
-            predictor.fit(data, time_limit=seconds, hyperparameters={"GBM": {"num_boost_round": rounds}}, **common)
-        if not predictor.model_names():
+            refused = not _fit_in_time(predictor, data, time_limit=seconds,
+                                       hyperparameters={"GBM": {"num_boost_round": rounds}}, **common)
+        if refused or not predictor.model_names():
             shutil.rmtree(work, ignore_errors=True)
             raise TimeBudgetError(
                 f"expert {spec.name}: AutoGluon trained no model within its {time_limit:.0f} s share of the time "
@@ -187,6 +193,24 @@ class Expert:
     def outputs(self, frame: pd.DataFrame) -> np.ndarray:
         """Probabilities over ``classes`` (one column each), or a regressor's predictions (one column)."""
         return _outputs(self.predictor, frame.reset_index(drop=True), self.classes)
+
+
+# How AutoGluon says that the time limit was spent before any model could start (its feature preprocessing
+# alone can take it all): an AssertionError from the trainer, which would otherwise fail the whole job.
+_NO_TIME_LEFT = "Not enough time left to train models"
+
+
+def _fit_in_time(predictor: Any, data: pd.DataFrame, *, time_limit: float | None, **options: Any) -> bool:
+    """``predictor.fit``; False when AutoGluon refused for lack of time (the caller falls back)."""
+    try:
+        predictor.fit(data, time_limit=time_limit, **options)
+    except AssertionError as exc:
+        if _NO_TIME_LEFT not in str(exc):
+            raise
+        log.warning("AutoGluon used the whole %.0f s limit before training a model (%s)", time_limit or 0,
+                    str(exc).splitlines()[0])
+        return False
+    return True
 
 
 def _outputs(predictor: Any, frame: pd.DataFrame, classes: list[int]) -> np.ndarray:
