@@ -314,7 +314,7 @@ def calibration_check(model, x_test: np.ndarray, y_test: np.ndarray, n_classes: 
     its ``calibrate='auto'`` fits on those same OOF probabilities and applies in ``predict_proba()``. Undoing
     the temperature on the test inputs (p_raw ∝ p_calibrated ** T) gives the inputs the fusion was trained on.
     """
-    from multimodal.core.estimator import _real_class_probabilities
+    from multimodal.core.selection import real_class_probabilities as _real_class_probabilities
     from multimodal.core.scores import classification_scores as _classification_scores
     temperatures = expert_temperatures(model)
     x = x_test.copy()

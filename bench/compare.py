@@ -78,16 +78,17 @@ def problem_type(data: Path, name: str) -> str:
 
 
 def read_split(data: Path, name: str, max_train: int | None, max_test: int | None,
-               kind: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+               kind: str | None = None, seed: int = SEED) -> tuple[pd.DataFrame, pd.DataFrame]:
     """train.csv and test.csv as the training job reads them (every value text, empty = missing), capped (a
-    stratified sample for classification, a random one for regression)."""
+    stratified sample for classification, a random one for regression; ``seed`` draws it: repeated seeds give
+    repeated samples of the rows)."""
     kind = kind or problem_type(data, name)
     frames = []
     for split, cap in (("train", max_train), ("test", max_test)):
         frame = pd.read_csv(data / name / f"{split}.csv", dtype=str, keep_default_na=False)
         if cap and len(frame) > cap:
             from sklearn.model_selection import train_test_split
-            frame, _ = train_test_split(frame, train_size=cap, random_state=SEED,
+            frame, _ = train_test_split(frame, train_size=cap, random_state=seed,
                                         stratify=None if kind == REGRESSION else frame["label"])
         frames.append(frame.reset_index(drop=True))
     return frames[0], frames[1]
@@ -105,11 +106,11 @@ def peak_rss_mb() -> float:
 # ---------------------------------------------------------------------------------------------- the product
 
 def run_product(train: pd.DataFrame, test: pd.DataFrame, budget_mins: int, quality: str,
-                variant: dict[str, str], work: Path, kind: str = "classification") -> dict:
+                variant: dict[str, str], work: Path, kind: str = "classification", seed: int = SEED) -> dict:
     if kind == REGRESSION:
-        return run_product_regression(train, test, budget_mins, quality, variant, work)
+        return run_product_regression(train, test, budget_mins, quality, variant, work, seed)
     from multimodal import MultimodalClassifier
-    model = MultimodalClassifier(n_mins=budget_mins, quality=quality, image_model=IMAGE_MODEL, seed=SEED,
+    model = MultimodalClassifier(n_mins=budget_mins, quality=quality, image_model=IMAGE_MODEL, seed=seed,
                                  n_folds=N_FOLDS, **variant)
     t = time.monotonic()
     model.fit(train)
@@ -125,6 +126,7 @@ def run_product(train: pd.DataFrame, test: pd.DataFrame, budget_mins: int, quali
                                                            for k, v in scores["experts"].items()},
               "predict_ms_per_1000_rows": 1000 * 1000 * predict_seconds / len(features),
               "artifact_mb": size / 1e6, "timings_seconds": model.metrics_.get("timings_seconds", {}),
+              "fusion_choice": model.metrics_.get("fusion_choice"),
               "params": {k: v for k, v in model.get_params().items()}}
     result.update(text_throughput(model, test))
     return result
@@ -141,11 +143,11 @@ def text_throughput(model: Any, test: pd.DataFrame) -> dict:
 
 
 def run_product_regression(train: pd.DataFrame, test: pd.DataFrame, budget_mins: int, quality: str,
-                           variant: dict[str, str], work: Path) -> dict:
+                           variant: dict[str, str], work: Path, seed: int = SEED) -> dict:
     """The product on a regression set (the estimator contract of issue 12): the frames go in as the training
     job reads them, labels as text."""
     from multimodal.core.estimator import MultimodalRegressor
-    model = MultimodalRegressor(n_mins=budget_mins, quality=quality, image_model=IMAGE_MODEL, seed=SEED,
+    model = MultimodalRegressor(n_mins=budget_mins, quality=quality, image_model=IMAGE_MODEL, seed=seed,
                                 n_folds=N_FOLDS, **variant)
     t = time.monotonic()
     model.fit(train)
@@ -169,6 +171,7 @@ def run_product_regression(train: pd.DataFrame, test: pd.DataFrame, budget_mins:
               "validation_source": model.metrics_.get("validation_source"),
               "predict_ms_per_1000_rows": 1000 * 1000 * predict_seconds / len(features),
               "artifact_mb": size / 1e6, "timings_seconds": model.metrics_.get("timings_seconds", {}),
+              "fusion_choice": model.metrics_.get("fusion_choice"),
               "params": {k: v for k, v in model.get_params().items()}}
     result.update(text_throughput(model, test))
     return result
@@ -204,7 +207,10 @@ def embed_images(frame: pd.DataFrame) -> dict[str, np.ndarray]:
 
 
 def run_all_columns(train: pd.DataFrame, test: pd.DataFrame, budget_mins: int, quality: str, work: Path,
-                    kind: str = "classification") -> dict:
+                    kind: str = "classification", seed: int = SEED) -> dict:
+    """One AutoGluon predictor on all columns. At ``best`` exactly what a user who picks AutoGluon instead runs:
+    ``TabularPredictor(label).fit(df, presets="best_quality", time_limit=T)`` (its own metric, its dynamic
+    stacking and zero-shot portfolio); at the other qualities the product's experts' preset and folds."""
     from autogluon.tabular import TabularPredictor
 
     from multimodal.core.experts import QUALITY, hyperparameters_for
@@ -228,9 +234,16 @@ def run_all_columns(train: pd.DataFrame, test: pd.DataFrame, budget_mins: int, q
         predictor = TabularPredictor(label="__label__", eval_metric="log_loss", path=str(work / "ag"), verbosity=1,
                                      problem_type="binary" if len(classes) == 2 else "multiclass")
     time_limit = max(budget_mins * 60 - (time.monotonic() - started), 1.0)
-    predictor.fit(data, time_limit=time_limit, hyperparameters=hyperparameters_for(quality),
-                  num_bag_folds=max(N_FOLDS, min_folds), num_bag_sets=1, num_stack_levels=stack_levels,
-                  dynamic_stacking=False, ag_args_ensemble={"model_random_seed": SEED})
+    if quality == "best":
+        # the problem type is given only because the labels here are class indices (a user's strings would
+        # tell AutoGluon the same); the metric is AutoGluon's default, as a user leaves it
+        kind_ag = "regression" if regression else ("binary" if len(classes) == 2 else "multiclass")
+        predictor = TabularPredictor(label="__label__", path=str(work / "ag"), verbosity=1, problem_type=kind_ag)
+        predictor.fit(data, presets="best_quality", time_limit=time_limit)
+    else:
+        predictor.fit(data, time_limit=time_limit, hyperparameters=hyperparameters_for(quality),
+                      num_bag_folds=max(N_FOLDS, min_folds), num_bag_sets=1, num_stack_levels=stack_levels,
+                      dynamic_stacking=False, ag_args_ensemble={"model_random_seed": seed})
     fit_seconds = time.monotonic() - started
     features = test.drop(columns="label")
     t = time.monotonic()
@@ -257,13 +270,15 @@ def run_all_columns(train: pd.DataFrame, test: pd.DataFrame, budget_mins: int, q
 def child(spec: dict) -> dict:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     kind = spec.get("problem_type") or problem_type(Path(spec["data"]), spec["dataset"])
-    train, test = read_split(Path(spec["data"]), spec["dataset"], spec["max_train"], spec["max_test"], kind)
+    seed = spec.get("seed", SEED)
+    train, test = read_split(Path(spec["data"]), spec["dataset"], spec["max_train"], spec["max_test"], kind, seed)
     work = Path(tempfile.mkdtemp(prefix="compare-"))
     try:
         if spec["method"] == "all-columns":
-            result = run_all_columns(train, test, spec["budget_mins"], spec["quality"], work, kind)
+            result = run_all_columns(train, test, spec["budget_mins"], spec["quality"], work, kind, seed)
         else:
-            result = run_product(train, test, spec["budget_mins"], spec["quality"], spec["variant"], work, kind)
+            result = run_product(train, test, spec["budget_mins"], spec["quality"], spec["variant"], work, kind,
+                                 seed)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     extra = {"target_sd": float(np.std(regression_target(test)))} if kind == REGRESSION else {}
@@ -384,6 +399,8 @@ def main() -> int:
     parser.add_argument("--methods", nargs="+", help="only these methods (product, product:NAME, all-columns)")
     parser.add_argument("--max-train-rows", type=int)
     parser.add_argument("--max-test-rows", type=int)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[SEED],
+                        help="repeat every run per seed (rows sampled and models seeded by it): standard errors")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "compare")
     parser.add_argument("--write-docs", action="store_true")
     parser.add_argument("--table", nargs="+", type=Path, metavar="JSONL",
@@ -402,16 +419,16 @@ def main() -> int:
     results = []
     for budget in args.budgets:
         minutes, _, quality = budget.partition(":")
-        for dataset in args.datasets:
+        for dataset, seed in [(d, s) for d in args.datasets for s in args.seeds]:
             kind, meta = problem_type(args.data, dataset), dataset_meta(args.data, dataset)
             for method, variant in methods.items():
                 if args.methods and method not in args.methods:
                     continue
                 spec = {"data": str(args.data), "dataset": dataset, "budget_mins": int(minutes), "quality": quality,
                         "method": method, "variant": variant, "max_train": args.max_train_rows,
-                        "max_test": args.max_test_rows, "problem_type": kind,
+                        "max_test": args.max_test_rows, "problem_type": kind, "seed": seed,
                         **({"target": meta.get("target")} if kind == REGRESSION else {})}
-                log.info("%s, %s min %s: %s…", dataset, minutes, quality, method)
+                log.info("%s (seed %d), %s min %s: %s…", dataset, seed, minutes, quality, method)
                 result = run_child(spec, args.out / "children.log")
                 log.info("  → %s", {k: result.get(k) for k in ("accuracy", "rmse", "r2", "fit_seconds", "error")
                                      if k in result})
@@ -421,8 +438,48 @@ def main() -> int:
     return write_table(results, args)
 
 
+def summary_markdown(results: list[dict]) -> list[str]:
+    """Per data set and budget, over the seeds: each method's mean score, the product's fused model against the
+    all-columns predictor, its best single expert and its joint expert (differences paired by seed, with their
+    standard errors; accuracy points for classes, RMSE ratios for regression)."""
+    from collections import Counter, defaultdict
+    groups = defaultdict(dict)
+    for r in results:
+        if "error" not in r:
+            groups[(r["dataset"], r["budget_mins"], r["quality"])].setdefault(r["method"], {})[r.get("seed", SEED)] = r
+    lines = ["| data | budget | seeds | product | all-columns | product − all-columns (± se) | fused − best single "
+             "expert (± se) | joint − all-columns (± se) | fusion chose |", "|---|---|---:|---:|---:|---:|---:|---:|---|"]
+    for (dataset, minutes, quality), methods in groups.items():
+        product, baseline = methods.get("product", {}), methods.get("all-columns", {})
+        seeds = sorted(set(product) & set(baseline))
+        if not seeds:
+            continue
+        regression = product[seeds[0]].get("problem_type") == REGRESSION
+        metric = "rmse" if regression else "accuracy"
+        scale = 1.0 if regression else 100.0
+
+        def diff(a, b):
+            d = np.array([scale * (a(s) - b(s)) for s in seeds])
+            se = d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else float("nan")
+            return f"{d.mean():+.2f} ± {se:.2f}" if not regression else f"{d.mean():+.3f} ± {se:.3f}"
+
+        def best(s):
+            return best_expert(product[s])[1]
+        joint = [s for s in seeds if "joint" in product[s].get("experts", {})]
+        chose = ", ".join(f"{k} {v}" for k, v in sorted(Counter(
+            (product[s].get("fusion_choice") or {}).get("chosen", "?") for s in seeds).items()))
+        lines.append(
+            f"| {dataset} | {minutes} min {quality} | {len(seeds)} | "
+            f"{np.mean([product[s][metric] for s in seeds]):.4f} | {np.mean([baseline[s][metric] for s in seeds]):.4f} | "
+            f"{diff(lambda s: product[s][metric], lambda s: baseline[s][metric])} | "
+            f"{diff(lambda s: product[s][metric], best)} | "
+            + (diff(lambda s: product[s]["experts"]["joint"][metric], lambda s: baseline[s][metric]) if joint else "—")
+            + f" | {chose} |")
+    return lines
+
+
 def write_table(results: list[dict], args: argparse.Namespace) -> int:
-    table = markdown(results, args)
+    table = markdown(results, args) + "\n\n" + "\n".join(summary_markdown(results))
     print(table)
     if args.write_docs:
         with open(DOCS, "a", encoding="utf-8") as doc:

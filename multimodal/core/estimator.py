@@ -55,6 +55,8 @@ from .schema import (
     prepare_features,
 )
 from .scores import classification_scores, confusion_matrix, regression_scores
+from .selection import WeightedEnsemble, load_fusion, real_class_probabilities
+from .selection import loss as selection_loss
 from .targets import choose_problem_type, numeric_targets
 from .timebudget import TimeBudget
 from .views import JOINT, Views, expert_specs, missing_fractions, missing_indicators
@@ -394,22 +396,44 @@ class MultimodalEstimator:
                 stratify=y if counts is not None and counts.min() >= 2 else None)
             x_val, y_val = x[held_out], y[held_out]
             source = f"{len(held_out)} training rows held out from the fusion network (out-of-fold)"
-        self.fusion_, curve = FusionNetwork.train(
+        network, curve = FusionNetwork.train(
             x[fit_rows], self._fusion_target(y[fit_rows]), None if regression else len(self.classes_), x_val=x_val,
             y_val=self._fusion_target(y_val), hidden_units=self.hidden_units, learning_rate=self.learning_rate,
             batch_size=self.batch_size, n_epochs=self.n_epochs, patience=self.patience, seed=self.seed,
             time_limit=budget.fusion_seconds())
+        self.fusion_, choice = self._choose_fusion(network, x[fit_rows], y[fit_rows], x_val, y_val)
         self.metrics_ = {
             "train": self._scores(y[fit_rows], x[fit_rows]),
             "validation": self._scores(y_val, x_val),
             "validation_source": source,
             "fusion_curve": curve,
+            "fusion_choice": choice,
             "rows": {"train": int(len(y)), "validation": int(len(y_val))},
         }
         if regression:
             self.metrics_["target"] = {"mean": self.target_mean_, "std": self.target_std_, "min": float(y.min()),
                                        "max": float(y.max())}
             self.validation_predictions_ = pd.DataFrame({"actual": y_val, "predicted": self._predicted(x_val)})
+
+    def _choose_fusion(self, network: Any, x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_val: np.ndarray
+                       ) -> tuple[Any, dict]:
+        """The network, or the greedy weighted ensemble of the experts fitted on the same rows, whichever has the
+        lower loss on the validation rows (``multimodal.core.selection``): the fused model never trusts a network
+        that does worse there than a weighting of its own inputs."""
+        regression = self.problem_type_ == REGRESSION
+        layout = [[] if regression else e.classes for e in self.experts_]
+        n_classes = None if regression else len(self.classes_)
+        ensemble = WeightedEnsemble.fit(x, self._fusion_target(y), layout, n_classes)
+        target = self._fusion_target(y_val)
+        losses = {"network": selection_loss(network.predict(x_val), target, regression),
+                  "ensemble": selection_loss(ensemble.predict(x_val), target, regression)}
+        chosen = "network" if losses["network"] < losses["ensemble"] else "ensemble"
+        weights = ensemble.describe([e.name for e in self.experts_])
+        log.info("fusion: validation %s %.4f for the network, %.4f for the weighted ensemble of the experts (%s): "
+                 "using the %s", "mean squared error (standardised)" if regression else "log-loss",
+                 losses["network"], losses["ensemble"], ", ".join(f"{k} {v:.2f}" for k, v in weights.items()), chosen)
+        choice = {"chosen": chosen, "validation_loss": losses, "ensemble_weights": weights}
+        return (network if chosen == "network" else ensemble), choice
 
     def _fusion_target(self, y: np.ndarray) -> np.ndarray:
         """What the fusion network learns: the class index, or the standardised number (so that one learning rate
@@ -539,7 +563,7 @@ class MultimodalEstimator:
         offsets = np.cumsum([0] + [len(e.classes) for e in self.experts_])
         for expert, start, stop in zip(self.experts_, offsets[:-1], offsets[1:]):
             scores["experts"][expert.name] = classification_scores(
-                y, _real_class_probabilities(x[:, start:stop], expert.classes, n_classes), n_classes)
+                y, real_class_probabilities(x[:, start:stop], expert.classes, n_classes), n_classes)
         return scores
 
     # ------------------------------------------------------------------------------------------ persistence
@@ -555,6 +579,7 @@ class MultimodalEstimator:
             if expert.path.resolve() != target.resolve():
                 shutil.rmtree(target, ignore_errors=True)
                 shutil.copytree(expert.path, target)
+        shutil.rmtree(path / artifact.FUSION_DIR, ignore_errors=True)  # a network or an ensemble, not both
         self.fusion_.save(path / artifact.FUSION_DIR)
         reducers = {}
         for i, (column, reducer) in enumerate(sorted(self.views_.reducers.items())):
@@ -596,7 +621,6 @@ class MultimodalEstimator:
 
     @classmethod
     def _load(cls, path: Path) -> "MultimodalEstimator":
-        from .fusion import FusionNetwork
         config = _read_config(path)
         model = cls._from_config(config, path)
         model.schema_ = Schema.from_json(config["schema"])
@@ -618,7 +642,7 @@ class MultimodalEstimator:
                     raise ValueError(f"cannot load expert {spec.name!r} from {path / entry['path']}: {exc}. The model "
                                      f"was trained with autogluon.tabular {trained.get('autogluon.tabular')}; this "
                                      f"environment has {_versions().get('autogluon.tabular')}") from exc
-        model.fusion_ = FusionNetwork.load(path / config["fusion"]["path"])
+        model.fusion_ = load_fusion(path / config["fusion"]["path"])
         return model
 
     @classmethod
@@ -722,16 +746,6 @@ def _gc_paused():
     finally:
         if enabled:
             gc.enable()
-
-
-def _real_class_probabilities(proba: np.ndarray, expert_classes: list[int], n_classes: int) -> np.ndarray:
-    """An expert's probabilities restricted to the real classes and renormalised (uniform if it abstains)."""
-    out = np.zeros((len(proba), n_classes))
-    for j, c in enumerate(expert_classes):
-        if c < n_classes:
-            out[:, c] = proba[:, j]
-    total = out.sum(axis=1, keepdims=True)
-    return np.where(total > 0, out / np.where(total > 0, total, 1), 1.0 / n_classes)
 
 
 def _versions() -> dict[str, str]:

@@ -28,8 +28,17 @@ QUALITY = {
     "very_light": ("very_light", 0, 0),
     "light": ("light", 0, 0),
     "default": ("default", 0, 0),
-    "best": ("default", 1, 8),  # the core of AutoGluon's best_quality: more folds and a stacking layer
+    # AutoGluon's best_quality_v150: its CPU zero-shot portfolio (LightGBM with and without TabPrep feature
+    # engineering, CatBoost, neural networks: about 40 configurations, none downloading weights), 8 folds, and no
+    # stacking level. A stacking level inside an expert makes its out-of-fold outputs leak (the level-2 models
+    # learn from level-1 outputs of models that saw the held-out fold), and the fusion, which trains on them,
+    # then trusts that expert too much; the fusion is the product's stacking level.
+    "best": ("zeroshot_2025_12_18_cpu", 0, 8),
 }
+# best_quality_v150's early stop: stop trying portfolio configurations after this many without improvement
+# (by the number of training rows), so that a long portfolio does not spend the whole share on small gains.
+BEST_CALLBACKS = [["EarlyStoppingCountCallback",
+                   {"patience": [[100, 4], [500, 8], [2500, 15], [10000, 40], [100000, 100], None]}]]
 
 
 # The fallback models of an expert the budget left no time for, tried in turn: (time limit, boosting rounds).
@@ -135,7 +144,8 @@ class Expert:
             # predict_proba_oof() (what the fusion trains on) is never temperature-scaled, while calibration
             # would scale predict_proba() (what the fusion is fed at prediction time): the two must match, and
             # the fusion network is the calibrator.
-            calibrate=False, raise_on_no_models_fitted=False, num_cpus=num_cpus)
+            calibrate=False, raise_on_no_models_fitted=False, num_cpus=num_cpus,
+            **({"callbacks": BEST_CALLBACKS} if quality == "best" else {}))
         predictor = cls._new_predictor(work, classes)
         refused = not _fit_in_time(predictor, data, time_limit=max(time_limit, 1.0),
                                    hyperparameters=hyperparameters_for(quality), **common)
