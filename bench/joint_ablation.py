@@ -15,7 +15,13 @@ Each variant is one bagged AutoGluon expert (``multimodal.core.experts.Expert.fi
 * ``nan-numbers``: missing numbers left missing (NaN, no indicators), the rest as the product;
 * ``user-frame``: the columns as a user gives them to AutoGluon (``bench/compare.py``'s all-columns input:
   numbers NaN, categories and text raw with empty = missing, AutoGluon's own type detection);
-* ``all-columns``: ``bench/compare.py``'s baseline itself (AutoGluon's defaults: calibration on).
+* ``all-columns``: ``bench/compare.py``'s baseline itself (AutoGluon's defaults: calibration on);
+* ``stacked``: the product's frame with one stacking level inside the expert (what ``quality=best`` did before
+  issue 18: ``num_stack_levels=1``, ``dynamic_stacking=False``).
+
+Each expert variant also reports its out-of-fold scores on the training rows (what the fusion trains on): an
+out-of-fold accuracy far above the test accuracy means the out-of-fold outputs leak, and a fusion fitted on them
+learns to trust the expert more than it deserves (AutoGluon calls this "stacked overfitting").
 
 Classification sets only. Prints one JSON line per variant and a table.
 """
@@ -34,7 +40,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from compare import N_FOLDS, SEED, read_split, run_all_columns, user_frame  # noqa: E402
 
-VARIANTS = ("product", "autodetect-text", "nan-numbers", "user-frame", "all-columns")
+VARIANTS = ("product", "autodetect-text", "nan-numbers", "user-frame", "all-columns", "stacked")
 
 
 def joint_frames(train, test, variant: str):
@@ -61,7 +67,7 @@ def joint_frames(train, test, variant: str):
 
 
 def run(train, test, variant: str, quality: str, seconds: int) -> dict:
-    from multimodal.core.experts import Expert, ExpertSpec
+    from multimodal.core.experts import QUALITY, Expert, ExpertSpec
     from multimodal.core.scores import classification_scores
     from multimodal.core.selection import real_class_probabilities
     work = Path(tempfile.mkdtemp(prefix="joint-ablation-"))
@@ -70,14 +76,22 @@ def run(train, test, variant: str, quality: str, seconds: int) -> dict:
         result = run_all_columns(train, test, max(1, seconds // 60), quality, work)
         return {"accuracy": result["accuracy"], "log_loss": result["log_loss"],
                 "fit_seconds": result["fit_seconds"], "best_model": result["best_model"]}
-    x_train, x_test, text, classes, y_train, y_test = joint_frames(train, test, variant)
+    x_train, x_test, text, classes, y_train, y_test = joint_frames(
+        train, test, "product" if variant == "stacked" else variant)
     spec = ExpertSpec("joint", "joint", list(x_train.columns))
-    expert, _ = Expert.fit(spec, x_train, y_train, path=work / "joint", quality=quality, n_folds=N_FOLDS,
-                           time_limit=seconds, seed=SEED, text_columns=text)
+    if variant == "stacked":  # the same preset and folds with one stacking level (and no dynamic stacking)
+        preset, _, folds = QUALITY[quality]
+        QUALITY["stacked"] = (preset, 1, folds)
+        quality = "stacked"
+    expert, oof = Expert.fit(spec, x_train, y_train, path=work / "joint", quality=quality, n_folds=N_FOLDS,
+                             time_limit=seconds, seed=SEED, text_columns=text)
     fit_seconds = time.monotonic() - started
     proba = real_class_probabilities(expert.outputs(x_test), expert.classes, len(classes))
     scores = classification_scores(y_test, proba, len(classes))
+    oof_scores = classification_scores(y_train, real_class_probabilities(oof, expert.classes, len(classes)),
+                                       len(classes))
     return {"accuracy": scores["accuracy"], "log_loss": scores["log_loss"], "fit_seconds": fit_seconds,
+            "oof_accuracy": oof_scores["accuracy"], "oof_log_loss": oof_scores["log_loss"],
             "best_model": expert.predictor.model_best,
             "models": int(len(expert.leaderboard)) if expert.leaderboard is not None else None}
 
@@ -101,9 +115,11 @@ def main() -> int:
                       **run(train, test, variant, args.quality, args.seconds)}
             print(json.dumps(result), flush=True)
             rows.append(result)
-    print("\n| data | variant | accuracy | log-loss | fit s | best model |\n|---|---|---:|---:|---:|---|")
+    print("\n| data | variant | accuracy | log-loss | out-of-fold accuracy | out-of-fold log-loss | fit s | best model |"
+          "\n|---|---|---:|---:|---:|---:|---:|---|")
     for r in rows:
-        print(f"| {r['dataset']} | {r['variant']} | {r['accuracy']:.4f} | {r['log_loss']:.4f} | "
+        oof = (f"{r['oof_accuracy']:.4f} | {r['oof_log_loss']:.4f}" if "oof_accuracy" in r else "— | —")
+        print(f"| {r['dataset']} | {r['variant']} | {r['accuracy']:.4f} | {r['log_loss']:.4f} | {oof} | "
               f"{r['fit_seconds']:.0f} | {r['best_model']} |")
     return 0
 

@@ -267,3 +267,39 @@ def _prepared(model, frame):
     from multimodal.core.schema import prepare_features
     features = prepare_features(frame.drop(columns="label"), model.schema_)
     return features, model._embed(features)
+
+
+def test_a_weighted_ensemble_fusion_runs_only_the_experts_it_weights(saved_model_dir, test_df, tmp_path,
+                                                                       monkeypatch):
+    """When the fusion is the weighted ensemble and it gives an expert no weight, prediction neither runs that
+    expert nor embeds the image columns only it needs: the same probabilities, for less time."""
+    from multimodal.core.experts import Expert
+    from multimodal.core.selection import WeightedEnsemble, real_class_probabilities
+    model = MultimodalClassifier.load(saved_model_dir)
+    names = model.expert_names_
+    model.fusion_ = WeightedEnsemble([1.0 if n == "text" else 0.0 for n in names],
+                                     [e.classes for e in model.experts_], len(model.classes_))
+    features = test_df.drop(columns="label").head(40)
+    text_expert = model.experts_[names.index("text")]
+    expected = real_class_probabilities(text_expert.outputs(model.views_.frame(
+        text_expert.spec, *_prepared(model, features))), text_expert.classes, len(model.classes_))
+    saved = tmp_path / "ensemble-model"
+    model.save(saved)
+    reloaded = MultimodalClassifier.load(saved)
+    assert [f.name for f in (saved / "wholistic").iterdir()] == ["ensemble.json"]
+
+    def refuse(self, frame):
+        raise AssertionError(f"expert {self.name} has weight 0 and must not run")
+    original = Expert.outputs
+    monkeypatch.setattr(Expert, "outputs", lambda self, frame: original(self, frame) if self.name == "text"
+                        else refuse(self, frame))
+    monkeypatch.setattr(type(reloaded), "_embedder", lambda self, modality: pytest.fail(f"{modality} was embedded"))
+    proba = reloaded.predict_proba(features)
+    np.testing.assert_allclose(proba.to_numpy(), expected, rtol=1e-5)
+    assert list(reloaded.predict(features)) == list(np.asarray(model.classes_, dtype=object)[expected.argmax(1)])
+
+
+def _prepared(model, features):
+    from multimodal.core.schema import prepare_features
+    prepared = prepare_features(features, model.schema_)
+    return prepared, model._embed(prepared)

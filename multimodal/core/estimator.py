@@ -433,6 +433,10 @@ class MultimodalEstimator:
                  "using the %s", "mean squared error (standardised)" if regression else "log-loss",
                  losses["network"], losses["ensemble"], ", ".join(f"{k} {v:.2f}" for k, v in weights.items()), chosen)
         choice = {"chosen": chosen, "validation_loss": losses, "ensemble_weights": weights}
+        unused = [e.name for e, w in zip(self.experts_, ensemble.weights) if w == 0]
+        if chosen == "ensemble" and unused:
+            log.info("fusion: predictions will not run the experts the ensemble gives no weight: %s",
+                     ", ".join(unused))
         return (network if chosen == "network" else ensemble), choice
 
     def _fusion_target(self, y: np.ndarray) -> np.ndarray:
@@ -461,10 +465,13 @@ class MultimodalEstimator:
                 self._embedders[key] = TextEmbedder(self.text_model, batch_size=self.text_batch_size)
         return self._embedders[key]
 
-    def _embed(self, features: Features) -> dict[str, np.ndarray]:
-        """Embeddings of the image columns (and of the text columns with a text encoder), streamed in batches."""
+    def _embed(self, features: Features, only: set[str] | None = None) -> dict[str, np.ndarray]:
+        """Embeddings of the image columns (and of the text columns with a text encoder), streamed in batches;
+        with ``only``, of those columns alone."""
         out = {}
         for name in self.views_.embedded_columns():
+            if only is not None and name not in only:
+                continue
             values = features.values[name].tolist()
             if self.views_.modality[name] == "image":
                 out[name] = self._embedder("image").embed(
@@ -474,10 +481,22 @@ class MultimodalEstimator:
                 out[name] = self._embedder("text").embed(values, column=name)
         return out
 
-    def _fusion_inputs(self, features: Features, embeddings: dict[str, np.ndarray]) -> np.ndarray:
-        """The experts' outputs side by side (then the missing fractions, for models that use them)."""
-        outputs = [e.outputs(self.views_.frame(e.spec, features, embeddings)) for e in self.experts_]
+    def _fusion_inputs(self, features: Features, embeddings: dict[str, np.ndarray], *, every_expert: bool = True
+                       ) -> np.ndarray:
+        """The experts' outputs side by side (then the missing fractions, for models that use them). Without
+        ``every_expert``, an expert the fusion gives no weight to is not run: zeros stand in for its outputs."""
+        needed = [True] * len(self.experts_) if every_expert else self._experts_the_fusion_uses()
+        outputs = [e.outputs(self.views_.frame(e.spec, features, embeddings)) if use
+                   else np.zeros((len(features.values), max(len(e.classes), 1)))
+                   for e, use in zip(self.experts_, needed)]
         return self._inputs(outputs, features)
+
+    def _experts_the_fusion_uses(self) -> list[bool]:
+        """Per expert, whether the fused prediction depends on it: the network uses every one, the weighted
+        ensemble only those it gave weight (predicting with the others would cost time for nothing)."""
+        if isinstance(self.fusion_, WeightedEnsemble):
+            return [bool(w > 0) for w in self.fusion_.weights]
+        return [True] * len(self.experts_)
 
     def _inputs(self, outputs: list[np.ndarray], features: Features) -> np.ndarray:
         """The fusion network's inputs from the experts' outputs (probabilities, or predictions standardised like
@@ -524,7 +543,8 @@ class MultimodalEstimator:
 
     def _prepared_inputs(self, df: pd.DataFrame) -> np.ndarray:
         features = prepare_features(df, self.schema_)
-        return self._fusion_inputs(features, self._embed(features))
+        needed = {c for e, use in zip(self.experts_, self._experts_the_fusion_uses()) if use for c in e.spec.columns}
+        return self._fusion_inputs(features, self._embed(features, only=needed), every_expert=False)
 
     def _predicted(self, x: np.ndarray) -> np.ndarray:
         """Regression: the fusion network's standardised output back on the target's scale."""
