@@ -5,7 +5,7 @@ Usage::
 
     .venv/bin/python bench/fit_variant.py --data /tmp/bench-data --dataset tweets --minutes 3 --quality toy \\
         [--hp parallel_folds=true ...] [--ablate missing-fractions|missing-indicators ...] \\
-        [--max-train-rows 3000] [--max-test-rows 2000]
+        [--expert-stack-levels 1] [--seed 0] [--max-train-rows 3000] [--max-test-rows 2000]
 
 Run variants one after another (never side by side: they would share the cores) and compare their lines.
 docs/benchmarks.md uses it for fit time with and without Ray and for the missing-fraction / indicator ablations.
@@ -43,6 +43,11 @@ def main() -> int:
     parser.add_argument("--hp", action="append", default=[], metavar="NAME=VALUE")
     parser.add_argument("--ablate", action="append", default=[], choices=["missing-fractions", "missing-indicators"])
     parser.add_argument("--force-fractions", action="store_true", help="give the fusion the missing fractions")
+    parser.add_argument("--expert-stack-levels", type=int, metavar="N",
+                        help="N stacking levels inside every expert (the quality's own otherwise)")
+    parser.add_argument("--seed", type=int, default=SEED, help="rows sampled and the model seeded by it")
+    parser.add_argument("--joint-weight", type=float, metavar="W",
+                        help="the joint expert's weight in the time budget's shares (EXPERT_TIME_WEIGHT)")
     parser.add_argument("--max-train-rows", type=int)
     parser.add_argument("--max-test-rows", type=int)
     args = parser.parse_args()
@@ -52,15 +57,23 @@ def main() -> int:
     if args.force_fractions:
         import multimodal.core.estimator as classifier
         classifier.FUSION_MISSING_FRACTIONS = True
-    train, test = read_split(args.data, args.dataset, args.max_train_rows, args.max_test_rows)
+    if args.joint_weight is not None:
+        from multimodal.core.timebudget import EXPERT_TIME_WEIGHT
+        EXPERT_TIME_WEIGHT["joint"] = args.joint_weight
+    if args.expert_stack_levels is not None:
+        from multimodal.core.experts import QUALITY
+        preset, _, folds = QUALITY[args.quality]
+        QUALITY[args.quality] = (preset, args.expert_stack_levels, folds)
+    train, test = read_split(args.data, args.dataset, args.max_train_rows, args.max_test_rows, seed=args.seed)
     params = dict(pair.split("=", 1) for pair in args.hp)
-    model = MultimodalClassifier(n_mins=args.minutes, quality=args.quality, image_model=IMAGE_MODEL, seed=SEED,
+    model = MultimodalClassifier(n_mins=args.minutes, quality=args.quality, image_model=IMAGE_MODEL, seed=args.seed,
                                  n_folds=N_FOLDS, **params)
     started = time.monotonic()
     model.fit(train)
     fit_seconds = time.monotonic() - started
     scores = model.evaluate(test)
-    print(json.dumps({"dataset": args.dataset, "hyperparameters": params, "ablate": args.ablate,
+    print(json.dumps({"dataset": args.dataset, "seed": args.seed, "hyperparameters": params, "ablate": args.ablate,
+                      "expert_stack_levels": args.expert_stack_levels, "joint_weight": args.joint_weight, "fusion_choice": model.metrics_["fusion_choice"],
                       "fusion_missing_fractions": model.fusion_missing_inputs_, "accuracy": scores["accuracy"],
                       "log_loss": scores["log_loss"], "fit_seconds": round(fit_seconds, 1),
                       "timings_seconds": model.metrics_["timings_seconds"],

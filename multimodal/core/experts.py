@@ -30,9 +30,9 @@ QUALITY = {
     "default": ("default", 0, 0),
     # AutoGluon's best_quality_v150: its CPU zero-shot portfolio (LightGBM with and without TabPrep feature
     # engineering, CatBoost, neural networks: about 40 configurations, none downloading weights), 8 folds, and no
-    # stacking level. A stacking level inside an expert makes its out-of-fold outputs leak (the level-2 models
-    # learn from level-1 outputs of models that saw the held-out fold), and the fusion, which trains on them,
-    # then trusts that expert too much; the fusion is the product's stacking level.
+    # stacking level: the fusion is the product's stacking level, and a level inside the joint expert changed
+    # neither its test nor its out-of-fold scores at this quality (bench/joint_ablation.py, docs/benchmarks.md)
+    # while it costs the time of a second layer of models.
     "best": ("zeroshot_2025_12_18_cpu", 0, 8),
 }
 # best_quality_v150's early stop: stop trying portfolio configurations after this many without improvement
