@@ -228,18 +228,14 @@ def run_all_columns(train: pd.DataFrame, test: pd.DataFrame, budget_mins: int, q
     embed_seconds = time.monotonic() - started
     data = x_train.assign(__label__=y_train)
     _, stack_levels, min_folds = QUALITY[quality]
-    if regression:
-        predictor = TabularPredictor(label="__label__", eval_metric="root_mean_squared_error", path=str(work / "ag"),
-                                     verbosity=1, problem_type="regression")
-    else:
-        predictor = TabularPredictor(label="__label__", eval_metric="log_loss", path=str(work / "ag"), verbosity=1,
-                                     problem_type="binary" if len(classes) == 2 else "multiclass")
+    # at best the metric is AutoGluon's default, as a user leaves it; the problem type is given only because the
+    # labels here are class indices (a user's strings would tell AutoGluon the same)
+    metric = None if quality == "best" else ("root_mean_squared_error" if regression else "log_loss")
+    predictor = TabularPredictor(label="__label__", eval_metric=metric, path=str(work / "ag"), verbosity=1,
+                                 problem_type=REGRESSION if regression else
+                                 ("binary" if len(classes) == 2 else "multiclass"))
     time_limit = max(budget_mins * 60 - (time.monotonic() - started), 1.0)
     if quality == "best":
-        # the problem type is given only because the labels here are class indices (a user's strings would
-        # tell AutoGluon the same); the metric is AutoGluon's default, as a user leaves it
-        kind_ag = "regression" if regression else ("binary" if len(classes) == 2 else "multiclass")
-        predictor = TabularPredictor(label="__label__", path=str(work / "ag"), verbosity=1, problem_type=kind_ag)
         predictor.fit(data, presets="best_quality", time_limit=time_limit)
     else:
         predictor.fit(data, time_limit=time_limit, hyperparameters=hyperparameters_for(quality),

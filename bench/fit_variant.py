@@ -73,7 +73,8 @@ def main() -> int:
     fit_seconds = time.monotonic() - started
     scores = model.evaluate(test)
     print(json.dumps({"dataset": args.dataset, "seed": args.seed, "hyperparameters": params, "ablate": args.ablate,
-                      "expert_stack_levels": args.expert_stack_levels, "joint_weight": args.joint_weight, "fusion_choice": model.metrics_["fusion_choice"],
+                      "expert_stack_levels": args.expert_stack_levels, "joint_weight": args.joint_weight,
+                      "fusion_choice": model.metrics_["fusion_choice"],
                       "fusion_missing_fractions": model.fusion_missing_inputs_, "accuracy": scores["accuracy"],
                       "log_loss": scores["log_loss"], "fit_seconds": round(fit_seconds, 1),
                       "timings_seconds": model.metrics_["timings_seconds"],

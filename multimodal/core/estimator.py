@@ -55,7 +55,7 @@ from .schema import (
     prepare_features,
 )
 from .scores import classification_scores, confusion_matrix, regression_scores
-from .selection import WeightedEnsemble, load_fusion, real_class_probabilities
+from .selection import WeightedEnsemble, each_expert_probabilities, load_fusion
 from .selection import loss as selection_loss
 from .targets import choose_problem_type, numeric_targets
 from .timebudget import TimeBudget
@@ -481,11 +481,11 @@ class MultimodalEstimator:
                 out[name] = self._embedder("text").embed(values, column=name)
         return out
 
-    def _fusion_inputs(self, features: Features, embeddings: dict[str, np.ndarray], *, every_expert: bool = True
-                       ) -> np.ndarray:
-        """The experts' outputs side by side (then the missing fractions, for models that use them). Without
-        ``every_expert``, an expert the fusion gives no weight to is not run: zeros stand in for its outputs."""
-        needed = [True] * len(self.experts_) if every_expert else self._experts_the_fusion_uses()
+    def _fusion_inputs(self, features: Features, embeddings: dict[str, np.ndarray], *,
+                       needed: list[bool] | None = None) -> np.ndarray:
+        """The experts' outputs side by side (then the missing fractions, for models that use them). With
+        ``needed``, an expert marked False is not run: zeros stand in for its outputs."""
+        needed = needed or [True] * len(self.experts_)
         outputs = [e.outputs(self.views_.frame(e.spec, features, embeddings)) if use
                    else np.zeros((len(features.values), max(len(e.classes), 1)))
                    for e, use in zip(self.experts_, needed)]
@@ -543,8 +543,9 @@ class MultimodalEstimator:
 
     def _prepared_inputs(self, df: pd.DataFrame) -> np.ndarray:
         features = prepare_features(df, self.schema_)
-        needed = {c for e, use in zip(self.experts_, self._experts_the_fusion_uses()) if use for c in e.spec.columns}
-        return self._fusion_inputs(features, self._embed(features, only=needed), every_expert=False)
+        needed = self._experts_the_fusion_uses()
+        columns = {c for e, use in zip(self.experts_, needed) if use for c in e.spec.columns}
+        return self._fusion_inputs(features, self._embed(features, only=columns), needed=needed)
 
     def _predicted(self, x: np.ndarray) -> np.ndarray:
         """Regression: the fusion network's standardised output back on the target's scale."""
@@ -579,11 +580,9 @@ class MultimodalEstimator:
         scores = classification_scores(y, proba, n_classes)
         # rows: true class, columns: predicted class, both in the order of classes_
         scores["confusion_matrix"] = confusion_matrix(y, proba.argmax(axis=1), n_classes).tolist() if len(y) else []
-        scores["experts"] = {}
-        offsets = np.cumsum([0] + [len(e.classes) for e in self.experts_])
-        for expert, start, stop in zip(self.experts_, offsets[:-1], offsets[1:]):
-            scores["experts"][expert.name] = classification_scores(
-                y, real_class_probabilities(x[:, start:stop], expert.classes, n_classes), n_classes)
+        each = each_expert_probabilities(x, [e.classes for e in self.experts_], n_classes)
+        scores["experts"] = {expert.name: classification_scores(y, proba, n_classes)
+                             for expert, proba in zip(self.experts_, each)}
         return scores
 
     # ------------------------------------------------------------------------------------------ persistence

@@ -17,12 +17,9 @@ standardised prediction of a regression (one column).
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 
 import numpy as np
-
-log = logging.getLogger(__name__)
 
 ENSEMBLE_FILE = "ensemble.json"
 # AutoGluon's WeightedEnsemble default (ensemble_size=25) and a few more: the weights are multiples of 1/ITERATIONS
@@ -38,6 +35,14 @@ def real_class_probabilities(proba: np.ndarray, expert_classes: list[int], n_cla
             out[:, c] = proba[:, j]
     total = out.sum(axis=1, keepdims=True)
     return np.where(total > 0, out / np.where(total > 0, total, 1), 1.0 / n_classes)
+
+
+def each_expert_probabilities(x: np.ndarray, experts: list[list[int]], n_classes: int) -> list[np.ndarray]:
+    """The fusion inputs ``x`` (the experts' probabilities side by side, each over its own ``experts`` classes)
+    split per expert, each restricted to the real classes (``real_class_probabilities``)."""
+    offsets = np.cumsum([0] + [len(classes) for classes in experts])
+    return [real_class_probabilities(x[:, start:stop], classes, n_classes)
+            for classes, start, stop in zip(experts, offsets[:-1], offsets[1:])]
 
 
 def loss(outputs: np.ndarray, y: np.ndarray, regression: bool) -> float:
@@ -67,9 +72,7 @@ class WeightedEnsemble:
         x = np.asarray(x, dtype=np.float64)
         if self.regression:
             return [x[:, [i]] for i in range(len(self.experts))]
-        offsets = np.cumsum([0] + [len(classes) for classes in self.experts])
-        return [real_class_probabilities(x[:, start:stop], classes, self.n_classes)
-                for classes, start, stop in zip(self.experts, offsets[:-1], offsets[1:])]
+        return each_expert_probabilities(x, self.experts, self.n_classes)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         parts = self._each(x)
