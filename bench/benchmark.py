@@ -174,16 +174,16 @@ def run_dataset(name: str, args: argparse.Namespace) -> dict:
     cache: dict[str, dict[str, np.ndarray]] = {}
     original_embed = model._embed
 
-    def cached_embed(features):  # same embeddings, computed once per distinct set of images
+    def cached_embed(features, only=None, **kwargs):  # same embeddings, computed once per distinct set of images
         names = model.schema_.names("image")
         digest = hashlib.sha1()
         for column in names:
             for value in features.values[column]:
                 digest.update(b"\0" if value is None else value.encode())
-        key = f"{len(features)}:{digest.hexdigest()}"
+        key = f"{len(features)}:{digest.hexdigest()}:{sorted(only) if only is not None else ''}"
         if key not in cache:
             t = time.monotonic()
-            cache[key] = original_embed(features)
+            cache[key] = original_embed(features, only, **kwargs)
             if names:
                 embed_log.append({"rows": len(features), "seconds": time.monotonic() - t})
         return cache[key]
@@ -230,7 +230,9 @@ def run_dataset(name: str, args: argparse.Namespace) -> dict:
     assert train_labelled.all() and test_labelled.all(), "the benchmark data has empty labels"
     features_train = prepare_features(train, model.schema_, source="the training data")
     features_test = prepare_features(test, model.schema_, source="the test data")
-    emb_train, emb_test = model._embed(features_train), model._embed(features_test)  # cached: no re-embedding
+    from multimodal.core.imagerefs import ImageSource
+    with ImageSource() as images:  # cached: no re-embedding
+        emb_train, emb_test = model._embed(features_train, images=images), model._embed(features_test, images=images)
     t = time.monotonic()
     x_train_in = model._fusion_inputs(features_train, emb_train)
     x_test = model._fusion_inputs(features_test, emb_test)

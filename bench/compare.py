@@ -139,8 +139,10 @@ def product_rows(model: Any, test: pd.DataFrame) -> dict[str, list[float]]:
     into the estimator's steps the way evaluate() does."""
     from multimodal.core.schema import labels_to_indices, prepare_features
     from multimodal.core.selection import each_expert_probabilities
+    from multimodal.core.imagerefs import ImageSource
     features = prepare_features(test, model.schema_)
-    x = model._fusion_inputs(features, model._embed(features))
+    with ImageSource() as images:
+        x = model._fusion_inputs(features, model._embed(features, images=images))
     if model.problem_type_ == REGRESSION:
         y = regression_target(test)
         outputs = {"fused": model._predicted(x)}

@@ -5,7 +5,8 @@ Usage::
 
     .venv/bin/python bench/fit_variant.py --data /tmp/bench-data --dataset tweets --minutes 3 --quality toy \\
         [--hp parallel_folds=true ...] [--ablate missing-fractions|missing-indicators ...] \\
-        [--expert-stack-levels 1] [--seed 0] [--max-train-rows 3000] [--max-test-rows 2000]
+        [--expert-stack-levels 1] [--joint-weight 12] [--extra-model REALMLP] [--seed 0] \\
+        [--max-train-rows 3000] [--max-test-rows 2000]
 
 Run variants one after another (never side by side: they would share the cores) and compare their lines.
 docs/benchmarks.md uses it for fit time with and without Ray and for the missing-fraction / indicator ablations.
@@ -48,6 +49,9 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=SEED, help="rows sampled and the model seeded by it")
     parser.add_argument("--joint-weight", type=float, metavar="W",
                         help="the joint expert's weight in the time budget's shares (EXPERT_TIME_WEIGHT)")
+    parser.add_argument("--extra-model", action="append", default=[], metavar="FAMILY",
+                        help="add AutoGluon's default configuration of this model family (e.g. REALMLP, TABM) to "
+                             "every expert's hyperparameters")
     parser.add_argument("--max-train-rows", type=int)
     parser.add_argument("--max-test-rows", type=int)
     args = parser.parse_args()
@@ -64,6 +68,10 @@ def main() -> int:
         from multimodal.core.experts import QUALITY
         preset, _, folds = QUALITY[args.quality]
         QUALITY[args.quality] = (preset, args.expert_stack_levels, folds)
+    if args.extra_model:
+        import multimodal.core.experts as experts
+        original = experts.hyperparameters_for
+        experts.hyperparameters_for = lambda quality: {**original(quality), **{m: [{}] for m in args.extra_model}}
     train, test = read_split(args.data, args.dataset, args.max_train_rows, args.max_test_rows, seed=args.seed)
     params = dict(pair.split("=", 1) for pair in args.hp)
     model = MultimodalClassifier(n_mins=args.minutes, quality=args.quality, image_model=IMAGE_MODEL, seed=args.seed,
@@ -74,6 +82,7 @@ def main() -> int:
     scores = model.evaluate(test)
     print(json.dumps({"dataset": args.dataset, "seed": args.seed, "hyperparameters": params, "ablate": args.ablate,
                       "expert_stack_levels": args.expert_stack_levels, "joint_weight": args.joint_weight,
+                      "extra_models": args.extra_model,
                       "fusion_choice": model.metrics_["fusion_choice"],
                       "fusion_missing_fractions": model.fusion_missing_inputs_, "accuracy": scores["accuracy"],
                       "log_loss": scores["log_loss"], "fit_seconds": round(fit_seconds, 1),

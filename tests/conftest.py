@@ -57,3 +57,12 @@ def serving_model_dir(tmp_path_factory):
     path = tmp_path_factory.mktemp("serving-model")
     MultimodalClassifier(**SERVING_HYPERPARAMETERS).fit(make_dataset(150, seed=21)).save(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A real S3 API on loopback (moto's server mode) for the session; stopped by its PID at the end."""
+    from support import S3Server
+    server = S3Server()
+    yield server
+    server.stop()

@@ -28,7 +28,7 @@ class StandInModel:
         self.calls: list[int] = []
         self.threads: list[str] = []
 
-    def predict_proba(self, df: pd.DataFrame) -> pd.DataFrame:
+    def predict_proba(self, df: pd.DataFrame, *, images=None) -> pd.DataFrame:
         from multimodal.core.images import decode_image
         from multimodal.core.schema import describe_row
         features = prepare_features(df, self.schema_)
@@ -68,3 +68,48 @@ def children(pid: int) -> list[int]:
         return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
     except OSError:
         return []
+
+
+class S3Server:
+    """moto's S3 server on 127.0.0.1 in a process of its own (a real S3 API over HTTP, not a mock inside the test
+    process), and the environment that points boto3 at it: ``env`` for subprocesses, ``apply(monkeypatch)`` for
+    this process."""
+
+    def __init__(self) -> None:
+        import subprocess
+        import sys
+        self.port = free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or self.process.poll() is not None:
+                    self.stop()
+                    raise RuntimeError("moto's S3 server did not start")
+                time.sleep(0.1)
+        self.env = {"AWS_ENDPOINT_URL": self.endpoint, "AWS_ACCESS_KEY_ID": "testing",
+                    "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+                    "AWS_EC2_METADATA_DISABLED": "true"}
+
+    def apply(self, monkeypatch) -> None:
+        for name, value in self.env.items():
+            monkeypatch.setenv(name, value)
+        for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3"):
+            monkeypatch.delenv(name, raising=False)
+
+    def client(self):
+        import boto3
+        return boto3.session.Session().client("s3", endpoint_url=self.endpoint, region_name="us-east-1",
+                                              aws_access_key_id="testing", aws_secret_access_key="testing")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except Exception:
+            self.process.kill()

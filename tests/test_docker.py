@@ -131,3 +131,39 @@ def test_two_training_containers_on_a_network_of_their_own_train_one_model(image
     runs = [c for c in commands if c.startswith("run ")]
     assert len(runs) == 2 and all(f"--network {network}" in r and "--read-only" in r for r in runs), runs
     assert f"network rm {network}" in commands
+
+
+def test_images_as_files_in_the_containers_without_network(images, recording_docker, docker_env, tmp_path):
+    """The training container reads an images channel of files by relative path with --network none, and the
+    served container reads them from its mounted MULTIMODAL_IMAGE_DIR; s3:// URIs fail the job at once with the
+    network-isolation message (no route to S3), not row by row."""
+    from multimodal.tools.synthetic import as_image_files
+    training_image, inference_image = images
+    docker, log = recording_docker
+    pictures = tmp_path / "pictures"
+    train = as_image_files(make_dataset(200, seed=37), pictures)
+    test = as_image_files(make_dataset(60, seed=38), pictures)
+    train.to_csv(tmp_path / "train.csv", index=False)
+    test.drop(columns="label").to_csv(tmp_path / "test.csv", index=False, header=False)
+    cli = [sys.executable, "-m", "multimodal.tools.cli", "local"]
+    hps = ["--hp", "quality=toy", "--hp", "image_model=efficientnet_lite0", "--hp", "n_secs=60", "--hp",
+           "n_folds=2"]
+    _sh(*cli, "train", "--train", str(tmp_path / "train.csv"), "--images", str(pictures), "--images-mode",
+        "FastFile", "--out", str(tmp_path / "job"), "--image", training_image, "--docker", str(docker), *hps,
+        "--read-only", timeout=900, env=docker_env)
+    metrics = json.loads((tmp_path / "job" / "opt_ml" / "output" / "data" / "metrics.json").read_text())
+    assert metrics["job"]["channels"]["images"]["bad_references"] == 0
+    _sh(*cli, "transform", "--model", str(tmp_path / "job" / "model.tar.gz"), "--image", inference_image,
+        "--network-none", "--read-only", "--images", str(pictures), "--docker", str(docker), "--output",
+        str(tmp_path / "out"), str(tmp_path / "test.csv"), timeout=900, env=docker_env)
+    predicted = pd.read_csv(tmp_path / "out" / "test.csv.out", header=None, names=["ID", "label"], dtype=str)
+    assert predicted["ID"].tolist() == test["ID"].tolist() and (predicted["label"] == test["label"]).mean() > 0.5
+
+    uris = train.assign(photo_image=[f"s3://bucket/{p}" if p else "" for p in train["photo_image"]])
+    uris.to_csv(tmp_path / "train-s3.csv", index=False)
+    failed = subprocess.run([*cli, "train", "--train", str(tmp_path / "train-s3.csv"), "--out",
+                             str(tmp_path / "job-s3"), "--image", training_image, "--docker", str(docker), *hps],
+                            cwd=ROOT, capture_output=True, text=True, timeout=900, env=docker_env)
+    assert failed.returncode != 0
+    reason = (tmp_path / "job-s3" / "failure").read_text()
+    assert "network isolation" in reason and reason.count("s3://") <= 1, reason

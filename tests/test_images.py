@@ -126,3 +126,51 @@ def test_embedding_errors_name_the_row(resnet18_checkpoint):
     with pytest.raises(DataError, match="row 2"):
         embedder.embed([encode_image(draw_image(0, 0, np.random.default_rng(6))), "%%%"], column="p_image",
                        row_names=lambda i: f"row {i + 1}")
+
+
+def test_images_given_as_files_embed_exactly_as_the_same_images_in_base64(resnet18_checkpoint, tmp_path):
+    from multimodal.core.imagerefs import ImageSource
+    rng = np.random.default_rng(7)
+    values = [encode_image(draw_image(i % 2, i // 2 % 2, rng)) for i in range(5)] + [None]
+    paths = []
+    for i, value in enumerate(values[:-1]):
+        (tmp_path / f"photo {i}.jpg").write_bytes(base64.b64decode(value))
+        paths.append(f"photo {i}.jpg")
+    embedder = ImageEmbedder("resnet18", batch_size=2)
+    inline = embedder.embed(values, column="p_image", row_names=str)
+    with ImageSource(tmp_path) as source:
+        from_files = embedder.embed(paths + [None], column="p_image", row_names=str, source=source)
+    assert np.array_equal(inline, from_files)
+
+
+def test_a_bad_reference_names_column_row_reference_and_reason(resnet18_checkpoint, tmp_path):
+    from multimodal.core.imagerefs import ImageSource
+    (tmp_path / "ok.jpg").write_bytes(base64.b64decode(encode_image(draw_image(0, 0, np.random.default_rng(8)))))
+    (tmp_path / "notes.txt").write_text("not an image")
+    embedder = ImageEmbedder("resnet18", batch_size=2)
+    with ImageSource(tmp_path) as source:
+        with pytest.raises(DataError) as info:
+            embedder.embed(["ok.jpg", "photos/missing.jpg"], column="p_image", source=source,
+                           row_names=lambda i: f"row {i + 1} (ID 'x{i}')")
+        assert str(info.value).startswith("column 'p_image', row 2 (ID 'x1'): 'photos/missing.jpg': no such file")
+        with pytest.raises(DataError, match="row 1: 'notes.txt': the bytes are not an image Pillow can read"):
+            embedder.embed(["notes.txt"], column="p_image", source=source, row_names=lambda i: f"row {i + 1}")
+
+
+def test_with_on_bad_a_bad_image_gets_the_placeholder_and_is_reported(resnet18_checkpoint, tmp_path):
+    from multimodal.core.imagerefs import ImageSource
+    rng = np.random.default_rng(9)
+    good = [encode_image(draw_image(i % 2, 1, rng)) for i in range(3)]
+    (tmp_path / "notes.txt").write_text("not an image")
+    reported = []
+    embedder = ImageEmbedder("resnet18", batch_size=2)
+    values = [good[0], "gone.jpg", good[1], "notes.txt", "%%%", good[2]]
+    with ImageSource(tmp_path) as source:
+        out = embedder.embed(values, column="p_image", row_names=str, source=source,
+                             on_bad=lambda position, value, reason: reported.append((position, value, reason)))
+    assert [(p, v) for p, v, _ in reported] == [(1, "gone.jpg"), (3, "notes.txt"), (4, "%%%")]
+    assert "no such file" in reported[0][2] and "not valid base64" in reported[2][2]
+    black = embedder.black_embedding()
+    assert all(np.array_equal(out[p], black) for p in (1, 3, 4))
+    alone = embedder.embed(good, column="p_image", row_names=str)
+    assert np.allclose(out[[0, 2, 5]], alone, atol=1e-5)

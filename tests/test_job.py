@@ -260,7 +260,7 @@ def test_a_failure_while_saving_leaves_model_dir_empty(tmp_path, small, monkeypa
     """Disk full half-way through writing the model: nothing in model/ may pass for a model."""
     from multimodal.sagemaker.training import job as training
 
-    def fake_fit(self, train, validation=None):
+    def fake_fit(self, train, validation=None, images=None):
         self.problem_type_, self.classes_, self.metrics_, self.leaderboards_ = "binary", ["a", "b"], {}, {}
         return self
 
@@ -283,7 +283,7 @@ def test_a_failure_while_saving_leaves_model_dir_empty(tmp_path, small, monkeypa
 def test_unexpected_errors_give_type_message_and_pointer_to_the_log(tmp_path, small, monkeypatch):
     from multimodal.sagemaker.training import job as training
 
-    def broken_fit(self, train, validation=None):
+    def broken_fit(self, train, validation=None, images=None):
         raise KeyError("x" * 5000)
 
     monkeypatch.setattr(MultimodalEstimator, "fit", broken_fit)

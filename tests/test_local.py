@@ -205,3 +205,23 @@ def test_the_regression_example_trains_and_batch_transforms_a_price(tmp_path):
     predictions = pd.read_csv(tmp_path / "predictions" / "test.csv.out", header=None, names=["ID", "prediction"])
     assert predictions["ID"].str.startswith("r2-").all() and predictions["prediction"].dtype == float
     assert (tmp_path / "job" / "opt_ml" / "output" / "data" / "predicted_vs_actual.png").is_file()
+
+
+def test_the_images_directory_becomes_a_replicated_images_channel(tmp_path):
+    from multimodal.tools.local import layout_training_root
+    source = tmp_path / "pictures"
+    (source / "photos" / "sub dir").mkdir(parents=True)
+    (source / "photos" / "sub dir" / "ünï 1.jpg").write_bytes(b"jpeg bytes")
+    (tmp_path / "train.csv").write_text("ID,photo_image,label\n1,photos/sub dir/ünï 1.jpg,a\n")
+    root = tmp_path / "opt_ml"
+    layout_training_root(root, train=tmp_path / "train.csv", validation=None, hyperparameters={},
+                         distribution="ShardedByS3Key", images=source, images_mode="FastFile")
+    declared = json.loads((root / "input" / "config" / "inputdataconfig.json").read_text())
+    assert declared["images"] == {"ContentType": "application/x-image", "TrainingInputMode": "FastFile",
+                                  "S3DistributionType": "FullyReplicated", "RecordWrapperType": "None"}
+    assert declared["train"]["S3DistributionType"] == "ShardedByS3Key"
+    copied = root / "input" / "data" / "images" / "photos" / "sub dir" / "ünï 1.jpg"
+    assert copied.read_bytes() == b"jpeg bytes"
+    with pytest.raises(FileNotFoundError, match="the images directory does not exist"):
+        layout_training_root(root, train=tmp_path / "train.csv", validation=None, hyperparameters={},
+                             images=tmp_path / "absent")

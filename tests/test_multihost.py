@@ -273,3 +273,32 @@ def test_host_addresses_must_be_a_json_object(tmp_path):
     assert done.returncode == 1
     reason = (root / "output" / "failure").read_text()
     assert "MULTIMODAL_HOSTS_ADDRESSES must be a JSON object" in reason, reason
+
+
+@pytest.mark.slow
+def test_two_hosts_read_their_own_images_channel(tmp_path):
+    """ShardedByS3Key train, FullyReplicated images: each host embeds the files its own rows name from its own copy
+    of the channel; a bad path on the extra host comes back to the head's bad_images.csv (bad_images=missing)."""
+    from multimodal.tools.synthetic import as_image_files
+    from test_image_channel import _with_images_channel
+    pictures = tmp_path / "pictures"
+    data = as_image_files(make_dataset(160, seed=7), pictures)
+    head_part, extra_part = data.iloc[:80].copy(), data.iloc[80:].copy()
+    extra_part.loc[90, "photo_image"] = "photos/typo.jpg"
+    hosts = ["algo-1", "algo-2"]
+    hyperparameters = {**TRAIN, "image_model": "efficientnet_lite0", "bad_images": "missing"}
+    roots = []
+    for name, current, part in (("head", "algo-1", head_part), ("extra", "algo-2", extra_part)):
+        root = host_root(tmp_path / name, current, hosts, hyperparameters=hyperparameters, data=part,
+                         distribution="ShardedByS3Key")
+        roots.append(_with_images_channel(root, pictures))
+    with hosts_running(free_port(HEAD)) as start:
+        head, extra = start(roots[0]), start(roots[1])
+        assert head.wait(300) == 0, head.text[-5000:]
+        assert extra.wait(60) == 0, extra.text[-3000:]
+    config = assert_model_intact(roots[0])
+    assert {e["host"] for e in config["metrics"]["cluster"]["embedding"]} == {"algo-1", "algo-2"}
+    assert config["metrics"]["bad_images"] == 1
+    listed = pd.read_csv(roots[0] / "output" / "data" / "bad_images.csv", dtype=str)
+    assert listed[["ID", "reference"]].values.tolist() == [["r7-00090", "photos/typo.jpg"]]
+    assert "host algo-2" in listed["data"][0]

@@ -19,8 +19,11 @@ def test_request_is_valid_for_the_sagemaker_api_model():
     spec = request["TrainingSpecification"]
     assert spec["SupportedHyperParameters"] == load_spec_document()
     assert spec["SupportsDistributedTraining"] is True
-    assert [c["Name"] for c in spec["TrainingChannels"]] == ["train", "validation"]
-    assert [c["IsRequired"] for c in spec["TrainingChannels"]] == [True, False]
+    assert [c["Name"] for c in spec["TrainingChannels"]] == ["train", "validation", "images"]
+    assert [c["IsRequired"] for c in spec["TrainingChannels"]] == [True, False, False]
+    images = spec["TrainingChannels"][2]
+    assert images["SupportedContentTypes"] == ["application/x-image"]
+    assert "Pipe" not in images["SupportedInputModes"]  # files are read by name, which Pipe mode cannot do
     assert "Pipe" in spec["TrainingChannels"][0]["SupportedInputModes"]
     assert {m["MetricName"] for m in spec["SupportedTuningJobObjectiveMetrics"]} <= {
         d["Name"] for d in spec["MetricDefinitions"]}

@@ -51,12 +51,14 @@ POLL_SECONDS = 2.0
 @dataclass(frozen=True)
 class NodeData:
     """The rows one node of the cluster reads: ``train()`` (and ``validation()``) return batches of rows; the
-    callables are pickled and run on the node ``node_id`` (a Ray node id), named ``host`` in messages."""
+    callables are pickled and run on the node ``node_id`` (a Ray node id), named ``host`` in messages.
+    ``images()``, run there too, names the node's own directory that relative ``_image`` paths point into."""
 
     node_id: str
     host: str
     train: Callable[[], Iterable[pd.DataFrame]]
     validation: Callable[[], Iterable[pd.DataFrame]] | None = None
+    images: Callable[[], str | Path | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -85,7 +87,7 @@ def ingest_on_nodes(model: Any, data: ClusterData) -> tuple[Rows, Rows | None]:
         # Ray hides every GPU from a task that asks for none (CUDA_VISIBLE_DEVICES=""): ask for the node's own
         ref = task.options(num_cpus=cpus, num_gpus=gpus, max_retries=0,
                            scheduling_strategy=NodeAffinitySchedulingStrategy(node.node_id, soft=False)).remote(
-            model.get_params(), node.train, node.validation, share, node.host)
+            model.get_params(), node, share)
         refs[ref] = f"reading and embedding the rows of host {node.host}"
     log.info("reading and embedding on %d node(s) (%s)%s", n, ", ".join(d.host for d in data.nodes),
              ": each takes every n-th batch of the same rows" if data.replicated and n > 1 else "")
@@ -95,6 +97,8 @@ def ingest_on_nodes(model: Any, data: ClusterData) -> tuple[Rows, Rows | None]:
     model._set_schema(schema)
     model.cluster_report_["embedding"] = [r[3] for r in results]
     for stats in model.cluster_report_["embedding"]:
+        model.bad_images_.extend(stats.pop("bad_images"))
+    for stats in model.cluster_report_["embedding"]:
         log.info("host %s: %d row(s) in %d batch(es) prepared and embedded in %.1f s", stats["host"], stats["rows"],
                  stats["batches"], stats["seconds"])
     train = _in_order([r[1] for r in results], data.replicated)
@@ -102,11 +106,12 @@ def ingest_on_nodes(model: Any, data: ClusterData) -> tuple[Rows, Rows | None]:
     return train, (_in_order(validations, data.replicated) if validations else None)
 
 
-def _ingest_task(params: dict, train: Callable, validation: Callable | None, share: tuple[int, int],
-                 host: str) -> tuple[dict, Rows, Rows | None, dict]:
+def _ingest_task(params: dict, node: NodeData, share: tuple[int, int]) -> tuple[dict, Rows, Rows | None, dict]:
     import ray
 
     from .estimator import MultimodalEstimator
+    from .imagerefs import ImageSource
+    host, validation = node.host, node.validation
     started = time.monotonic()
     _use_cpus(int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)))
     rank, n = share
@@ -119,11 +124,15 @@ def _ingest_task(params: dict, train: Callable, validation: Callable | None, sha
         return False
 
     model = MultimodalEstimator(**params)
-    rows = model._ingest(train(), None, source=f"the training data of host {host}", keep=keep)
-    val = None if validation is None else model._ingest(validation(), model.schema_, keep=keep,
-                                                        source=f"the validation data of host {host}")
+    model.bad_images_ = []
+    with ImageSource(node.images() if node.images else None) as images:
+        rows = model._ingest(node.train(), None, source=f"the training data of host {host}", keep=keep,
+                             images=images)
+        val = None if validation is None else model._ingest(validation(), model.schema_, keep=keep, images=images,
+                                                            source=f"the validation data of host {host}")
     stats = {"host": host, "node_id": ray.get_runtime_context().get_node_id(), "batches": len(kept),
-             "rows": len(rows) + (len(val) if val is not None else 0), "seconds": round(time.monotonic() - started, 2)}
+             "rows": len(rows) + (len(val) if val is not None else 0), "seconds": round(time.monotonic() - started, 2),
+             "bad_images": model.bad_images_}
     return model.schema_.to_json(), rows, val, stats
 
 

@@ -12,6 +12,7 @@ standardised target.
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import inspect
 import itertools
@@ -38,6 +39,7 @@ from .cluster import ClusterData
 from .errors import DataError, HyperparameterError, NotFittedError
 from .experts import Expert, ExpertJob, ExpertSpec, modality_labels, shared_autogluon_metadata
 from .hyperparameters import defaults, resolve, specification, time_budget_seconds
+from .imagerefs import ImageSource, describe_reference
 from .ingest import Rows, check_label_column, frame_batches, ingest
 from .jsonsafe import to_json
 from .parallel import fold_strategy, local_ray
@@ -62,6 +64,7 @@ from .timebudget import TimeBudget
 from .views import JOINT, Views, expert_specs, missing_fractions, missing_indicators
 
 log = logging.getLogger(__name__)
+BAD_IMAGES_LOGGED = 20  # warnings about single bad images in a fit; the rest are counted
 
 # Whether the fusion network also gets each per-modality expert's missing fraction per row. Measured (toy, 4 min):
 # no gain on real data (clothing with 10 % of each modality blanked 0.856 with / 0.855 without, films 0.627 /
@@ -179,8 +182,8 @@ class MultimodalEstimator:
 
     # ------------------------------------------------------------------------------------------ fitting
 
-    def fit(self, train: TrainingData, validation: pd.DataFrame | Iterable[pd.DataFrame] | None = None
-            ) -> "MultimodalEstimator":
+    def fit(self, train: TrainingData, validation: pd.DataFrame | Iterable[pd.DataFrame] | None = None, *,
+            images: str | Path | None = None) -> "MultimodalEstimator":
         """Fit on ``train`` (the training CSV's columns, ``label`` included) within the time budget.
 
         ``train`` is a DataFrame, an iterable of DataFrames (consecutive batches of rows with the same columns:
@@ -190,12 +193,16 @@ class MultimodalEstimator:
         DataFrame or batches; part of ``ClusterData`` for a cluster) early-stops the fusion network and is
         scored; without it a ``validation_fraction`` of the training rows (stratified by class) is held out from
         the fusion network instead.
+
+        ``_image`` values are base64, ``s3://`` URIs, or paths relative to the directory ``images`` (the rule:
+        ``multimodal.core.imagerefs``). One that gives no image fails the fit, naming it, or with
+        ``bad_images="missing"`` counts as a missing image and is listed in ``bad_images_``.
         """
         budget = TimeBudget(time_budget_seconds(self.get_params()))
         self._forget_fit()
         timings: dict[str, float] = {}
         distributed = isinstance(train, ClusterData)
-        train_rows, validation_rows = self._read(train, validation)
+        train_rows, validation_rows = self._read(train, validation, images)
         train_split, validation_split = self._label(train_rows, validation_rows)
         del train_rows, validation_rows
         timings["embed"] = budget.elapsed()
@@ -208,6 +215,10 @@ class MultimodalEstimator:
         timings["total"] = budget.elapsed()
         self.metrics_["timings_seconds"] = {k: round(v, 2) for k, v in timings.items()}
         self.metrics_["time_budget_seconds"] = budget.total
+        self.metrics_["bad_images"] = len(self.bad_images_)
+        if self.bad_images_:
+            log.warning("%d image value(s) gave no image and were counted as missing images (bad_images=missing; "
+                        "listed in bad_images_)", len(self.bad_images_))
         if distributed:
             self.metrics_["cluster"] = self.cluster_report_
         score = "rmse" if self.problem_type_ == REGRESSION else "accuracy"
@@ -221,24 +232,28 @@ class MultimodalEstimator:
         for name in [n for n in vars(self) if n.endswith("_") and not n.startswith("_")]:
             delattr(self, name)
 
-    def _read(self, train: TrainingData, validation: pd.DataFrame | Iterable[pd.DataFrame] | None
-              ) -> tuple[Rows, Rows | None]:
-        """Prepare and embed the rows (batch by batch); sets ``schema_``."""
+    def _read(self, train: TrainingData, validation: pd.DataFrame | Iterable[pd.DataFrame] | None,
+              images: str | Path | None = None) -> tuple[Rows, Rows | None]:
+        """Prepare and embed the rows (batch by batch); sets ``schema_`` and ``bad_images_``."""
+        self.bad_images_ = []
         if isinstance(train, ClusterData):
-            if validation is not None:
-                raise TypeError("with ClusterData the validation rows are part of it (NodeData.validation), not a "
-                                "separate argument")
+            if validation is not None or images is not None:
+                raise TypeError("with ClusterData the validation rows and the image directory are part of it "
+                                "(NodeData.validation, NodeData.images), not separate arguments")
             from .cluster import ingest_on_nodes
             self.cluster_report_ = {}
             return ingest_on_nodes(self, train)
-        rows = self._ingest(_as_batches(train, "train"), None, source="the training data")
-        if validation is None:
-            return rows, None
-        return rows, self._ingest(_as_batches(validation, "validation"), self.schema_, source="the validation data")
+        with ImageSource(images) as source:
+            rows = self._ingest(_as_batches(train, "train"), None, source="the training data", images=source)
+            if validation is None:
+                return rows, None
+            return rows, self._ingest(_as_batches(validation, "validation"), self.schema_, images=source,
+                                      source="the validation data")
 
     def _ingest(self, batches: Iterable[pd.DataFrame], schema: Schema | None, *, source: str,
-                keep: Callable[[int], bool] = lambda k: True) -> Rows:
-        """``ingest`` with this model's embedders; the first batch's header sets the schema when none is given."""
+                images: ImageSource | None = None, keep: Callable[[int], bool] = lambda k: True) -> Rows:
+        """``ingest`` with this model's embedders; the first batch's header sets the schema when none is given.
+        Images that give none fail it, or with ``bad_images="missing"`` are added to ``bad_images_``."""
         iterator = iter(batches)
         first = next(iterator, None)
         if first is None:
@@ -248,7 +263,9 @@ class MultimodalEstimator:
         check_label_column(first.columns, source)
         stream = itertools.chain([first], iterator)
         del first  # or the first batch's images would stay in memory until the end
-        return ingest(stream, self.schema_, embed=self._embed, source=source, keep=keep)
+        bad = self.bad_images_ if self.bad_images == "missing" else None
+        return ingest(stream, self.schema_, source=source, keep=keep,
+                      embed=lambda features: self._embed(features, images=images, bad=bad, data=source))
 
     def _set_schema(self, schema: Schema) -> None:
         self.schema_ = schema
@@ -465,9 +482,15 @@ class MultimodalEstimator:
                 self._embedders[key] = TextEmbedder(self.text_model, batch_size=self.text_batch_size)
         return self._embedders[key]
 
-    def _embed(self, features: Features, only: set[str] | None = None) -> dict[str, np.ndarray]:
+    def _embed(self, features: Features, only: set[str] | None = None, *, images: ImageSource | None = None,
+               bad: list[dict] | None = None, data: str = "") -> dict[str, np.ndarray]:
         """Embeddings of the image columns (and of the text columns with a text encoder), streamed in batches;
-        with ``only``, of those columns alone."""
+        with ``only``, of those columns alone. Images are read through ``images`` (None: base64 and S3 only); with
+        ``bad`` (a list), an image value that gives none is appended to it (see ``_bad_image``) and counts as
+        missing."""
+        if images is None:
+            with ImageSource() as own:
+                return self._embed(features, only, images=own, bad=bad, data=data)
         out = {}
         for name in self.views_.embedded_columns():
             if only is not None and name not in only:
@@ -475,8 +498,9 @@ class MultimodalEstimator:
             values = features.values[name].tolist()
             if self.views_.modality[name] == "image":
                 out[name] = self._embedder("image").embed(
-                    values, column=name,
-                    row_names=lambda position: describe_row(position, features.ids, features.first_row))
+                    values, column=name, source=images, first_row=features.first_row,
+                    row_names=lambda position: describe_row(position, features.ids, features.first_row),
+                    on_bad=None if bad is None else functools.partial(_bad_image, bad, features, name, data))
             else:
                 out[name] = self._embedder("text").embed(values, column=name)
         return out
@@ -521,37 +545,40 @@ class MultimodalEstimator:
                                  f"{type(self).__name__}.load()")
 
     @_ClassificationOnly
-    def predict_proba(self, df: pd.DataFrame) -> pd.DataFrame:
+    def predict_proba(self, df: pd.DataFrame, *, images: str | Path | None = None) -> pd.DataFrame:
         """Class probabilities: one column per original class label, index aligned with ``df`` (classification
-        only)."""
+        only). ``images``: the directory relative ``_image`` paths point into."""
         self._check_fitted()
         if len(df) == 0:
             return pd.DataFrame(np.empty((0, len(self.classes_))), index=df.index, columns=pd.Index(self.classes_))
-        proba = self.fusion_.predict(self._prepared_inputs(df))
+        proba = self.fusion_.predict(self._prepared_inputs(df, images))
         return pd.DataFrame(proba, index=df.index, columns=pd.Index(self.classes_))
 
-    def predict(self, df: pd.DataFrame) -> pd.Series:
+    def predict(self, df: pd.DataFrame, *, images: str | Path | None = None) -> pd.Series:
         """Per row: the most probable class, in the training labels' own values (named ``label``), or for
-        regression the predicted number (float, named ``prediction``)."""
+        regression the predicted number (float, named ``prediction``). ``images``: the directory relative
+        ``_image`` paths point into."""
         self._check_fitted()
         if self.problem_type_ == REGRESSION:
-            values = self._predicted(self._prepared_inputs(df)) if len(df) else np.empty(0)
+            values = self._predicted(self._prepared_inputs(df, images)) if len(df) else np.empty(0)
             return pd.Series(values, index=df.index, name=PREDICTION, dtype=np.float64)
-        proba = self.predict_proba(df)
+        proba = self.predict_proba(df, images=images)
         return pd.Series(np.asarray(self.classes_, dtype=object)[proba.to_numpy().argmax(axis=1)],
                          index=df.index, name=LABEL_COLUMN)
 
-    def _prepared_inputs(self, df: pd.DataFrame) -> np.ndarray:
+    def _prepared_inputs(self, df: pd.DataFrame, images: str | Path | None) -> np.ndarray:
         features = prepare_features(df, self.schema_)
         needed = self._experts_the_fusion_uses()
         columns = {c for e, use in zip(self.experts_, needed) if use for c in e.spec.columns}
-        return self._fusion_inputs(features, self._embed(features, only=columns), needed=needed)
+        with ImageSource(images) as source:
+            embeddings = self._embed(features, only=columns, images=source)
+        return self._fusion_inputs(features, embeddings, needed=needed)
 
     def _predicted(self, x: np.ndarray) -> np.ndarray:
         """Regression: the fusion network's standardised output back on the target's scale."""
         return self._on_target_scale(self.fusion_.predict(x)[:, 0].astype(np.float64))
 
-    def evaluate(self, df: pd.DataFrame) -> dict:
+    def evaluate(self, df: pd.DataFrame, *, images: str | Path | None = None) -> dict:
         """Scores of the fused model and of each expert alone (under ``experts``) on the rows of ``df`` that have a
         label: accuracy, balanced_accuracy, log_loss and the confusion matrix for classes; rmse, mae and r2 for
         regression."""
@@ -567,7 +594,9 @@ class MultimodalEstimator:
             y, labelled = labels_to_indices(df[LABEL_COLUMN], self.classes_, source=source)
             y = y[labelled]
         features = prepare_features(df.loc[labelled], self.schema_, source=source)
-        return self._scores(y, self._fusion_inputs(features, self._embed(features)))
+        with ImageSource(images) as reader:
+            embeddings = self._embed(features, images=reader)
+        return self._scores(y, self._fusion_inputs(features, embeddings))
 
     def _scores(self, y: np.ndarray, x: np.ndarray) -> dict:
         if self.problem_type_ == REGRESSION:
@@ -682,6 +711,21 @@ class MultimodalEstimator:
         else:
             model.classes_ = config["classes"]
         return model
+
+
+def _bad_image(bad: list[dict], features: Features, column: str, data: str, position: int, value: str,
+               reason: str) -> None:
+    """``bad_images="missing"``: the image counts as missing (so the 'insufficient information' rules see it),
+    and is recorded for ``bad_images_`` (the training job's bad_images.csv)."""
+    features.missing.iloc[position, features.missing.columns.get_loc(column)] = True
+    ids = features.ids
+    bad.append({"data": data, "row": features.first_row + position + 1,
+                "ID": None if ids is None else str(ids.iloc[position]), "column": column,
+                "reference": describe_reference(value), "reason": reason})
+    if len(bad) <= BAD_IMAGES_LOGGED:
+        log.warning("%s: column %r, %s: %s: %s; counted as a missing image (bad_images=missing)%s", data, column,
+                    describe_row(position, ids, features.first_row), describe_reference(value), reason,
+                    "; further ones are only counted" if len(bad) == BAD_IMAGES_LOGGED else "")
 
 
 def _as_batches(data: Any, name: str) -> Iterable[pd.DataFrame]:

@@ -1,8 +1,6 @@
 """Images: base64 decoding with Pillow, pretrained encoders loaded from local weights, streamed embedding."""
 from __future__ import annotations
 
-import base64
-import binascii
 import io
 import logging
 import os
@@ -19,6 +17,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from .errors import DataError
+from .imagerefs import ImageProblem, ImageSource, decode_base64, describe
 
 log = logging.getLogger(__name__)
 
@@ -42,45 +41,45 @@ def max_pixels() -> int:
 
 def image_file_bytes(value: str) -> bytes:
     """The image file's bytes from the base64 text of an ``_image`` field (a ``data:`` URI prefix, as pasted
-    from a browser, and missing padding are tolerated); ValueError saying how to encode it otherwise."""
-    text = value.strip()
-    if text.startswith("data:") and "," in text[:100]:
-        text = text.split(",", 1)[1]
-    try:
-        return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
-    except (binascii.Error, ValueError):
-        raise ValueError(f"the value is not valid base64 (starts with {text[:20]!r}). Encode the image file's bytes "
-                         "with base64, e.g. base64.b64encode(open(path, 'rb').read()).decode()") from None
+    from a browser, and missing padding are tolerated); ValueError (an ``ImageProblem``) saying how to encode it
+    otherwise."""
+    return decode_base64(value)
 
 
 def decode_image(value: str, *, column: str, row: str) -> np.ndarray:
-    """base64 of an image file → 224×224×3 uint8 RGB (shorter side resized, centre-cropped).
-
-    Any format Pillow reads is accepted; transparency is composited on white; EXIF rotation applied.
-    """
+    """base64 of an image file → 224×224×3 uint8 RGB (see ``decode_bytes``); DataError naming column and row."""
     try:
-        payload = image_file_bytes(value)
-    except ValueError as exc:
-        raise DataError(f"column {column!r}, {row}: {exc}", column=column) from None
+        return decode_bytes(decode_base64(value))
+    except ImageProblem as problem:
+        raise DataError(f"column {column!r}, {row}: {problem}", column=column) from None
+
+
+def decode_bytes(payload: bytes) -> np.ndarray:
+    """An image file's bytes → 224×224×3 uint8 RGB (shorter side resized, centre-cropped); ImageProblem saying why
+    not.
+
+    Any format Pillow reads is accepted; transparency is composited on white; EXIF rotation applied; images over
+    the pixel limit are refused before their pixels are decoded.
+    """
     limit = max_pixels()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(payload))
             if image.width * image.height > limit:
-                raise DataError(f"column {column!r}, {row}: the image is {image.width}×{image.height} pixels, over the "
-                                f"limit of {limit:,}; downscale it, or raise {MAX_PIXELS_ENV}", column=column)
+                raise ImageProblem(f"the image is {image.width}×{image.height} pixels, over the limit of {limit:,}; "
+                                   f"downscale it, or raise {MAX_PIXELS_ENV}")
             image.draft("RGB", (IMAGE_SIZE, IMAGE_SIZE))  # JPEG: decode at reduced scale, much faster
             image = ImageOps.exif_transpose(image)
             image.load()
-    except DataError:
+    except ImageProblem:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise DataError(f"column {column!r}, {row}: the image is too large to decode safely; downscale it, or "
-                        f"raise {MAX_PIXELS_ENV}", column=column) from None
+        raise ImageProblem(f"the image is too large to decode safely; downscale it, or raise {MAX_PIXELS_ENV}"
+                           ) from None
     except Exception as exc:  # Pillow raises many types for corrupt files
-        raise DataError(f"column {column!r}, {row}: the bytes are not an image Pillow can read ({exc}). "
-                        "Send the base64 of a JPEG, PNG, GIF, WebP or BMP file", column=column) from None
+        raise ImageProblem(f"the bytes are not an image Pillow can read ({exc}). Send a JPEG, PNG, GIF, WebP or BMP "
+                           "file") from None
     return _to_model_input(image)
 
 
@@ -240,10 +239,17 @@ class ImageEmbedder:
             self._black = self.forward(BLACK[None])[0]
         return self._black
 
-    def embed(self, values: Sequence[str | None], *, column: str, row_names: Callable[[int], str]) -> np.ndarray:
-        """Embed a column of base64 images (None = missing → the black placeholder's embedding).
+    def embed(self, values: Sequence[str | None], *, column: str, row_names: Callable[[int], str],
+              source: ImageSource | None = None, on_bad: Callable[[int, str, str], None] | None = None,
+              first_row: int = 0) -> np.ndarray:
+        """Embed a column of images (None = missing → the black placeholder's embedding).
 
-        Decoding of the next batch overlaps the forward pass of the current one (Pillow releases the GIL).
+        Each value is base64, a path under ``source``'s image directory or an s3:// URI (the rule:
+        ``multimodal.core.imagerefs``). A value that gives no image is a DataError naming the column, the row, the
+        reference and why; with ``on_bad``, ``on_bad(position, value, reason)`` is called instead and the row gets
+        the placeholder's embedding (``first_row``: the source row of ``values[0]``, 0-based, for the error's
+        ``row``). Reading (S3 fetches included) and decoding of the next batch overlap the
+        forward pass of the current one (Pillow and sockets release the GIL).
         """
         n = len(values)
         out = np.empty((n, self.dim), dtype=np.float32)
@@ -252,28 +258,50 @@ class ImageEmbedder:
         if len(missing):
             out[missing] = self.black_embedding()
         batches = [present[i:i + self.batch_size] for i in range(0, len(present), self.batch_size)]
+        reader = source or ImageSource()
 
-        def decode(rows: list[int]) -> np.ndarray:
-            return np.stack([decode_image(values[r], column=column, row=row_names(r)) for r in rows])
+        def decode(rows: list[int]) -> tuple[np.ndarray, list[int]]:
+            arrays, bad = [], []
+            for r, payload in zip(rows, reader.read_many([values[r] for r in rows])):
+                try:
+                    if isinstance(payload, ImageProblem):
+                        raise payload
+                    arrays.append(decode_bytes(payload))
+                except ImageProblem as problem:
+                    if on_bad is None:
+                        raise DataError(f"column {column!r}, {row_names(r)}: {describe(values[r])}{problem}",
+                                        column=column, row=first_row + r + 1) from None
+                    on_bad(r, values[r], str(problem))
+                    bad.append(r)
+                    arrays.append(BLACK)
+            return np.stack(arrays), bad
 
         started = last_report = time.monotonic()
-        done = 0
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode") as pool:
-            pending = pool.submit(decode, batches[0]) if batches else None
-            for k, rows in enumerate(batches):
-                batch = pending.result()
-                pending = pool.submit(decode, batches[k + 1]) if k + 1 < len(batches) else None
-                out[rows] = self.forward(batch)
-                done += len(rows)
-                now = time.monotonic()
-                if now - last_report >= PROGRESS_SECONDS:
-                    last_report = now
-                    log.info("%s: embedded %d/%d images (%.1f images/s)", column, done, len(present),
-                             done / (now - started))
+        done, n_bad = 0, 0
+        try:
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode") as pool:
+                pending = pool.submit(decode, batches[0]) if batches else None
+                for k, rows in enumerate(batches):
+                    batch, bad = pending.result()
+                    pending = pool.submit(decode, batches[k + 1]) if k + 1 < len(batches) else None
+                    out[rows] = self.forward(batch)
+                    if bad:
+                        out[bad] = self.black_embedding()
+                        n_bad += len(bad)
+                    done += len(rows)
+                    now = time.monotonic()
+                    if now - last_report >= PROGRESS_SECONDS:
+                        last_report = now
+                        log.info("%s: embedded %d/%d images (%.1f images/s)", column, done, len(present),
+                                 done / (now - started))
+        finally:
+            if source is None:
+                reader.close()
         if present:
             elapsed = time.monotonic() - started
-            log.info("%s: embedded %d images in %.1f s (%.1f images/s, %s, %d missing → placeholder)", column,
-                     len(present), elapsed, len(present) / max(elapsed, 1e-9), self.describe(), len(missing))
+            log.info("%s: embedded %d images in %.1f s (%.1f images/s, %s, %d missing → placeholder%s)", column,
+                     len(present), elapsed, len(present) / max(elapsed, 1e-9), self.describe(), len(missing),
+                     f", {n_bad} unusable → placeholder" if n_bad else "")
         return out
 
     def describe(self) -> str:

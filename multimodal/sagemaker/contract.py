@@ -27,6 +27,7 @@ CSV = "text/csv"
 JSONLINES = "application/jsonlines"
 JSON = "application/json"
 FORMATS = (CSV, JSONLINES, JSON)  # what the server reads and writes, and CreateAlgorithm advertises
+IMAGE_CONTENT_TYPE = "application/x-image"  # the images channel's ContentType (files of any image format)
 # Request Content-Type / Accept → the format; the other spellings of JSON Lines in use are accepted too.
 MEDIA_TYPES = {CSV: CSV, JSONLINES: JSONLINES, "application/x-jsonlines": JSONLINES, "application/jsonl": JSONLINES,
                JSON: JSON}

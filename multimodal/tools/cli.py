@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 import sys
 import tempfile
 import time
@@ -72,7 +73,8 @@ def _local_train(args: argparse.Namespace) -> int:
         return local_train(train=Path(args.train), validation=Path(args.validation) if args.validation else None,
                            out=Path(args.out), hyperparameters=hyperparameters, image=args.image, docker=args.docker,
                            read_only=args.read_only, instance_count=args.instance_count,
-                           distribution=args.distribution, cpus_per_instance=args.cpus_per_instance)
+                           distribution=args.distribution, cpus_per_instance=args.cpus_per_instance,
+                           images=Path(args.images) if args.images else None, images_mode=args.images_mode)
     except (ValueError, FileNotFoundError) as exc:
         raise SystemExit(f"multimodal local train: {exc}") from None
 
@@ -108,7 +110,8 @@ def _run_local_transform(args: argparse.Namespace) -> int:
         report = local_transform(model=Path(args.model), inputs=inputs, output=output,
                                  settings=_transform_settings(args), image=args.image,
                                  network_none=args.network_none, docker=args.docker,
-                                 env=_parse_pairs(args.env, "--env"), read_only=args.read_only)
+                                 env=_parse_pairs(args.env, "--env"), read_only=args.read_only,
+                                 images=Path(args.images) if args.images else None)
     else:
         raise SystemExit("multimodal local transform: give --model model.tar.gz (or --endpoint URL)")
     if args.report:
@@ -145,6 +148,11 @@ def _example(args: argparse.Namespace) -> int:
     work = Path(args.out or tempfile.mkdtemp(prefix="multimodal-example-"))
     work.mkdir(parents=True, exist_ok=True)
     train, test = make(args.rows, seed=1), make(max(args.rows // 3, 50), seed=2)
+    images = work / "images" if args.image_files else None
+    if images is not None:  # the photos as a folder of files, the CSVs naming them by relative path
+        from .synthetic import as_image_files
+        shutil.rmtree(images, ignore_errors=True)
+        train, test = as_image_files(train, images), as_image_files(test, images)
     train.to_csv(work / "train.csv", index=False)
     test.drop(columns="label").to_csv(work / "test.csv", index=False, header=False)
     log.info("example data in %s: %d training rows, %d held-out rows (%s)", work, len(train), len(test),
@@ -153,13 +161,13 @@ def _example(args: argparse.Namespace) -> int:
                        "n_folds": "3"}
     started = time.monotonic()
     code = local_train(train=work / "train.csv", out=work / "job", hyperparameters=hyperparameters,
-                       image=args.image_prefix and f"{args.image_prefix}-training:latest")
+                       image=args.image_prefix and f"{args.image_prefix}-training:latest", images=images)
     if code != 0:
         print(f"training failed: {(work / 'job' / 'failure').read_text()}")
         return code
     trained = time.monotonic() - started
     report = local_transform(model=work / "job" / "model.tar.gz", inputs=[work / "test.csv"],
-                             output=work / "predictions", settings=TransformSettings(),
+                             output=work / "predictions", settings=TransformSettings(), images=images,
                              image=args.image_prefix and f"{args.image_prefix}-inference:latest")
     if report["failed"]:
         print(f"batch transform failed: {report['failed']}")
@@ -225,6 +233,10 @@ def _add_example(commands: Any) -> None:
     example.add_argument("--regression", action="store_true",
                          help="predict a number (a price depending on the text, the image and the category) instead "
                               "of one of four classes")
+    example.add_argument("--image-files", action="store_true",
+                         help="write the photos as a folder of JPEG files (OUT/images) and the CSVs with their relative "
+                              "paths: the training job gets them as its images channel, the batch transform through "
+                              "MULTIMODAL_IMAGE_DIR")
     example.add_argument("--out", help="working directory (default: a new temporary one)")
     example.add_argument("--image-prefix", help="run in the Docker images PREFIX-training:latest and "
                                                 "PREFIX-inference:latest (e.g. multimodal) instead of locally")
@@ -240,6 +252,10 @@ def _add_local(commands: Any) -> None:
     train = local_commands.add_parser("train", help="run a training job on a CSV file or directory")
     train.add_argument("--train", required=True, help="CSV file (or directory of .csv/.csv.gz) for the train channel")
     train.add_argument("--validation", help="CSV file or directory for the optional validation channel")
+    train.add_argument("--images", help="directory for the optional images channel: _image values may be paths "
+                                        "relative to it (photos/123.jpg)")
+    train.add_argument("--images-mode", choices=["File", "FastFile"], default="File",
+                       help="TrainingInputMode of the images channel (default File)")
     train.add_argument("--out", required=True, help="where model.tar.gz, output.tar.gz and opt_ml/ are written")
     train.add_argument("--hyperparameters", help="JSON file of hyperparameters (values as in SageMaker)")
     train.add_argument("--hp", action="append", metavar="NAME=VALUE", help="a hyperparameter (repeatable)")
@@ -279,6 +295,8 @@ def _add_transform(local_commands: Any) -> None:
     transform.add_argument("--assemble-with", default="Line", choices=["Line", "None"],
                            help="AssembleWith: Line adds a newline after every response, as SageMaker does (default)")
     transform.add_argument("--env", action="append", metavar="NAME=VALUE", help="server environment (repeatable)")
+    transform.add_argument("--images", help="directory the records' relative _image paths point into (the server's "
+                                            "MULTIMODAL_IMAGE_DIR; mounted read-only with --image)")
     transform.add_argument("--report", help="write a JSON report of succeeded/failed files here")
     transform.add_argument("--docker", default="docker", help="docker CLI to use (default: docker)")
     transform.set_defaults(func=_local_transform)

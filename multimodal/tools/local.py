@@ -29,11 +29,14 @@ from typing import Iterable, Mapping
 
 from multimodal.sagemaker.contract import (
     CSV,
+    IMAGE_CONTENT_TYPE,
     DEFAULT_ML_ROOT,
     ML_ROOT_ENV,
     PAYLOAD_BUDGET_MB,
     split_records,
 )
+from multimodal.sagemaker.serving.launcher import IMAGE_DIR_ENV
+from multimodal.sagemaker.training.imagechannel import IMAGES_CHANNEL
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +62,10 @@ def channel_files(source: Path) -> list[Path]:
 
 def layout_training_root(root: Path, *, train: Path | list[Path], validation: Path | None,
                          hyperparameters: Mapping[str, str], input_mode: str = "File", host: str = "algo-1",
-                         hosts: list[str] | None = None, distribution: str = "FullyReplicated") -> None:
-    """Write the /opt/ml tree SageMaker gives a training container (File mode: channel files copied in)."""
+                         hosts: list[str] | None = None, distribution: str = "FullyReplicated",
+                         images: Path | None = None, images_mode: str = "File") -> None:
+    """Write the /opt/ml tree SageMaker gives a training container (File mode: channel files copied in). The
+    ``images`` directory becomes the ``images`` channel (every host gets all of it, as FullyReplicated does)."""
     if root.exists():
         shutil.rmtree(root)
     config = root / "input" / "config"
@@ -70,9 +75,12 @@ def layout_training_root(root: Path, *, train: Path | list[Path], validation: Pa
     # SageMaker passes every hyperparameter value as a string
     (config / "hyperparameters.json").write_text(json.dumps({k: str(v) for k, v in hyperparameters.items()}))
     channels = {"train": train, **({"validation": validation} if validation else {})}
-    (config / "inputdataconfig.json").write_text(json.dumps({
-        name: {"ContentType": CSV, "TrainingInputMode": input_mode, "S3DistributionType": distribution,
-               "RecordWrapperType": "None"} for name in channels}))
+    declared = {name: {"ContentType": CSV, "TrainingInputMode": input_mode, "S3DistributionType": distribution,
+                       "RecordWrapperType": "None"} for name in channels}
+    if images is not None:
+        declared[IMAGES_CHANNEL] = {"ContentType": IMAGE_CONTENT_TYPE, "TrainingInputMode": images_mode,
+                                    "S3DistributionType": "FullyReplicated", "RecordWrapperType": "None"}
+    (config / "inputdataconfig.json").write_text(json.dumps(declared))
     (config / "resourceconfig.json").write_text(json.dumps(
         {"current_host": host, "hosts": hosts or [host], "network_interface_name": "eth0"}))
     for name, source in channels.items():
@@ -80,6 +88,24 @@ def layout_training_root(root: Path, *, train: Path | list[Path], validation: Pa
         target.mkdir(parents=True)
         for i, path in enumerate(source if isinstance(source, list) else channel_files(source)):
             shutil.copy2(path, target / f"{i:03d}-{path.name}")
+    if images is not None:
+        copy_image_channel(images, root / "input" / "data" / IMAGES_CHANNEL)
+
+
+def copy_image_channel(source: Path, target: Path) -> None:
+    """The image directory as SageMaker downloads a channel: the same relative paths (hard links where the file
+    system allows, copies elsewhere)."""
+    if not source.is_dir():
+        raise FileNotFoundError(f"{source}: the images directory does not exist (give the folder the _image "
+                                "paths are relative to)")
+
+    def link_or_copy(src: str, dst: str) -> None:
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
+
+    shutil.copytree(source, target, copy_function=link_or_copy)
 
 
 def shards(train: Path, count: int, distribution: str) -> list[list[Path]]:
@@ -102,6 +128,8 @@ def pack(directory: Path, archive: Path) -> Path:
     return archive
 
 
+# where a container sees the image directory of a local batch transform (mounted read-only)
+CONTAINER_IMAGE_DIR = "/opt/multimodal/images"
 # `docker run` flags of --read-only: nothing may be written outside /opt/ml and a /tmp in memory.
 READ_ONLY_FLAGS = ["--read-only", "--tmpfs", "/tmp:rw,exec"]
 # Ray's object store lives in /dev/shm; Docker's default 64 MB would push it to disk.
@@ -117,7 +145,8 @@ class Instance:
 
 def local_train(*, train: Path, out: Path, hyperparameters: Mapping[str, str], validation: Path | None = None,
                 image: str | None = None, docker: str = "docker", read_only: bool = False, instance_count: int = 1,
-                distribution: str = "FullyReplicated", cpus_per_instance: int | None = None) -> int:
+                distribution: str = "FullyReplicated", cpus_per_instance: int | None = None,
+                images: Path | None = None, images_mode: str = "File") -> int:
     """Run a training job locally; returns its exit code (the first host's). Artifacts land in ``out``.
 
     With ``instance_count`` > 1 the hosts algo-1 … algo-N each get their own /opt/ml (``out/opt_ml/algo-k``) and
@@ -131,7 +160,7 @@ def local_train(*, train: Path, out: Path, hyperparameters: Mapping[str, str], v
         shutil.rmtree(out / "opt_ml")
     for host, root, files in zip(hosts, roots, parts):
         layout_training_root(root, train=files, validation=validation, hyperparameters=hyperparameters, host=host,
-                             hosts=hosts, distribution=distribution)
+                             hosts=hosts, distribution=distribution, images=images, images_mode=images_mode)
     for stale in ("model.tar.gz", "output.tar.gz", "failure"):
         (out / stale).unlink(missing_ok=True)
     cpus = cpus_per_instance or max(1, (os.cpu_count() or 1) // instance_count)
@@ -381,23 +410,33 @@ def extract_model(archive: Path, target: Path) -> Path:
 
 def local_transform(*, model: Path, inputs: list[Path], output: Path, settings: TransformSettings,
                     image: str | None = None, network_none: bool = False, workdir: Path | None = None,
-                    docker: str = "docker", env: Mapping[str, str] | None = None, read_only: bool = False) -> dict:
-    """Run a batch transform against a model.tar.gz; returns the per-file report."""
+                    docker: str = "docker", env: Mapping[str, str] | None = None, read_only: bool = False,
+                    images: Path | None = None) -> dict:
+    """Run a batch transform against a model.tar.gz; returns the per-file report. ``images``: the directory that
+    relative ``_image`` paths of the records point into (the server's MULTIMODAL_IMAGE_DIR; in a container, mounted
+    read-only)."""
     import tempfile
     work = Path(workdir or tempfile.mkdtemp(prefix="multimodal-transform-"))
     root = work / "opt_ml"
     extract_model(model, root / "model")
     output.mkdir(parents=True, exist_ok=True)
     server_env = {"SAGEMAKER_BATCH": "true", **(env or {})}
+    mounts = []
+    if images is not None:
+        if not images.is_dir():
+            raise FileNotFoundError(f"{images}: the images directory does not exist")
+        server_env[IMAGE_DIR_ENV] = CONTAINER_IMAGE_DIR if image else str(images.resolve())
+        mounts = ["-v", f"{images.resolve()}:{CONTAINER_IMAGE_DIR}:ro"] if image else []
     if settings.max_payload_mb:
         server_env["SAGEMAKER_MAX_PAYLOAD_IN_MB"] = f"{settings.max_payload_mb:g}"
     if image and network_none:
-        return _transform_in_isolated_container(image, root, inputs, output, settings, server_env, docker, read_only)
+        return _transform_in_isolated_container(image, root, inputs, output, settings, server_env, docker, read_only,
+                                                mounts)
     port = _free_port()
     if image:
         name = f"multimodal-serve-{uuid.uuid4().hex[:8]}"
         command = [docker, "run", "--rm", "--name", name, "-p", f"127.0.0.1:{port}:8080",
-                   *(READ_ONLY_FLAGS if read_only else []),
+                   *(READ_ONLY_FLAGS if read_only else []), *mounts,
                    "-v", f"{(root / 'model').resolve()}:{DEFAULT_ML_ROOT}/model:ro"]
         for key, value in server_env.items():
             command += ["-e", f"{key}={value}"]
@@ -426,7 +465,7 @@ def local_transform(*, model: Path, inputs: list[Path], output: Path, settings: 
 
 def _transform_in_isolated_container(image: str, root: Path, inputs: list[Path], output: Path,
                                      settings: TransformSettings, server_env: Mapping[str, str],
-                                     docker: str, read_only: bool) -> dict:
+                                     docker: str, read_only: bool, mounts: list[str]) -> dict:
     """--network none leaves no port to publish: the transform client runs inside the server's own
     container (docker exec), on its loopback, so neither side has any network."""
     staged = root / "transform" / "input"
@@ -442,7 +481,7 @@ def _transform_in_isolated_container(image: str, root: Path, inputs: list[Path],
     os.chmod(results, 0o777)  # the container may run as another user
     name = f"multimodal-serve-{uuid.uuid4().hex[:8]}"
     command = [docker, "run", "-d", "--rm", "--name", name, "--network", "none", *(READ_ONLY_FLAGS if read_only else []),
-               "-v", f"{(root / 'model').resolve()}:{DEFAULT_ML_ROOT}/model:ro",
+               *mounts, "-v", f"{(root / 'model').resolve()}:{DEFAULT_ML_ROOT}/model:ro",
                "-v", f"{(root / 'transform').resolve()}:{DEFAULT_ML_ROOT}/transform"]
     for key, value in server_env.items():
         command += ["-e", f"{key}={value}"]

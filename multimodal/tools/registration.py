@@ -8,7 +8,8 @@ import logging
 from typing import Any
 
 from multimodal.core.hyperparameters import load_spec_document
-from multimodal.sagemaker.contract import CSV, FORMATS
+from multimodal.sagemaker.contract import CSV, FORMATS, IMAGE_CONTENT_TYPE
+from multimodal.sagemaker.training.imagechannel import IMAGES_CHANNEL
 from multimodal.sagemaker.training.metrics import metric_definitions, tuning_objectives
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,11 @@ def training_channels() -> list[dict]:
                         "all must share one header."},
         {"Name": "validation", "IsRequired": False, **common,
          "Description": "Optional CSV with the training header: early-stops the fusion network and is reported."},
+        {"Name": IMAGES_CHANNEL, "IsRequired": False, "SupportedContentTypes": [IMAGE_CONTENT_TYPE],
+         "SupportedCompressionTypes": ["None"], "SupportedInputModes": ["File", "FastFile"],
+         "Description": "Optional image files (JPEG, PNG, GIF, WebP, BMP) that _image values name by their path "
+                        "relative to the channel's S3 prefix (photos/123.jpg). File or FastFile mode; "
+                        "FullyReplicated, also when train is sharded."},
     ]
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import io
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -26,6 +27,30 @@ def encode_image(image: Image.Image, fmt: str = "JPEG") -> str:
         image = image.convert("RGB")
     image.save(buffer, format=fmt)
     return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def as_image_files(frame: pd.DataFrame, directory: str | Path, *, folder: str = "photos") -> pd.DataFrame:
+    """``frame`` with each base64 ``_image`` value written as a file under ``directory/folder`` (named by the row's
+    ID and the column, with the format's extension) and replaced by its path relative to ``directory``: the
+    layout of an ``images`` channel. Empty values stay empty."""
+    directory = Path(directory)
+    (directory / folder).mkdir(parents=True, exist_ok=True)
+    out = frame.copy()
+    for column in [c for c in frame.columns if c.endswith("_image")]:
+        paths = []
+        for position, value in enumerate(frame[column]):
+            if not isinstance(value, str) or not value.strip():
+                paths.append(value)
+                continue
+            data = base64.b64decode(value)
+            extension = {"JPEG": "jpg"}.get(Image.open(io.BytesIO(data)).format, None)
+            extension = extension or Image.open(io.BytesIO(data)).format.lower()
+            name = frame["ID"].iloc[position] if "ID" in frame.columns else position
+            relative = f"{folder}/{name}-{column}.{extension}"
+            (directory / relative).write_bytes(data)
+            paths.append(relative)
+        out[column] = paths
+    return out
 
 
 def photo_jpeg(kilobytes: float, *, seed: int = 0) -> bytes:

@@ -25,6 +25,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 from flask import Flask, Response, jsonify, request
@@ -66,6 +67,7 @@ class ServerSettings:
     bad_records: str = "fail"  # "fail": 400 for the request; "emit": an error record in the bad record's place
     request_timeout: float | None = None  # a prediction running longer calls on_hang (the worker is restarted)
     load_timeout: float | None = 900.0  # loading + trial prediction longer than this counts as a failed load
+    image_dir: Path | None = None  # where relative _image paths point (MULTIMODAL_IMAGE_DIR); None: refused
 
     def __post_init__(self) -> None:
         if self.bad_records not in ("fail", "emit"):
@@ -210,7 +212,7 @@ def warm_up(model: Any) -> None:
     full = {c: filled.get(modality.get(c), "warm-up") for c in header}
     for rows in ([empty, full], [full]):
         frame = pd.DataFrame(rows, dtype=object)
-        _check_trial(model, _model_output(model, frame), len(frame))
+        _check_trial(model, _model_output(model, frame, None), len(frame))
 
 
 def _check_trial(model: Any, values: Any, rows: int) -> None:
@@ -347,12 +349,13 @@ class _Service:
         batch = payloads.parse(body, content_type, schema.prediction_header, id_column=schema.id_column,
                                charset=charset)
         modalities = {c.name: c.modality for c in schema.columns}
-        payloads.validate(batch, modalities)
+        images = self.settings.image_dir
+        payloads.validate(batch, modalities, image_dir=images)
         fail_fast = self.settings.bad_records == "fail"
         if batch.errors and fail_fast:
             raise BadRequest(batch.error_summary())
         with self.watchdog:
-            outcome = _predict(model, batch, modalities, fail_fast=fail_fast)
+            outcome = _predict(model, batch, modalities, fail_fast=fail_fast, images=images)
         if outcome is None:
             raise BadRequest(batch.error_summary())
         return _format(outcome, model, accept, self.settings), batch
@@ -428,16 +431,23 @@ def _response_type() -> str | None:
     return MEDIA_TYPES[best] if best else None
 
 
-def _model_output(model: Any, frame: Any) -> Any:
-    """Probabilities, shape (rows, classes), of a classifier; predictions, shape (rows,), of a regressor."""
+def _model_output(model: Any, frame: Any, images: Path | None) -> Any:
+    """Probabilities, shape (rows, classes), of a classifier; predictions, shape (rows,), of a regressor.
+    S3 being out of reach (or refusing the credentials) concerns the whole request: one 400 saying so."""
     import numpy as np
-    if is_regression(model):
-        return np.asarray(model.predict(frame), dtype=float)
-    return model.predict_proba(frame).to_numpy(dtype=float)
+
+    from multimodal.core.imagerefs import ImageAccessError
+    where = {} if images is None else {"images": images}
+    try:
+        if is_regression(model):
+            return np.asarray(model.predict(frame, **where), dtype=float)
+        return model.predict_proba(frame, **where).to_numpy(dtype=float)
+    except ImageAccessError as exc:
+        raise BadRequest(str(exc)) from None
 
 
-def _predict(model: Any, batch: payloads.Batch, modalities: dict[str, str], *,
-             fail_fast: bool) -> payloads.Outcome | payloads.Predictions | None:
+def _predict(model: Any, batch: payloads.Batch, modalities: dict[str, str], *, fail_fast: bool,
+             images: Path | None = None) -> payloads.Outcome | payloads.Predictions | None:
     """Predict every valid record in one call; isolate records the model still rejects.
 
     Returns None when a record turned out bad and ``fail_fast`` (the caller answers 400 with the summary).
@@ -449,16 +459,17 @@ def _predict(model: Any, batch: payloads.Batch, modalities: dict[str, str], *,
     pending = batch.valid_positions()
     while pending:
         try:
-            values = _model_output(model, batch.frame(pending))
+            values = _model_output(model, batch.frame(pending), images)
         except DataError as exc:
             before = len(batch.errors)
             if exc.row is not None and 1 <= exc.row <= len(pending):  # prepare_features names the row
                 batch.fail(pending[exc.row - 1], _ROW_REFERENCE.sub("this record", str(exc)), exc.column)
             elif not full_images_checked:  # decode every image as the model does, naming the record
                 full_images_checked = True
-                payloads.validate(batch, {c: m for c, m in modalities.items() if m == "image"}, full_images=True)
+                payloads.validate(batch, {c: m for c, m in modalities.items() if m == "image"}, full_images=True,
+                                  image_dir=images)
             if len(batch.errors) == before:  # still unattributed: split the batch until the record is found
-                _bisect(model, batch, pending, outputs)
+                _bisect(model, batch, pending, outputs, images)
                 pending = []
             else:
                 if fail_fast:
@@ -474,13 +485,13 @@ def _predict(model: Any, batch: payloads.Batch, modalities: dict[str, str], *,
     return outcome
 
 
-def _bisect(model: Any, batch: payloads.Batch, positions: list[int], outputs: list) -> None:
+def _bisect(model: Any, batch: payloads.Batch, positions: list[int], outputs: list, images: Path | None) -> None:
     from multimodal.core.errors import DataError
     stack = [positions]
     while stack:
         part = stack.pop()
         try:
-            values = _model_output(model, batch.frame(part))
+            values = _model_output(model, batch.frame(part), images)
         except DataError as exc:
             if len(part) == 1:
                 batch.fail(part[0], str(exc), exc.column)

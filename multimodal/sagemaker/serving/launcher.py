@@ -33,6 +33,10 @@ Environment variables: the server's whole interface (hyperparameters play no par
 | `MULTIMODAL_CACHE_DIR` | `$TMPDIR/multimodal-cache` | where `KERAS_HOME`, `TORCH_HOME`, `MPLCONFIGDIR`, `TORCHINDUCTOR_CACHE_DIR` and `XDG_CACHE_HOME` point unless already set: nothing is written to `$HOME` |
 | `MULTIMODAL_MAX_IMAGE_PIXELS` | `40000000` | larger images are rejected (see `multimodal.core.images`) |
 | `MULTIMODAL_WEIGHTS_DIR` | `/opt/multimodal/weights` | baked-in image encoder weights (see `multimodal.core.images`) |
+| `MULTIMODAL_IMAGE_DIR` | — | a directory (e.g. mounted with `docker run -v`) that relative `_image` paths point into; unset, a record with a relative path is a bad record (400, or an `ERROR` record in `emit` mode) saying to send base64 or an `s3://` URI. A path may not leave it (`..`, absolute paths, symbolic links out) |
+| `MULTIMODAL_S3_ALLOW` | — (any object the credentials may read) | comma-separated `s3://bucket` or `s3://bucket/prefix` entries: the only S3 objects requests can make the container fetch with its role's credentials; a URI outside them is a bad record naming the rule |
+| `MULTIMODAL_S3_TIMEOUT_SECONDS` | `20` | connect and read timeout of an `s3://` fetch (the whole object: 4× this); boto3's own settings apply otherwise (`AWS_ENDPOINT_URL(_S3)`, `AWS_REGION`, `AWS_MAX_ATTEMPTS`, `AWS_RETRY_MODE`, default `standard`) |
+| `MULTIMODAL_MAX_IMAGE_BYTES` | `50000000` | larger image files or objects are refused before being read whole |
 
 `OMP_NUM_THREADS`, `MKL_NUM_THREADS`, `OPENBLAS_NUM_THREADS` and `TF_NUM_INTRAOP_THREADS` are set from
 `MULTIMODAL_THREADS` (and `TF_NUM_INTEROP_THREADS` to 1): set that one, not them. `OMP_WAIT_POLICY` defaults to
@@ -60,6 +64,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from multimodal.core.artifact import CONFIG_FILE
+from multimodal.core.errors import DataError
+from multimodal.core.imagerefs import S3_ALLOW_ENV, parse_allow_list
 from multimodal.core.resources import available_memory, cpu_count
 from multimodal.logs import configure_logging
 from multimodal.sagemaker.contract import (
@@ -100,6 +106,9 @@ CACHE_VARIABLES = {"KERAS_HOME": "keras", "TORCH_HOME": "torch", "MPLCONFIGDIR":
                    "TORCHINDUCTOR_CACHE_DIR": "torchinductor", "XDG_CACHE_HOME": "xdg"}
 
 
+IMAGE_DIR_ENV = "MULTIMODAL_IMAGE_DIR"
+
+
 @dataclass
 class ServeConfig:
     model_dir: Path
@@ -117,6 +126,7 @@ class ServeConfig:
     batch_strategy: str
     csv_probabilities: bool
     bad_records: str
+    image_dir: Path | None
     log_level: str
     cache_dir: Path
     cores: int
@@ -127,7 +137,7 @@ class ServeConfig:
         return ServerSettings(workers=self.workers, max_payload_mb=self.max_payload_mb,
                               batch_strategy=self.batch_strategy,
                               csv_probabilities=self.csv_probabilities, bad_records=self.bad_records,
-                              request_timeout=self.timeout, load_timeout=self.load_timeout)
+                              request_timeout=self.timeout, load_timeout=self.load_timeout, image_dir=self.image_dir)
 
 
 # ---------------------------------------------------------------------------------------------- resources
@@ -205,6 +215,14 @@ def read_config(environ: Mapping[str, str] | None = None) -> ServeConfig:
     bad_records = (environ.get("MULTIMODAL_BAD_RECORDS") or "fail").strip().lower()
     if bad_records not in ("fail", "emit"):
         raise ConfigError(f"MULTIMODAL_BAD_RECORDS={bad_records!r}: expected fail or emit")
+    image_dir = environ.get(IMAGE_DIR_ENV, "").strip() or None
+    if image_dir is not None and not Path(image_dir).is_dir():
+        raise ConfigError(f"{IMAGE_DIR_ENV}={image_dir!r}: no such directory (mount the image folder there, or unset "
+                          "it to accept only base64 and s3:// images)")
+    try:
+        parse_allow_list(environ.get(S3_ALLOW_ENV))
+    except DataError as exc:
+        raise ConfigError(str(exc)) from None
     log_level = (environ.get("MULTIMODAL_LOG_LEVEL") or "info").strip().lower()
     if log_level not in ("debug", "info", "warning", "error", "critical"):
         raise ConfigError(f"MULTIMODAL_LOG_LEVEL={log_level!r}: expected debug, info, warning, error or critical")
@@ -224,6 +242,7 @@ def read_config(environ: Mapping[str, str] | None = None) -> ServeConfig:
         batch_strategy=strategy,
         csv_probabilities=_bool(environ, "MULTIMODAL_CSV_PROBABILITIES"),
         bad_records=bad_records,
+        image_dir=Path(image_dir) if image_dir else None,
         log_level=log_level,
         cache_dir=Path(environ.get("MULTIMODAL_CACHE_DIR") or Path(tempfile.gettempdir()) / "multimodal-cache"),
         cores=cores,

@@ -30,6 +30,7 @@ import json
 import math
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from multimodal.core.schema import LABEL_COLUMN, PREDICTION
@@ -444,8 +445,29 @@ def check_image_quickly(value: str, max_pixels: int) -> str | None:
     return None
 
 
-def validate_images(batch: Batch, column: str, *, full: bool = False) -> None:
-    """Quick checks by default; ``full`` decodes each image as the model will (catches truncated files)."""
+def check_reference(value: str, image_dir: Path | None) -> tuple[bool, str | None]:
+    """(whether the value names an image elsewhere — a path or an s3:// URI —, the problem found without reading
+    it): another URI scheme, a path with no image directory or leaving it, an S3 object outside the allow-list."""
+    from multimodal.core.imagerefs import INLINE, PATH, ImageProblem, S3Fetcher, kind_of, resolve_path
+    try:
+        kind = kind_of(value)
+        if kind == INLINE:
+            return False, None
+        if kind == PATH:
+            if image_dir is None:
+                return True, ("a relative image path, but this server has no image directory "
+                              "(MULTIMODAL_IMAGE_DIR): send the image as base64 or as an s3:// URI")
+            resolve_path(image_dir, value)
+        else:
+            S3Fetcher.check_allowed(value)
+    except ImageProblem as problem:
+        return True, str(problem)
+    return True, None
+
+
+def validate_images(batch: Batch, column: str, *, full: bool = False, image_dir: Path | None = None) -> None:
+    """Quick checks by default; ``full`` decodes each image as the model will (catches truncated files). Paths
+    and s3:// URIs get the checks that need no read (``check_reference``): the model reads them once."""
     from multimodal.core.errors import DataError
     from multimodal.core.images import decode_image, max_pixels
 
@@ -454,6 +476,11 @@ def validate_images(batch: Batch, column: str, *, full: bool = False) -> None:
     for p in batch.valid_positions():
         value = batch.rows[p][j]
         if not value.strip():
+            continue
+        reference, problem = check_reference(value, image_dir)
+        if reference:
+            if problem:
+                batch.fail(p, problem, column)
             continue
         if full:
             try:
@@ -471,13 +498,14 @@ def _strip_location(message: str, column: str, where: str) -> str:
     return message[len(prefix):] if message.startswith(prefix) else message
 
 
-def validate(batch: Batch, modalities: dict[str, str], *, full_images: bool = False) -> None:
+def validate(batch: Batch, modalities: dict[str, str], *, full_images: bool = False,
+             image_dir: Path | None = None) -> None:
     """Check numbers and images of every record still valid; bad ones are marked in ``batch.errors``."""
     for column, modality in modalities.items():
         if modality == "num":
             validate_numbers(batch, column)
         elif modality == "image":
-            validate_images(batch, column, full=full_images)
+            validate_images(batch, column, full=full_images, image_dir=image_dir)
 
 
 # ---------------------------------------------------------------------------------------------- responses

@@ -71,6 +71,8 @@ from .channels import (
     discover_channels,
     load_input_data_config,
 )
+from .imagechannel import IMAGES_CHANNEL, ImagesDirectory, ReferenceCheck, check_references
+from .imagechannel import failure as image_failure
 from .hosts import (
     HeadClient,
     HeadStatusServer,
@@ -222,15 +224,18 @@ def channel_configs(paths: Paths) -> dict[str, ChannelConfig]:
         declared = discover_channels(paths.data_dir)
         log.info("inputdataconfig.json not found: channels found under %s: %s", paths.data_dir,
                  ", ".join(f"{c.name} ({c.input_mode})" for c in declared.values()) or "none")
-    unknown = sorted(set(declared) - {TRAIN_CHANNEL, VALIDATION_CHANNEL})
+    unknown = sorted(set(declared) - {TRAIN_CHANNEL, VALIDATION_CHANNEL, IMAGES_CHANNEL})
     if unknown:
-        log.warning("channel(s) %s ignored: this algorithm reads only %r and %r", ", ".join(unknown), TRAIN_CHANNEL,
-                    VALIDATION_CHANNEL)
+        log.warning("channel(s) %s ignored: this algorithm reads only %r, %r and %r", ", ".join(unknown),
+                    TRAIN_CHANNEL, VALIDATION_CHANNEL, IMAGES_CHANNEL)
+    if IMAGES_CHANNEL in declared and declared[IMAGES_CHANNEL].input_mode == "Pipe":
+        raise DataError(f"channel {IMAGES_CHANNEL!r} is in Pipe mode, which streams the channel's objects one after "
+                        "another and cannot serve a file by its path: give it TrainingInputMode File or FastFile")
     if TRAIN_CHANNEL not in declared:
         raise DataError(f"no {TRAIN_CHANNEL!r} channel: give the training job a channel named {TRAIN_CHANNEL!r} "
                         "whose S3 prefix holds the training CSV file(s) (header row with ID, label and columns "
                         f"ending in _text, _num, _cat or _image; locally: put them in {paths.data_dir / 'train'})")
-    return {name: declared[name] for name in (TRAIN_CHANNEL, VALIDATION_CHANNEL) if name in declared}
+    return {name: declared[name] for name in (TRAIN_CHANNEL, VALIDATION_CHANNEL, IMAGES_CHANNEL) if name in declared}
 
 
 # ---------------------------------------------------------------------------------------------- model directory
@@ -300,12 +305,16 @@ def run(paths: Paths, clock: Stopwatch, job: JobConfig, cluster: "RayCluster | N
     hyperparameters, budget, configs = job.hyperparameters, job.budget, job.channels
 
     readers = channel_readers(configs, paths.data_dir if cluster is None else None)
+    images = ImagesDirectory(paths.data_dir if cluster is None else None) if IMAGES_CHANNEL in configs else None
+    check = check_image_channel(configs, paths, hyperparameters["bad_images"]) if images else None
+    clock.lap("image check")
     from multimodal.core.estimator import MultimodalEstimator
     model = MultimodalEstimator(**hyperparameters)
     if cluster is None:
-        model.fit(readers[TRAIN_CHANNEL](), readers[VALIDATION_CHANNEL]() if VALIDATION_CHANNEL in readers else None)
+        model.fit(readers[TRAIN_CHANNEL](), readers[VALIDATION_CHANNEL]() if VALIDATION_CHANNEL in readers else None,
+                  images=images() if images else None)
     else:
-        model.fit(cluster.data(readers, replicated=configs[TRAIN_CHANNEL].distribution != SHARDED))
+        model.fit(cluster.data(readers, images=images, replicated=configs[TRAIN_CHANNEL].distribution != SHARDED))
     log.info("stage read and fit: %.1f s of a %d s budget (job elapsed %.1f s)", clock.lap("read and fit"), budget,
              clock.elapsed())
 
@@ -313,8 +322,10 @@ def run(paths: Paths, clock: Stopwatch, job: JobConfig, cluster: "RayCluster | N
     size = model.save(staging)
     log.info("stage save: %.1f MB in %.1f s", size / 1e6, clock.lap("save"))
 
-    write_reports(model, paths, channel_summaries(readers, model, distributed=cluster is not None), clock, budget,
-                  size)
+    summaries = channel_summaries(readers, model, distributed=cluster is not None)
+    if check is not None:
+        summaries[IMAGES_CHANNEL] = check.summary()
+    write_reports(model, paths, summaries, clock, budget, size)
     log.info("stage reports: %.1f s", clock.lap("reports"))
 
     from .metrics import print_metric_lines
@@ -329,9 +340,27 @@ def run(paths: Paths, clock: Stopwatch, job: JobConfig, cluster: "RayCluster | N
 
 
 def channel_readers(configs: dict[str, ChannelConfig], data_dir: Path | None) -> dict[str, ChannelReader]:
-    """A reader per channel, of ``data_dir`` (None: of ``input/data`` under the ML root of the process that
+    """A reader per CSV channel, of ``data_dir`` (None: of ``input/data`` under the ML root of the process that
     reads; on a cluster each host reads its own)."""
-    return {name: ChannelReader(config, data_dir, training=name == TRAIN_CHANNEL) for name, config in configs.items()}
+    return {name: ChannelReader(config, data_dir, training=name == TRAIN_CHANNEL) for name, config in configs.items()
+            if name != IMAGES_CHANNEL}
+
+
+def check_image_channel(configs: dict[str, ChannelConfig], paths: Paths, bad_images: str) -> ReferenceCheck:
+    """The paths of the CSV channels read from files, against one listing of the images channel, before anything
+    is embedded (``imagechannel``); with ``bad_images=fail`` a bad one fails the job here."""
+    directory = ImagesDirectory(paths.data_dir)()
+    if not directory.is_dir():
+        raise DataError(f"channel {IMAGES_CHANNEL!r} is declared but {directory} is not a directory")
+    files = {name: ChannelReader(config, paths.data_dir)() for name, config in configs.items()
+             if name != IMAGES_CHANNEL and config.input_mode != "Pipe"}
+    check = check_references(files, directory)
+    if check.bad and bad_images == "fail":
+        raise image_failure(check)
+    if check.bad:
+        log.warning("%d image path(s) name no file of the images channel: they will count as missing images "
+                    "(bad_images=missing) and be listed in bad_images.csv", len(check.bad))
+    return check
 
 
 def channel_summaries(readers: dict[str, ChannelReader], model: Any, *, distributed: bool) -> dict[str, dict]:
@@ -375,6 +404,8 @@ def write_reports(model: Any, paths: Paths, channels: dict[str, dict], clock: St
         metrics["confusion_matrix"] = {"title": title, "classes": list(model.classes_),
                                        "rows_true_columns_predicted": matrix}
     reports.write_metrics_json(metrics, out)
+    if getattr(model, "bad_images_", None):
+        reports.write_bad_images(model.bad_images_, out)
     boards = reports.write_leaderboards(model.leaderboards_, out)
     if matrix is not None:
         reports.plot_confusion_matrix(matrix, model.classes_, out / reports.CONFUSION_MATRIX_FILE, title=title)

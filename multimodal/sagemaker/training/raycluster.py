@@ -212,9 +212,11 @@ class RayCluster:
         log.info("all %d hosts joined the Ray cluster in %.1f s: %s", len(self.hosts), time.monotonic() - started,
                  ", ".join(f"{h} ({resources.get(h, 0):g} CPU)" for h in self.hosts))
 
-    def data(self, readers: dict[str, Any], *, replicated: bool) -> ClusterData:
-        """Every host reads its own copy of the channels (``readers`` resolve the data directory where they run)."""
-        return ClusterData(tuple(NodeData(self.node_ids[h], h, readers["train"], readers.get("validation"))
+    def data(self, readers: dict[str, Any], *, replicated: bool, images: Callable[[], Any] | None = None
+             ) -> ClusterData:
+        """Every host reads its own copy of the channels (``readers`` and ``images`` resolve the data directory
+        where they run)."""
+        return ClusterData(tuple(NodeData(self.node_ids[h], h, readers["train"], readers.get("validation"), images)
                                  for h in self.hosts), replicated=replicated)
 
     def close(self) -> None:

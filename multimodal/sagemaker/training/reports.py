@@ -32,6 +32,8 @@ CONFUSION_MATRIX_FILE = "confusion_matrix.png"
 TRAINING_CURVE_FILE = "fusion_training_curve.png"
 PREDICTED_VS_ACTUAL_FILE = "predicted_vs_actual.png"
 RESIDUALS_FILE = "residuals.png"
+BAD_IMAGES_FILE = "bad_images.csv"
+BAD_IMAGES_COLUMNS = ["data", "row", "ID", "column", "reference", "reason"]
 MAX_SCATTER_POINTS = 5000
 LEADERBOARD_PATTERN = "leaderboard_{}.csv"
 MAX_ANNOTATED_CLASSES = 30
@@ -55,6 +57,13 @@ def safe_name(name: str) -> str:
 def write_metrics_json(metrics: Mapping, directory: Path) -> Path:
     path = directory / METRICS_FILE
     path.write_text(json.dumps(to_json(metrics), indent=2, allow_nan=False), encoding="utf-8")
+    return path
+
+
+def write_bad_images(records: Sequence[Mapping], directory: Path) -> Path:
+    """bad_images.csv: every image value that gave no image and was counted as missing (``bad_images=missing``)."""
+    path = directory / BAD_IMAGES_FILE
+    pd.DataFrame(list(records), columns=BAD_IMAGES_COLUMNS).to_csv(path, index=False)
     return path
 
 
