@@ -158,6 +158,7 @@ def serve(model_dir: Path, work: Path, env: dict[str, str]) -> tuple[subprocess.
 
 def requests_of(csv_path: Path, rows: int) -> list[bytes]:
     """The first ``rows`` records without label or header, packed into bodies of at most 6 MB / 100 records."""
+    csv.field_size_limit(2**31 - 1)  # base64 photos are longer than the csv module's default limit
     bodies, current, size = [], [], 0
     with open(csv_path, newline="") as handle:
         reader = csv.reader(handle)
@@ -194,6 +195,8 @@ def main() -> int:
     parser.add_argument("--photos", type=int, default=5000)
     parser.add_argument("--work", type=Path, default=Path("/tmp/image-sources"))
     parser.add_argument("--write-docs", action="store_true")
+    parser.add_argument("--reuse-jobs", action="store_true",
+                        help="take the training jobs' figures from an earlier run in WORK (only serve again)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     from support import S3Server
@@ -214,8 +217,13 @@ def main() -> int:
         env = {**os.environ, **s3.env}
         results = {}
         for source in SOURCES:
+            done = work / "jobs" / source.replace(" ", "-") / "result.json"
+            if args.reuse_jobs and done.is_file():
+                results[source] = json.loads(done.read_text())
+                continue
             log.info("training job, %s…", source)
             results[source] = run_job(job_root(work, source, csvs[source], photos_dir), env, timeout=3600)
+            done.write_text(json.dumps(results[source]))
             log.info("  → %s", results[source])
         server, port = serve(work / "jobs" / "base64" / "model", work, env)
         try:
