@@ -91,7 +91,7 @@ def describe(value: str) -> str:
 def describe_reference(value: str) -> str:
     """A value as listed in reports: a path or URI as it is (up to 300 characters), base64 by its length."""
     text = value.strip()
-    if describe(value) == "":
+    if not describe(value):
         return f"(base64, {len(text):,} characters)"
     return text if len(text) <= 300 else text[:300] + "…"
 

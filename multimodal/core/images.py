@@ -39,13 +39,6 @@ def max_pixels() -> int:
 
 # ---------------------------------------------------------------------------------------------- decoding
 
-def image_file_bytes(value: str) -> bytes:
-    """The image file's bytes from the base64 text of an ``_image`` field (a ``data:`` URI prefix, as pasted
-    from a browser, and missing padding are tolerated); ValueError (an ``ImageProblem``) saying how to encode it
-    otherwise."""
-    return decode_base64(value)
-
-
 def decode_image(value: str, *, column: str, row: str) -> np.ndarray:
     """base64 of an image file → 224×224×3 uint8 RGB (see ``decode_bytes``); DataError naming column and row."""
     try:

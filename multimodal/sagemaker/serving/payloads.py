@@ -425,9 +425,9 @@ def check_image_quickly(value: str, max_pixels: int) -> str | None:
 
     from PIL import Image
 
-    from multimodal.core.images import image_file_bytes
+    from multimodal.core.imagerefs import decode_base64
     try:
-        payload = image_file_bytes(value)
+        payload = decode_base64(value)
     except ValueError as exc:
         return str(exc)
     try:
