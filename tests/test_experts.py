@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import pandas as pd
 
-from multimodal.core.experts import QUALITY, align, hyperparameters_for, modality_labels
+from multimodal.core.experts import QUALITY, align, hyperparameters_for, modality_labels, refits
 
 
 def test_probabilities_are_aligned_to_the_experts_classes():
@@ -132,3 +132,35 @@ def test_an_expert_whose_text_preprocessing_outlasts_its_share_still_ends_with_a
     assert oof.shape == (3000, 3) and not np.isnan(oof).any()
     assert (oof.argmax(axis=1) == target).mean() > 0.5  # a real model: the class words are learnt
     assert expert.outputs(frame.head(4)).shape == (4, 3)
+
+
+@pytest.mark.slow
+def test_refit_full_predicts_with_one_model_per_bag_fitted_on_every_row(tmp_path, monkeypatch):
+    """refit_full: the saved expert holds one model per chosen model instead of one per fold, predicts with it
+    after loading, and its out-of-fold outputs (what the fusion learns from) are still the bagged ones."""
+    from multimodal.core import experts
+    pytest.importorskip("autogluon.tabular")
+    monkeypatch.setattr(experts, "hyperparameters_for", lambda quality: {"GBM": {"num_boost_round": 20}})
+    rng = np.random.default_rng(2)
+    frame = pd.DataFrame({"x_num": rng.normal(size=120), "y_num": rng.normal(size=120)})
+    target = (frame["x_num"] > 0).astype(int).to_numpy()
+    spec = experts.ExpertSpec("num", "num", ["x_num", "y_num"])
+    fit = dict(quality="toy", n_folds=3, time_limit=60, seed=0, text_columns=[])
+    bagged, bagged_oof = experts.Expert.fit(spec, frame, target, path=tmp_path / "bagged", **fit)
+    refit, refit_oof = experts.Expert.fit(spec, frame, target, path=tmp_path / "refit", refit_full=True, **fit)
+    np.testing.assert_allclose(refit_oof, bagged_oof)
+    loaded = experts.Expert.load(spec, tmp_path / "refit", refit.classes)
+    assert loaded.predictor.model_best.endswith("_FULL")
+    children = {m: loaded.predictor._trainer.load_model(m).n_children for m in loaded.predictor.model_names()
+                if not m.startswith("WeightedEnsemble")}
+    assert children and set(children.values()) == {1}, children  # one model each, where the bags had 3
+    bagged_children = {bagged.predictor._trainer.load_model(m).n_children for m in bagged.predictor.model_names()
+                       if not m.startswith("WeightedEnsemble")}
+    assert bagged_children == {3}
+    proba = loaded.outputs(frame)
+    assert proba.shape == (120, 2) and (proba.argmax(axis=1) == target).mean() > 0.9
+
+
+def test_refit_full_auto_refits_at_best_only():
+    assert refits("auto", "best") and not refits("auto", "toy") and not refits("auto", "light")
+    assert refits("true", "toy") and not refits("false", "best")

@@ -217,6 +217,25 @@ def test_regression_model_round_trips_through_save_and_load(trained_regressor, r
 
 
 @pytest.mark.slow
+def test_refit_full_experts_predict_with_one_model_per_bag_after_save_and_load(tmp_path):
+    """refit_full=true (at toy, where auto would not refit): every saved expert predicts with models refitted on all its rows (AutoGluon's ``_FULL``
+    models, one per chosen model instead of one per fold), and the loaded model predicts what the fitted one did."""
+    from autogluon.tabular import TabularPredictor
+    train, test = make_regression_dataset(160, seed=31), make_regression_dataset(40, seed=32)
+    model = MultimodalRegressor(quality="toy", n_folds=3, n_mins=0, n_secs=60, n_epochs=10, refit_full="true",
+                                image_model="efficientnet_lite0").fit(train)
+    model.save(tmp_path)
+    for name in model.expert_names_:
+        predictor = TabularPredictor.load(str(tmp_path / "modality" / name), verbosity=0)
+        assert predictor.model_best.endswith("_FULL"), (name, predictor.model_best)
+        assert all(predictor._trainer.load_model(m).n_children == 1 for m in predictor.model_names()
+                   if not m.startswith("WeightedEnsemble")), name
+    rows = test.drop(columns="label")
+    np.testing.assert_allclose(MultimodalRegressor.load(tmp_path).predict(rows).to_numpy(),
+                               model.predict(rows).to_numpy(), rtol=1e-6)
+
+
+@pytest.mark.slow
 def test_one_estimator_refitted_on_other_labels_starts_afresh():
     model = MultimodalEstimator(quality="toy", n_folds=2, n_mins=0, n_secs=20, n_epochs=10, joint_expert=False)
     model.fit(small(80))

@@ -2,7 +2,14 @@
 import numpy as np
 import pytest
 
-from multimodal.core.selection import WeightedEnsemble, load_fusion, loss, real_class_probabilities
+from multimodal.core.selection import (
+    WeightedEnsemble,
+    choice_folds,
+    compare_by_cross_validation,
+    load_fusion,
+    loss,
+    real_class_probabilities,
+)
 
 N_CLASSES = 3
 
@@ -56,3 +63,73 @@ def test_a_saved_ensemble_loads_as_the_fusion_and_predicts_the_same(tmp_path):
     assert isinstance(loaded, WeightedEnsemble)
     np.testing.assert_array_equal(loaded.predict(x), ensemble.predict(x))
     assert not list(tmp_path.glob("*.tmp"))
+
+
+class _Memoriser:
+    """A stand-in for an overfitting network: perfect on the rows it was fitted on, uniform elsewhere."""
+
+    def __init__(self, x, y):
+        self.known = {row.tobytes(): label for row, label in zip(x, y)}
+
+    def predict(self, x):
+        out = np.full((len(x), N_CLASSES), 1 / N_CLASSES)
+        for i, row in enumerate(x):
+            if row.tobytes() in self.known:
+                out[i] = 0.0
+                out[i, self.known[row.tobytes()]] = 1.0
+        return out
+
+
+def test_cross_validation_scores_every_row_out_of_fold_and_exposes_an_overfitting_candidate():
+    """On the rows it was fitted on the memoriser's loss is 0 (it would win a choice made there); out of fold it
+    is log(3) per row, while the ensemble keeps the good expert's loss: the comparison must say so, with a
+    difference far beyond its standard error."""
+    x, y, layout = _experts(500)
+    seen = []
+
+    def memorise(xs, ys):
+        seen.append(len(ys))
+        return _Memoriser(xs, ys)
+
+    result = compare_by_cross_validation(
+        x, y, False, {"network": memorise, "ensemble": lambda xs, ys: WeightedEnsemble.fit(xs, ys, layout, N_CLASSES)},
+        seed=0)
+    assert result["folds"] == 5 and seen == [400] * 5  # each fit saw 4 folds of 100 rows
+    assert result["loss"]["network"] == pytest.approx(np.log(N_CLASSES))
+    good_alone = loss(real_class_probabilities(x[:, :4], layout[0], N_CLASSES), y, False)
+    assert result["loss"]["ensemble"] <= good_alone + 0.01
+    assert result["difference"] > 10 * result["standard_error"] > 0
+
+
+def test_choice_folds_stratify_classes_and_need_enough_rows():
+    y = np.array([0] * 90 + [1] * 10)
+    folds = choice_folds(y, regression=False, seed=0)
+    assert len(folds) == 5
+    for fit_rows, scored in folds:
+        assert len(set(fit_rows) | set(scored)) == 100 and not set(fit_rows) & set(scored)
+        assert (y[scored] == 1).sum() == 2  # stratified: each fold holds its share of the rare class
+    assert choice_folds(np.arange(39.0), regression=True, seed=0) == []  # fewer than 2 folds of 20 rows
+    assert len(choice_folds(np.arange(60.0), regression=True, seed=0)) == 3
+
+
+@pytest.mark.parametrize("n_classes, rows, fraction", [(25, 80, 0.2), (45, 800, 0.05), (3, 9, 0.2)])
+def test_the_fusion_holdout_splits_many_classes_that_cannot_be_stratified(n_classes, rows, fraction):
+    """A fold of the fusion choice holds 4/5 of the rows: with many classes ``validation_fraction`` of them can be
+    fewer rows than there are classes, where a stratified split is impossible (scikit-learn raises). The split
+    is then made without stratifying rather than failing a fit whose experts are already trained."""
+    from multimodal import MultimodalClassifier
+    model = MultimodalClassifier(validation_fraction=fraction)
+    model.problem_type_ = "multiclass"
+    y = np.arange(rows) % n_classes
+    fit_rows, held_out = model._hold_out(y)
+    assert len(held_out) == int(np.ceil(fraction * rows)) and len(fit_rows) + len(held_out) == rows
+    assert not set(fit_rows) & set(held_out)
+
+
+def test_the_fusion_holdout_stratifies_when_it_can():
+    from multimodal import MultimodalClassifier
+    model = MultimodalClassifier(validation_fraction=0.2)
+    model.problem_type_ = "multiclass"
+    y = np.array([0] * 90 + [1] * 10)
+    _, held_out = model._hold_out(y)
+    assert len(held_out) == 20 and (y[held_out] == 1).sum() == 2

@@ -37,7 +37,7 @@ from . import artifact
 from .artifact import CLASSIFICATION, REGRESSION
 from .cluster import ClusterData
 from .errors import DataError, HyperparameterError, NotFittedError
-from .experts import Expert, ExpertJob, ExpertSpec, modality_labels, shared_autogluon_metadata
+from .experts import Expert, ExpertJob, ExpertSpec, modality_labels, refits, shared_autogluon_metadata
 from .hyperparameters import defaults, resolve, specification, time_budget_seconds
 from .imagerefs import ImageSource, describe_reference
 from .ingest import Rows, check_label_column, frame_batches, ingest
@@ -57,7 +57,13 @@ from .schema import (
     prepare_features,
 )
 from .scores import classification_scores, confusion_matrix, regression_scores
-from .selection import WeightedEnsemble, each_expert_probabilities, load_fusion
+from .selection import (
+    WeightedEnsemble,
+    choice_folds,
+    compare_by_cross_validation,
+    each_expert_probabilities,
+    load_fusion,
+)
 from .selection import loss as selection_loss
 from .targets import choose_problem_type, numeric_targets
 from .timebudget import TimeBudget
@@ -393,13 +399,12 @@ class MultimodalEstimator:
     def expert_options(self, spec: ExpertSpec) -> dict[str, Any]:
         """The keyword arguments of ``Expert.fit`` that come from the hyperparameters."""
         return dict(quality=self.quality, n_folds=self.n_folds, seed=self.seed,
+                    refit_full=refits(self.refit_full, self.quality),
                     text_columns=self.views_.raw_text_columns(spec), regression=self.problem_type_ == REGRESSION)
 
     def _fit_fusion(self, train: _Split, x: np.ndarray, validation: _Split | None, budget: TimeBudget) -> None:
-        """The fusion network on the out-of-fold inputs ``x``; sets ``fusion_`` and ``metrics_``."""
-        from sklearn.model_selection import train_test_split
-
-        from .fusion import FusionNetwork
+        """The fusion on the out-of-fold inputs ``x``: the network or the weighted ensemble of the experts, chosen
+        by cross-validation (``multimodal.core.selection``); sets ``fusion_`` and ``metrics_``."""
         y = train.y
         regression = self.problem_type_ == REGRESSION
         if validation is not None:
@@ -407,18 +412,19 @@ class MultimodalEstimator:
             x_val, y_val = self._fusion_inputs(validation.features, validation.embeddings), validation.y
             source = "validation data"
         else:
-            counts = None if regression else np.bincount(y, minlength=len(self.classes_))
-            fit_rows, held_out = train_test_split(
-                np.arange(len(y)), test_size=self.validation_fraction, random_state=self.seed, shuffle=True,
-                stratify=y if counts is not None and counts.min() >= 2 else None)
+            fit_rows, held_out = self._hold_out(y)
             x_val, y_val = x[held_out], y[held_out]
             source = f"{len(held_out)} training rows held out from the fusion network (out-of-fold)"
-        network, curve = FusionNetwork.train(
-            x[fit_rows], self._fusion_target(y[fit_rows]), None if regression else len(self.classes_), x_val=x_val,
-            y_val=self._fusion_target(y_val), hidden_units=self.hidden_units, learning_rate=self.learning_rate,
-            batch_size=self.batch_size, n_epochs=self.n_epochs, patience=self.patience, seed=self.seed,
-            time_limit=budget.fusion_seconds())
-        self.fusion_, choice = self._choose_fusion(network, x[fit_rows], y[fit_rows], x_val, y_val)
+        # each cross-validation network gets the share of the fusion's time the final one gets
+        share = budget.fusion_seconds() / (len(choice_folds(y, regression, self.seed)) + 1)
+        comparison = compare_by_cross_validation(
+            x, self._fusion_target(y), regression,
+            {"network": lambda xs, ys: self._train_network(xs, ys, share, quiet=True)[0],
+             "ensemble": lambda xs, ys: self._fit_ensemble(xs, ys)}, self.seed)
+        network, curve = self._train_network(x[fit_rows], self._fusion_target(y[fit_rows]),
+                                             max(budget.left(), share), x_val, self._fusion_target(y_val))
+        ensemble = self._fit_ensemble(x[fit_rows], self._fusion_target(y[fit_rows]))
+        self.fusion_, choice = self._choose_fusion(network, ensemble, comparison, x_val, y_val)
         self.metrics_ = {
             "train": self._scores(y[fit_rows], x[fit_rows]),
             "validation": self._scores(y_val, x_val),
@@ -432,24 +438,63 @@ class MultimodalEstimator:
                                        "max": float(y.max())}
             self.validation_predictions_ = pd.DataFrame({"actual": y_val, "predicted": self._predicted(x_val)})
 
-    def _choose_fusion(self, network: Any, x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_val: np.ndarray
-                       ) -> tuple[Any, dict]:
-        """The network, or the greedy weighted ensemble of the experts fitted on the same rows, whichever has the
-        lower loss on the validation rows (``multimodal.core.selection``): the fused model never trusts a network
-        that does worse there than a weighting of its own inputs."""
+    def _hold_out(self, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(rows to fit, rows held out): ``validation_fraction`` of ``y``'s rows, stratified by class when every
+        class present has 2 rows and both sides have room for one of each (scikit-learn refuses otherwise)."""
+        from sklearn.model_selection import train_test_split
+        stratify = None
+        if self.problem_type_ != REGRESSION:
+            counts = np.bincount(y)
+            present = int((counts > 0).sum())
+            held = int(np.ceil(self.validation_fraction * len(y)))
+            if counts[counts > 0].min() >= 2 and held >= present and len(y) - held >= present:
+                stratify = y
+        return train_test_split(np.arange(len(y)), test_size=self.validation_fraction, random_state=self.seed,
+                                shuffle=True, stratify=stratify)
+
+    def _train_network(self, x: np.ndarray, target: np.ndarray, seconds: float, x_val: np.ndarray | None = None,
+                       target_val: np.ndarray | None = None, *, quiet: bool = False) -> tuple[Any, dict]:
+        """The fusion network on (x, target), early-stopped on (x_val, target_val) or else on rows held out of x
+        (``quiet``: no log line per epoch, for the cross-validation's networks)."""
+        from .fusion import FusionNetwork
+        if x_val is None:
+            fit_rows, held_out = self._hold_out(target)
+            x, target, x_val, target_val = x[fit_rows], target[fit_rows], x[held_out], target[held_out]
+        return FusionNetwork.train(
+            x, target, None if self.problem_type_ == REGRESSION else len(self.classes_), x_val=x_val,
+            y_val=target_val, hidden_units=self.hidden_units, learning_rate=self.learning_rate,
+            batch_size=self.batch_size, n_epochs=self.n_epochs, patience=self.patience, seed=self.seed,
+            time_limit=seconds, quiet=quiet)
+
+    def _fit_ensemble(self, x: np.ndarray, target: np.ndarray) -> WeightedEnsemble:
         regression = self.problem_type_ == REGRESSION
         layout = [[] if regression else e.classes for e in self.experts_]
-        n_classes = None if regression else len(self.classes_)
-        ensemble = WeightedEnsemble.fit(x, self._fusion_target(y), layout, n_classes)
+        return WeightedEnsemble.fit(x, target, layout, None if regression else len(self.classes_))
+
+    def _choose_fusion(self, network: Any, ensemble: WeightedEnsemble, comparison: dict | None, x_val: np.ndarray,
+                       y_val: np.ndarray) -> tuple[Any, dict]:
+        """The network only when cross-validation says its loss is lower than the weighted ensemble's by more than
+        one standard error; else the ensemble, which cannot fall much below the best expert. Without enough rows
+        to cross-validate, the ensemble. The held-out rows' losses are reported, not used."""
+        regression = self.problem_type_ == REGRESSION
         target = self._fusion_target(y_val)
-        losses = {"network": selection_loss(network.predict(x_val), target, regression),
-                  "ensemble": selection_loss(ensemble.predict(x_val), target, regression)}
-        chosen = "network" if losses["network"] < losses["ensemble"] else "ensemble"
+        held_out = {"network": selection_loss(network.predict(x_val), target, regression),
+                    "ensemble": selection_loss(ensemble.predict(x_val), target, regression)}
+        better = comparison is not None and comparison["difference"] + comparison["standard_error"] < 0
+        chosen = "network" if better else "ensemble"
         weights = ensemble.describe([e.name for e in self.experts_])
-        log.info("fusion: validation %s %.4f for the network, %.4f for the weighted ensemble of the experts (%s): "
-                 "using the %s", "mean squared error (standardised)" if regression else "log-loss",
-                 losses["network"], losses["ensemble"], ", ".join(f"{k} {v:.2f}" for k, v in weights.items()), chosen)
-        choice = {"chosen": chosen, "validation_loss": losses, "ensemble_weights": weights}
+        name = "mean squared error (standardised)" if regression else "log-loss"
+        if comparison is None:
+            log.info("fusion: too few rows to cross-validate the choice; using the weighted ensemble (%s)",
+                     ", ".join(f"{k} {v:.2f}" for k, v in weights.items()))
+        else:
+            log.info("fusion: %d-fold cross-validated %s %.4f for the network, %.4f for the weighted ensemble of the "
+                     "experts (%s); difference %+.4f ± %.4f: using the %s", comparison["folds"], name,
+                     comparison["loss"]["network"], comparison["loss"]["ensemble"],
+                     ", ".join(f"{k} {v:.2f}" for k, v in weights.items()), comparison["difference"],
+                     comparison["standard_error"], chosen)
+        choice = {"chosen": chosen, "cross_validation": comparison, "validation_loss": held_out,
+                  "ensemble_weights": weights}
         unused = [e.name for e, w in zip(self.experts_, ensemble.weights) if w == 0]
         if chosen == "ensemble" and unused:
             log.info("fusion: predictions will not run the experts the ensemble gives no weight: %s",

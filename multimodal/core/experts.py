@@ -35,6 +35,18 @@ QUALITY = {
     # while it costs the time of a second layer of models.
     "best": ("zeroshot_2025_12_18_cpu", 0, 8),
 }
+# Qualities at which refit_full=auto refits the experts: at best (8 folds of a large portfolio) it cut prediction
+# time 6-9x at equal accuracy (tweets 0.00 ± 0.32, films -0.44 ± 0.44 points); at toy, where prediction is
+# already fast and the fusion network (chosen there) learned from the bagged outputs, it cost -0.3 to -1.3 points
+# (docs/benchmarks.md, "Prediction time at best: refit_full").
+REFIT_QUALITIES = {"best"}
+
+
+def refits(refit_full: str, quality: str) -> bool:
+    """Whether experts are refitted on all their rows after bagging (the ``refit_full`` hyperparameter)."""
+    return refit_full == "true" or (refit_full == "auto" and quality in REFIT_QUALITIES)
+
+
 # best_quality_v150's early stop: stop trying portfolio configurations after this many without improvement
 # (by the number of training rows), so that a long portfolio does not spend the whole share on small gains.
 BEST_CALLBACKS = [["EarlyStoppingCountCallback",
@@ -124,20 +136,25 @@ class Expert:
     @classmethod
     def fit(cls, spec: ExpertSpec, frame: pd.DataFrame, target: np.ndarray, *, path: Path, quality: str,
             n_folds: int, time_limit: float, seed: int, text_columns: list[str], regression: bool = False,
-            fold_strategy: str = "sequential_local", num_cpus: int | str = "auto") -> tuple["Expert", np.ndarray]:
+            refit_full: bool = False, fold_strategy: str = "sequential_local", num_cpus: int | str = "auto"
+            ) -> tuple["Expert", np.ndarray]:
         """Fit on ``frame`` → (the expert shrunk for deployment, its out-of-fold outputs per row: probabilities,
         or one column of predictions for a regressor).
 
-        OOF outputs are taken before shrinking: AutoGluon cannot produce them afterwards.
+        OOF outputs are taken before shrinking (and before ``refit_full``): AutoGluon cannot produce them
+        afterwards, and a model refitted on every row has no out-of-fold outputs.
         """
         _, stack_levels, min_folds = QUALITY[quality]
+        folds = max(n_folds, min_folds)
+        if refit_full:  # the refit costs about one fold's fit of each chosen model: keep that much of the share
+            time_limit = time_limit * folds / (folds + 1)
         classes = [] if regression else sorted(int(c) for c in np.unique(target))
         data = frame.copy()
         data[TARGET] = target
         work = path.with_name(path.name + ".work")
         started = time.monotonic()
         common = dict(
-            num_bag_folds=max(n_folds, min_folds), num_bag_sets=1, num_stack_levels=stack_levels,
+            num_bag_folds=folds, num_bag_sets=1, num_stack_levels=stack_levels,
             dynamic_stacking=False, feature_metadata=feature_metadata(frame, text_columns),
             ag_args_ensemble={"model_random_seed": seed, "fold_fitting_strategy": fold_strategy},
             fit_weighted_ensemble=True,
@@ -175,6 +192,8 @@ class Expert:
                 "or choose a lighter quality")
         oof = _out_of_fold(predictor, frame, classes)
         leaderboard = predictor.leaderboard(silent=True)
+        if refit_full:
+            _refit_full(predictor, spec.name, num_cpus)
         predictor.clone_for_deployment(str(path), dirs_exist_ok=True)
         shutil.rmtree(work, ignore_errors=True)
         expert = cls.load(spec, path, classes)
@@ -221,6 +240,16 @@ def _fit_in_time(predictor: Any, data: pd.DataFrame, *, time_limit: float | None
                     str(exc).splitlines()[0])
         return False
     return True
+
+
+def _refit_full(predictor: Any, name: str, num_cpus: int | str) -> None:
+    """Collapse each bag of the best model (and the models it weights) into one model fitted on every row (for
+    the few model types AutoGluon cannot refit, it keeps one fold's model), and make that the model prediction
+    uses."""
+    started, bagged = time.monotonic(), predictor.model_best
+    refitted = predictor.refit_full(model="best", set_best_to_refit_full=True, num_cpus=num_cpus)
+    log.info("expert %s: refitted %d model(s) on all rows in %.1f s; predicting with %s instead of %s", name,
+             len(refitted), time.monotonic() - started, predictor.model_best, bagged)
 
 
 def _outputs(predictor: Any, frame: pd.DataFrame, classes: list[int]) -> np.ndarray:

@@ -182,20 +182,22 @@ def _as_target(y: np.ndarray, regression: bool) -> np.ndarray:
     return y.astype(np.float32).reshape(-1, 1) if regression else y
 
 
-def _callbacks(k: Any, deadline: float, n_epochs: int) -> list:
-    """Stop at the time budget's end; log each epoch."""
+def _callbacks(k: Any, deadline: float, n_epochs: int, quiet: bool) -> list:
+    """Stop at the time budget's end; log each epoch (at debug level when ``quiet``)."""
 
     class Deadline(k.callbacks.Callback):
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
             if time.monotonic() >= deadline:
-                log.warning("fusion: time budget reached after %d epoch(s); keeping the best so far", epoch + 1)
+                log.log(logging.DEBUG if quiet else logging.WARNING,
+                        "fusion: time budget reached after %d epoch(s); keeping the best so far", epoch + 1)
                 self.model.stop_training = True
 
     class Progress(k.callbacks.Callback):
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
             logs = logs or {}
             accuracy = f" val_accuracy={logs['val_accuracy']:.4f}" if "val_accuracy" in logs else ""
-            log.info("fusion epoch %d/%d: loss=%.4f val_loss=%.4f%s", epoch + 1, n_epochs,
+            log.log(logging.DEBUG if quiet else logging.INFO, "fusion epoch %d/%d: loss=%.4f val_loss=%.4f%s",
+                    epoch + 1, n_epochs,
                      logs.get("loss", float("nan")), logs.get("val_loss", float("nan")), accuracy)
 
     return [Deadline(), Progress()]
@@ -228,9 +230,10 @@ class FusionNetwork:
     @classmethod
     def train(cls, x: np.ndarray, y: np.ndarray, n_classes: int | None, *, x_val: np.ndarray, y_val: np.ndarray,
               hidden_units: int, learning_rate: float, batch_size: int, n_epochs: int, patience: int, seed: int,
-              time_limit: float) -> tuple["FusionNetwork", dict]:
+              time_limit: float, quiet: bool = False) -> tuple["FusionNetwork", dict]:
         """Adam with early stopping on ``x_val``; best weights are kept. Classes (``n_classes``): cross-entropy.
-        Regression (``n_classes`` None; ``y`` standardised): ``REGRESSION_LOSS``."""
+        Regression (``n_classes`` None; ``y`` standardised): ``REGRESSION_LOSS``. ``quiet``: epochs logged at
+        debug level (the cross-validation's networks)."""
         k = keras()
         k.utils.set_random_seed(seed)
         regression = n_classes is None
@@ -248,7 +251,7 @@ class FusionNetwork:
             x.astype(np.float32), _as_target(y, regression), validation_data=(x_val.astype(np.float32),
                                                                                _as_target(y_val, regression)),
             epochs=n_epochs, batch_size=batch_size, shuffle=True, verbose=0,
-            callbacks=[stopper, *_callbacks(k, time.monotonic() + max(time_limit, 1.0), n_epochs)])
+            callbacks=[stopper, *_callbacks(k, time.monotonic() + max(time_limit, 1.0), n_epochs, quiet)])
         curve = {key: [float(v) for v in values] for key, values in history.history.items()}
         curve["best_epoch"] = int(np.argmin(curve["val_loss"])) + 1 if curve.get("val_loss") else len(curve["loss"])
         curve["loss_name"] = REGRESSION_LOSS if regression else "cross-entropy"

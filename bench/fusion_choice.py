@@ -1,0 +1,183 @@
+#!/usr/bin/env python
+"""How the fused model is chosen: the network or the weighted ensemble of the experts, by the old rule (lower
+loss on the rows the network early-stops on) and by the new one (5-fold cross-validation over the out-of-fold
+rows, the network only when better by more than one standard error), on the same experts, scored on test rows.
+
+Usage::
+
+    .venv/bin/python bench/fusion_choice.py --data /tmp/bench-data --datasets films_rating tweets \\
+        [--minutes 10] [--quality best] [--max-train-rows 3000] [--max-test-rows 2000] [--out DIR] [--write-docs]
+    .venv/bin/python bench/fusion_choice.py --table DIR/results.jsonl ...   # one table of earlier runs
+
+One product fit per set (``bench/datasets.py --out DIR`` writes them). Both candidates are kept (the estimator
+keeps only the chosen one), and each is scored on the test rows with each expert alone, so the table says what
+either rule would have given and how far each falls from the best expert (paired standard errors over the
+test rows; RMSE's by 1,000 bootstrap resamples). The fusion inputs (out-of-fold and test) are saved to
+``DIR/<set>.npz`` for further experiments without refitting the experts.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from compare import DOCS, IMAGE_MODEL, N_FOLDS, REGRESSION, SEED, problem_type, read_split  # noqa: E402
+from scale_out import machine  # noqa: E402
+
+log = logging.getLogger("fusion_choice")
+
+
+def fit_keeping_both(train, kind: str, minutes: int, quality: str, seed: int):
+    """The product fitted as usual, with both fusion candidates and the fusion's inputs kept on the side."""
+    from multimodal.core.estimator import MultimodalEstimator
+    kept = {}
+    original_choose, original_fit = MultimodalEstimator._choose_fusion, MultimodalEstimator._fit_fusion
+
+    def choose(self, network, ensemble, *args):
+        kept.update(network=network, ensemble=ensemble)
+        return original_choose(self, network, ensemble, *args)
+
+    def fit_fusion(self, split, x, *args):
+        kept.update(x=x, y=split.y)
+        return original_fit(self, split, x, *args)
+
+    MultimodalEstimator._choose_fusion, MultimodalEstimator._fit_fusion = choose, fit_fusion
+    try:
+        model = MultimodalEstimator(problem_type=REGRESSION if kind == REGRESSION else "auto", n_mins=minutes,
+                                    quality=quality, image_model=IMAGE_MODEL, seed=seed, n_folds=N_FOLDS)
+        model.fit(train)
+    finally:
+        MultimodalEstimator._choose_fusion, MultimodalEstimator._fit_fusion = original_choose, original_fit
+    return model, kept
+
+
+def test_inputs(model, test) -> tuple[np.ndarray, np.ndarray]:
+    from multimodal.core.imagerefs import ImageSource
+    from multimodal.core.schema import labels_to_indices, prepare_features
+    features = prepare_features(test, model.schema_)
+    with ImageSource() as images:
+        x = model._fusion_inputs(features, model._embed(features, images=images))
+    if model.problem_type_ == REGRESSION:
+        return x, test["label"].astype(float).to_numpy()
+    y, _ = labels_to_indices(test["label"], model.classes_, source="the test rows")
+    return x, y
+
+
+def row_scores(model, kept: dict, x: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
+    """Per test row: correct or not (classes), or the squared error on the target's scale (regression)."""
+    from multimodal.core.selection import each_expert_probabilities
+    if model.problem_type_ == REGRESSION:
+        outputs = {name: model._on_target_scale(kept[name].predict(x)[:, 0]) for name in ("network", "ensemble")}
+        outputs.update({e.name: model._on_target_scale(x[:, i]) for i, e in enumerate(model.experts_)})
+        return {k: (v - y) ** 2 for k, v in outputs.items()}
+    each = each_expert_probabilities(x, [e.classes for e in model.experts_], len(model.classes_))
+    outputs = {"network": kept["network"].predict(x), "ensemble": kept["ensemble"].predict(x),
+               **{e.name: p for e, p in zip(model.experts_, each)}}
+    return {k: (v.argmax(axis=1) == y).astype(float) for k, v in outputs.items()}
+
+
+def score(rows: np.ndarray, regression: bool) -> float:
+    return float(np.sqrt(rows.mean())) if regression else float(rows.mean())
+
+
+def difference(a: np.ndarray, b: np.ndarray, regression: bool, seed: int = 0) -> tuple[float, float]:
+    """score(a) - score(b) and its standard error, paired over the rows."""
+    if not regression:
+        d = a - b
+        return float(d.mean()), float(d.std(ddof=1) / np.sqrt(len(d)))
+    rng = np.random.default_rng(seed)
+    draws = [score(a[i], True) - score(b[i], True) for i in (rng.integers(0, len(a), len(a)) for _ in range(1000))]
+    return score(a, True) - score(b, True), float(np.std(draws, ddof=1))
+
+
+def run_set(args: argparse.Namespace, name: str) -> dict:
+    kind = problem_type(args.data, name)
+    regression = kind == REGRESSION
+    train, test = read_split(args.data, name, args.max_train_rows, args.max_test_rows, seed=args.seed)
+    started = time.monotonic()
+    model, kept = fit_keeping_both(train, kind, args.minutes, args.quality, args.seed)
+    fit_seconds = time.monotonic() - started
+    x_test, y_test = test_inputs(model, test)
+    np.savez_compressed(args.out / f"{name}.npz", x=kept["x"], y=kept["y"], x_test=x_test, y_test=y_test)
+    rows = row_scores(model, kept, x_test, y_test)
+    choice = model.metrics_["fusion_choice"]
+    held_out = choice["validation_loss"]
+    old = min(held_out, key=held_out.get)
+    experts = [e.name for e in model.experts_]
+    sign = -1 if regression else 1  # lower RMSE is better
+    best = max(experts, key=lambda e: sign * score(rows[e], regression))
+    result = {"dataset": name, "kind": kind, "minutes": args.minutes, "quality": args.quality, "seed": args.seed,
+              "train_rows": len(train), "test_rows": len(test), "fit_seconds": round(fit_seconds, 1),
+              "scores": {k: score(v, regression) for k, v in rows.items()}, "best_expert": best,
+              "old_rule": old, "new_rule": choice["chosen"], "held_out_loss": held_out,
+              "cross_validation": choice["cross_validation"], "ensemble_weights": choice["ensemble_weights"]}
+    for rule in ("old_rule", "new_rule"):
+        result[f"{rule}_minus_best_expert"] = difference(rows[result[rule]], rows[best], regression)
+    log.info("%s", json.dumps(result))
+    return result
+
+
+def markdown(results: list[dict]) -> str:
+    lines = [f"### Fusion choice: held-out rows against 5-fold cross-validation ({dt.date.today()})", "",
+             f"Machine: {machine()}. Scores on the test rows (accuracy; RMSE for regression). Old rule: the lower "
+             "loss on the rows the network early-stops on. New rule: the network only when its cross-validated "
+             "loss is lower by more than one standard error.", "",
+             "| set (train/test rows) | budget | network | ensemble | best expert | old rule picks | new rule picks | "
+             "cross-validated loss network / ensemble (diff ± se) | old − best expert | new − best expert |",
+             "|---|---|---:|---:|---|---|---|---|---:|---:|"]
+    for r in results:
+        s, cv = r["scores"], r["cross_validation"] or {}
+        cv_cell = (f"{cv['loss']['network']:.4f} / {cv['loss']['ensemble']:.4f} ({cv['difference']:+.4f} ± "
+                   f"{cv['standard_error']:.4f})") if cv else "too few rows"
+        old, new = r["old_rule_minus_best_expert"], r["new_rule_minus_best_expert"]
+        lines.append(f"| {r['dataset']} ({r['train_rows']:,}/{r['test_rows']:,}) | {r['minutes']} min "
+                     f"{r['quality']} | {s['network']:.4f} | {s['ensemble']:.4f} | {r['best_expert']} "
+                     f"{s[r['best_expert']]:.4f} | {r['old_rule']} | {r['new_rule']} | {cv_cell} | "
+                     f"{old[0]:+.4f} ± {old[1]:.4f} | {new[0]:+.4f} ± {new[1]:.4f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path)
+    parser.add_argument("--datasets", nargs="+")
+    parser.add_argument("--table", nargs="+", type=Path, metavar="JSONL", help="only print the table of these results")
+    parser.add_argument("--minutes", type=int, default=10)
+    parser.add_argument("--quality", default="best")
+    parser.add_argument("--seed", type=int, default=SEED)
+    parser.add_argument("--max-train-rows", type=int, default=3000)
+    parser.add_argument("--max-test-rows", type=int, default=2000)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "fusion-choice")
+    parser.add_argument("--write-docs", action="store_true")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if args.table:
+        print(markdown([json.loads(line) for path in args.table for line in path.read_text().splitlines() if line]))
+        return 0
+    if not (args.data and args.datasets):
+        parser.error("--data and --datasets are needed (or --table)")
+    args.out.mkdir(parents=True, exist_ok=True)
+    results = []
+    for name in args.datasets:
+        results.append(run_set(args, name))
+        with (args.out / "results.jsonl").open("a") as f:
+            f.write(json.dumps(results[-1]) + "\n")
+    table = markdown(results)
+    print(table)
+    if args.write_docs:
+        with DOCS.open("a") as f:
+            f.write("\n" + table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
