@@ -133,22 +133,28 @@ def run_product(train: pd.DataFrame, test: pd.DataFrame, budget_mins: int, quali
     return result
 
 
-def product_rows(model: Any, test: pd.DataFrame) -> dict[str, list[float]]:
-    """Per test row, for standard errors paired over rows when a set runs at one seed: whether the fused model
-    and each expert alone got the class right (classes) or the squared error (regression). Bench only: reaches
-    into the estimator's steps the way evaluate() does."""
-    from multimodal.core.schema import labels_to_indices, prepare_features
-    from multimodal.core.selection import each_expert_probabilities
+def fusion_inputs(model: Any, test: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """The fusion's inputs for the test rows (every expert's outputs side by side) and their targets: class
+    indices, or the numbers of a regression. Bench only: reaches into the estimator's steps as evaluate() does."""
     from multimodal.core.imagerefs import ImageSource
+    from multimodal.core.schema import labels_to_indices, prepare_features
     features = prepare_features(test, model.schema_)
     with ImageSource() as images:
         x = model._fusion_inputs(features, model._embed(features, images=images))
     if model.problem_type_ == REGRESSION:
-        y = regression_target(test)
+        return x, regression_target(test)
+    return x, labels_to_indices(test["label"], model.classes_, source="the test rows")[0]
+
+
+def product_rows(model: Any, test: pd.DataFrame) -> dict[str, list[float]]:
+    """Per test row, for standard errors paired over rows when a set runs at one seed: whether the fused model
+    and each expert alone got the class right (classes) or the squared error (regression)."""
+    from multimodal.core.selection import each_expert_probabilities
+    x, y = fusion_inputs(model, test)
+    if model.problem_type_ == REGRESSION:
         outputs = {"fused": model._predicted(x)}
         outputs.update({e.name: model._on_target_scale(x[:, i]) for i, e in enumerate(model.experts_)})
         return {k: ((v - y) ** 2).tolist() for k, v in outputs.items()}
-    y, _ = labels_to_indices(test["label"], model.classes_, source="the test rows")
     n = len(model.classes_)
     each = each_expert_probabilities(x, [e.classes for e in model.experts_], n)
     outputs = {"fused": model.fusion_.predict(x), **{e.name: p for e, p in zip(model.experts_, each)}}

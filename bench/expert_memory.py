@@ -76,7 +76,7 @@ def run(rows: int, width: int, seconds: int, variant: str = "product", models: l
     if out.returncode or not lines:
         raise RuntimeError(f"{rows} rows: exit {out.returncode}\n{out.stderr[-3000:]}")
     result = json.loads(lines[-1])
-    result["fit_growth_mb"] = result["peak_mb"] - max(result["rss_before_mb"], 0)
+    result["fit_growth_mb"] = result["peak_mb"] - result["rss_before_mb"]
     result["copies"] = result["fit_growth_mb"] / result["matrix_mb"]
     return result
 

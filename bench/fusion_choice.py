@@ -30,7 +30,17 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from compare import DOCS, IMAGE_MODEL, N_FOLDS, REGRESSION, SEED, problem_type, read_split  # noqa: E402
+from compare import (  # noqa: E402
+    DOCS,
+    IMAGE_MODEL,
+    N_FOLDS,
+    REGRESSION,
+    SEED,
+    fusion_inputs,
+    paired_se,
+    problem_type,
+    read_split,
+)
 from scale_out import machine  # noqa: E402
 
 log = logging.getLogger("fusion_choice")
@@ -60,18 +70,6 @@ def fit_keeping_both(train, kind: str, minutes: int, quality: str, seed: int):
     return model, kept
 
 
-def test_inputs(model, test) -> tuple[np.ndarray, np.ndarray]:
-    from multimodal.core.imagerefs import ImageSource
-    from multimodal.core.schema import labels_to_indices, prepare_features
-    features = prepare_features(test, model.schema_)
-    with ImageSource() as images:
-        x = model._fusion_inputs(features, model._embed(features, images=images))
-    if model.problem_type_ == REGRESSION:
-        return x, test["label"].astype(float).to_numpy()
-    y, _ = labels_to_indices(test["label"], model.classes_, source="the test rows")
-    return x, y
-
-
 def row_scores(model, kept: dict, x: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
     """Per test row: correct or not (classes), or the squared error on the target's scale (regression)."""
     from multimodal.core.selection import each_expert_probabilities
@@ -89,14 +87,11 @@ def score(rows: np.ndarray, regression: bool) -> float:
     return float(np.sqrt(rows.mean())) if regression else float(rows.mean())
 
 
-def difference(a: np.ndarray, b: np.ndarray, regression: bool, seed: int = 0) -> tuple[float, float]:
-    """score(a) - score(b) and its standard error, paired over the rows."""
-    if not regression:
-        d = a - b
-        return float(d.mean()), float(d.std(ddof=1) / np.sqrt(len(d)))
-    rng = np.random.default_rng(seed)
-    draws = [score(a[i], True) - score(b[i], True) for i in (rng.integers(0, len(a), len(a)) for _ in range(1000))]
-    return score(a, True) - score(b, True), float(np.std(draws, ddof=1))
+def difference(a: np.ndarray, b: np.ndarray, regression: bool) -> tuple[float, float]:
+    """score(a) - score(b) and its standard error, paired over the rows (``compare.paired_se``, which gives
+    accuracy differences in points: here in fractions, as the scores)."""
+    d = score(a, regression) - score(b, regression)
+    return d, paired_se(np.array([d]), a, b, regression) / (1 if regression else 100)
 
 
 def run_set(args: argparse.Namespace, name: str) -> dict:
@@ -106,7 +101,7 @@ def run_set(args: argparse.Namespace, name: str) -> dict:
     started = time.monotonic()
     model, kept = fit_keeping_both(train, kind, args.minutes, args.quality, args.seed)
     fit_seconds = time.monotonic() - started
-    x_test, y_test = test_inputs(model, test)
+    x_test, y_test = fusion_inputs(model, test)
     np.savez_compressed(args.out / f"{name}.npz", x=kept["x"], y=kept["y"], x_test=x_test, y_test=y_test)
     rows = row_scores(model, kept, x_test, y_test)
     choice = model.metrics_["fusion_choice"]

@@ -47,16 +47,20 @@ def test_an_expert_left_no_time_falls_back_to_a_small_model(tmp_path, monkeypatc
     assert expert.outputs(frame.head(3)).shape == (3, 3)
 
 
-def _small_expert(tmp_path, monkeypatch):
-    import pytest
-
+def _numeric_data(monkeypatch, rows: int, seed: int, rounds: int):
+    """A numeric expert's spec, frame and binary target (x_num > 0), with a LightGBM-only portfolio of ``rounds``."""
     from multimodal.core import experts
     pytest.importorskip("autogluon.tabular")
-    monkeypatch.setattr(experts, "hyperparameters_for", lambda quality: {"GBM": {"num_boost_round": 10}})
-    rng = np.random.default_rng(1)
-    frame = pd.DataFrame({"x_num": rng.normal(size=80), "y_num": rng.normal(size=80)})
+    monkeypatch.setattr(experts, "hyperparameters_for", lambda quality: {"GBM": {"num_boost_round": rounds}})
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame({"x_num": rng.normal(size=rows), "y_num": rng.normal(size=rows)})
     target = (frame["x_num"] > 0).astype(int).to_numpy()
-    spec = experts.ExpertSpec("num", "num", ["x_num", "y_num"])
+    return experts.ExpertSpec("num", "num", ["x_num", "y_num"]), frame, target
+
+
+def _small_expert(tmp_path, monkeypatch):
+    from multimodal.core import experts
+    spec, frame, target = _numeric_data(monkeypatch, rows=80, seed=1, rounds=10)
     expert, _ = experts.Expert.fit(spec, frame, target, path=tmp_path / "num", quality="toy", n_folds=2,
                                    time_limit=30, seed=0, text_columns=[])
     return spec, expert, frame
@@ -139,12 +143,7 @@ def test_refit_full_predicts_with_one_model_per_bag_fitted_on_every_row(tmp_path
     """refit_full: the saved expert holds one model per chosen model instead of one per fold, predicts with it
     after loading, and its out-of-fold outputs (what the fusion learns from) are still the bagged ones."""
     from multimodal.core import experts
-    pytest.importorskip("autogluon.tabular")
-    monkeypatch.setattr(experts, "hyperparameters_for", lambda quality: {"GBM": {"num_boost_round": 20}})
-    rng = np.random.default_rng(2)
-    frame = pd.DataFrame({"x_num": rng.normal(size=120), "y_num": rng.normal(size=120)})
-    target = (frame["x_num"] > 0).astype(int).to_numpy()
-    spec = experts.ExpertSpec("num", "num", ["x_num", "y_num"])
+    spec, frame, target = _numeric_data(monkeypatch, rows=120, seed=2, rounds=20)
     fit = dict(quality="toy", n_folds=3, time_limit=60, seed=0, text_columns=[])
     bagged, bagged_oof = experts.Expert.fit(spec, frame, target, path=tmp_path / "bagged", **fit)
     refit, refit_oof = experts.Expert.fit(spec, frame, target, path=tmp_path / "refit", refit_full=True, **fit)

@@ -93,7 +93,7 @@ def test_cross_validation_scores_every_row_out_of_fold_and_exposes_an_overfittin
 
     result = compare_by_cross_validation(
         x, y, False, {"network": memorise, "ensemble": lambda xs, ys: WeightedEnsemble.fit(xs, ys, layout, N_CLASSES)},
-        seed=0)
+        choice_folds(y, regression=False, seed=0))
     assert result["folds"] == 5 and seen == [400] * 5  # each fit saw 4 folds of 100 rows
     assert result["loss"]["network"] == pytest.approx(np.log(N_CLASSES))
     good_alone = loss(real_class_probabilities(x[:, :4], layout[0], N_CLASSES), y, False)

@@ -415,12 +415,13 @@ class MultimodalEstimator:
             fit_rows, held_out = self._hold_out(y)
             x_val, y_val = x[held_out], y[held_out]
             source = f"{len(held_out)} training rows held out from the fusion network (out-of-fold)"
+        folds = choice_folds(y, regression, self.seed)  # none when there are too few rows: the ensemble
         # each cross-validation network gets the share of the fusion's time the final one gets
-        share = budget.fusion_seconds() / (len(choice_folds(y, regression, self.seed)) + 1)
+        share = budget.fusion_seconds() / (len(folds) + 1)
         comparison = compare_by_cross_validation(
             x, self._fusion_target(y), regression,
             {"network": lambda xs, ys: self._train_network(xs, ys, share, quiet=True)[0],
-             "ensemble": lambda xs, ys: self._fit_ensemble(xs, ys)}, self.seed)
+             "ensemble": lambda xs, ys: self._fit_ensemble(xs, ys)}, folds) if folds else None
         network, curve = self._train_network(x[fit_rows], self._fusion_target(y[fit_rows]),
                                              max(budget.left(), share), x_val, self._fusion_target(y_val))
         ensemble = self._fit_ensemble(x[fit_rows], self._fusion_target(y[fit_rows]))

@@ -146,13 +146,11 @@ def choice_folds(y: np.ndarray, regression: bool, seed: int) -> list[tuple[np.nd
 
 
 def compare_by_cross_validation(x: np.ndarray, y: np.ndarray, regression: bool,
-                                fit: dict[str, Callable[[np.ndarray, np.ndarray], Fusion]], seed: int) -> dict | None:
-    """Each candidate of ``fit`` (name → fit(x, y) → fusion) fitted on k - 1 folds and scored on the k-th: every
-    row's out-of-fold loss per candidate, their means, and the first candidate's mean difference to the second
-    with its standard error (paired over rows). None when there are too few rows for folds."""
-    folds = choice_folds(y, regression, seed)
-    if not folds:
-        return None
+                                fit: dict[str, Callable[[np.ndarray, np.ndarray], Fusion]],
+                                folds: list[tuple[np.ndarray, np.ndarray]]) -> dict:
+    """Each candidate of ``fit`` (name → fit(x, y) → fusion) fitted on k - 1 of ``folds`` (``choice_folds``) and
+    scored on the k-th: every row's out-of-fold loss per candidate, their means, and the first candidate's mean
+    difference to the second with its standard error (paired over rows)."""
     out = {name: np.zeros(len(y)) for name in fit}
     for i, (fit_rows, scored) in enumerate(folds):
         for name, fit_one in fit.items():
