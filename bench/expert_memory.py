@@ -6,11 +6,19 @@ Usage::
     .venv/bin/python bench/expert_memory.py --rows 5000 50000 [--width 1280] [--seconds 60]
 
 For each row count a fresh Python process builds an embedding matrix (rows × width, float32, random but with a
-label that depends on it, as an image column's embeddings would be), builds the image expert's frame from it
-the way the estimator does (``Views.frame``), and fits the expert (``Expert.fit``, quality toy, 2 folds). It
-reports the process's resident memory just before the fit and its high-water mark (``ru_maxrss``) after it,
-and their difference in copies of the matrix. The growth between row counts, against the growth of the
-matrix, is the figure of issue 19 ("≤ 2× the growth of the embedding matrices"). Runs go one after another.
+label that depends on it, as an image column's embeddings would be), then does what the estimator does once the
+rows are embedded: fits the principal components and replaces the matrix by them where
+``reduce_image_embeddings`` says so (``Views.fit_reducers`` and ``Views.reduce``, at the spec's
+``image_embedding_dims``), builds the image expert's frame (``Views.frame``) and
+fits the expert (``Expert.fit``, quality toy, 2 folds). It reports the process's resident memory with the full
+matrix built, its high-water mark (``ru_maxrss``) at the end, and their difference in copies of the matrix.
+The growth of the peak between row counts, against the growth of the matrix, is the figure of issue 19 ("≤ 2×
+the growth of the embedding matrices"). Runs go one after another.
+
+Variants: ``product`` (the spec's defaults: ``reduce_image_embeddings=auto``, which reduces above 25,000 rows),
+``reduced`` (``reduce_image_embeddings=true``), ``full`` (``false``: the expert reads all dimensions, as every
+fit did before issue 19's fix), ``identity`` (``full`` with AutoGluon's feature generation replaced by a
+pass-through, a trial).
 """
 from __future__ import annotations
 
@@ -53,17 +61,28 @@ rows, width, seconds = {rows}, {width}, {seconds}
 rng = np.random.default_rng(0)
 matrix = rng.standard_normal((rows, width), dtype=np.float32)
 target = (matrix[:, :8].sum(axis=1) > 0).astype(int) + (matrix[:, 8:16].sum(axis=1) > 0).astype(int)
+matrix_mb = matrix.nbytes / 2**20
 schema = Schema(["ID", "photo_image", "label"], [Column("photo_image", "image")])
+from multimodal.core.hyperparameters import defaults
+from multimodal.core.views import reduces_images
+setting = {{"full": "false", "identity": "false", "reduced": "true"}}.get(variant,
+                                                                         defaults()["reduce_image_embeddings"])
+dims = defaults()["image_embedding_dims"] if reduces_images(setting, rows) else 0
 views = Views(schema, text_model="ngrams")
 spec = ExpertSpec("photo_image", "image", ["photo_image"])
-frame = views.frame(spec, None, {{"photo_image": matrix}})
 before = rss_mb()
 peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+embeddings = {{"photo_image": matrix}}
+del matrix  # the estimator's embeddings dict is the only reference
+views.fit_reducers(embeddings, image_dims=dims, joint=False, seed=0)
+views.reduce(embeddings)
+frame = views.frame(spec, None, embeddings)
 with tempfile.TemporaryDirectory() as tmp:
     Expert.fit(spec, frame, target, path=Path(tmp) / "photo_image", quality="toy", n_folds=2, time_limit=seconds,
                seed=0, text_columns=[])
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(json.dumps({{"variant": variant + (":" + "+".join(models) if models else ""), "rows": rows, "width": width, "matrix_mb": matrix.nbytes / 2**20, "rss_before_mb": before,
+print(json.dumps({{"variant": variant + (":" + "+".join(models) if models else ""), "rows": rows, "width": width,
+                  "matrix_mb": matrix_mb, "expert_width": frame.shape[1], "rss_before_mb": before,
                   "peak_before_fit_mb": peak_before, "peak_mb": peak}}))
 """
 
@@ -86,8 +105,10 @@ def main() -> int:
     parser.add_argument("--rows", nargs="+", type=int, default=[5000, 50000])
     parser.add_argument("--width", type=int, default=1280, help="embedding width (efficientnet_lite0: 1280)")
     parser.add_argument("--seconds", type=int, default=60, help="the expert's time limit")
-    parser.add_argument("--variants", nargs="+", default=["product"], choices=["product", "identity"],
-                        help="identity: AutoGluon's feature generation replaced by IdentityFeatureGenerator (a trial)")
+    parser.add_argument("--variants", nargs="+", default=["product", "reduced", "full"],
+                        choices=["product", "reduced", "full", "identity"],
+                        help="reduced / full: reduce_image_embeddings=true / false; identity: full with AutoGluon's "
+                             "feature generation replaced by IdentityFeatureGenerator (a trial)")
     parser.add_argument("--models", nargs="+", metavar="FAMILY",
                         help="one run per family (GBM, CAT, XGB, NN_TORCH, …): which model holds the peak")
     args = parser.parse_args()
@@ -96,11 +117,12 @@ def main() -> int:
                for models in families for rows in args.rows]
     for r in results:
         print(json.dumps(r))
-    print("| variant | rows | matrix MiB | RSS before the fit MiB | peak MiB | growth in the fit MiB | copies of the matrix |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("| variant | rows | matrix MiB | expert's columns | RSS with the matrix MiB | peak MiB | growth after "
+          "embedding MiB | copies of the matrix |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
-        print(f"| {r['variant']} | {r['rows']:,} | {r['matrix_mb']:.0f} | {r['rss_before_mb']:.0f} | {r['peak_mb']:.0f} | "
-              f"{r['fit_growth_mb']:.0f} | {r['copies']:.1f} |")
+        print(f"| {r['variant']} | {r['rows']:,} | {r['matrix_mb']:.0f} | {r['expert_width']:,} | "
+              f"{r['rss_before_mb']:.0f} | {r['peak_mb']:.0f} | {r['fit_growth_mb']:.0f} | {r['copies']:.1f} |")
     for variant in dict.fromkeys(r["variant"] for r in results):
         runs = [r for r in results if r["variant"] == variant]
         if len(runs) >= 2:

@@ -17,7 +17,11 @@ Each variant is one bagged AutoGluon expert (``multimodal.core.experts.Expert.fi
   numbers NaN, categories and text raw with empty = missing, AutoGluon's own type detection);
 * ``all-columns``: ``bench/compare.py``'s baseline itself (AutoGluon's defaults: calibration on);
 * ``stacked``: the product's frame with one stacking level inside the expert (what ``quality=best`` did before
-  issue 18: ``num_stack_levels=1``, ``dynamic_stacking=False``).
+  issue 18: ``num_stack_levels=1``, ``dynamic_stacking=False``);
+* ``on-experts``: the product's frame plus every expert's outputs from a fitted product (out-of-fold on the
+  training rows, the fitted bags' on the test rows), read from ``bench/fusion_choice.py``'s ``<set>.npz`` in
+  ``--experts-npz``: AutoGluon as a second-level stacker over the experts with the original columns, in place of
+  the fusion. The npz must come from the same rows (same ``--max-*-rows`` and seed 0).
 
 Each expert variant also reports its out-of-fold scores on the training rows (what the fusion trains on): an
 out-of-fold accuracy far above the test accuracy means the out-of-fold outputs leak, and a fusion fitted on them
@@ -40,7 +44,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from compare import N_FOLDS, SEED, read_split, run_all_columns, user_frame  # noqa: E402
 
-VARIANTS = ("product", "autodetect-text", "nan-numbers", "user-frame", "all-columns", "stacked")
+VARIANTS = ("product", "autodetect-text", "nan-numbers", "user-frame", "all-columns", "stacked", "on-experts")
 
 
 def joint_frames(train, test, variant: str):
@@ -66,7 +70,18 @@ def joint_frames(train, test, variant: str):
     return frames[0], frames[1], text, classes, y_train, y_test
 
 
-def run(train, test, variant: str, quality: str, seconds: int) -> dict:
+def with_expert_outputs(x_train, x_test, y_train, npz: Path):
+    """The frames with the fitted product's expert outputs appended as numeric columns (rows checked by label)."""
+    import pandas as pd
+    saved = np.load(npz)
+    if len(saved["y"]) != len(x_train) or not np.array_equal(saved["y"], y_train):
+        raise SystemExit(f"{npz}: its training rows are not these (fit it with the same rows and seed)")
+    names = [f"expert_output_{i}" for i in range(saved["x"].shape[1])]
+    return tuple(pd.concat([frame.reset_index(drop=True), pd.DataFrame(values, columns=names)], axis=1)
+                 for frame, values in ((x_train, saved["x"]), (x_test, saved["x_test"])))
+
+
+def run(train, test, variant: str, quality: str, seconds: int, experts_npz: Path | None = None) -> dict:
     from multimodal.core.experts import QUALITY, Expert, ExpertSpec
     from multimodal.core.scores import classification_scores
     from multimodal.core.selection import real_class_probabilities
@@ -77,7 +92,9 @@ def run(train, test, variant: str, quality: str, seconds: int) -> dict:
         return {"accuracy": result["accuracy"], "log_loss": result["log_loss"],
                 "fit_seconds": result["fit_seconds"], "best_model": result["best_model"]}
     x_train, x_test, text, classes, y_train, y_test = joint_frames(
-        train, test, "product" if variant == "stacked" else variant)
+        train, test, "product" if variant in ("stacked", "on-experts") else variant)
+    if variant == "on-experts":
+        x_train, x_test = with_expert_outputs(x_train, x_test, y_train, experts_npz)
     spec = ExpertSpec("joint", "joint", list(x_train.columns))
     if variant == "stacked":  # the same preset and folds with one stacking level (and no dynamic stacking)
         preset, _, folds = QUALITY[quality]
@@ -105,6 +122,7 @@ def main() -> int:
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     parser.add_argument("--max-train-rows", type=int, default=3000)
     parser.add_argument("--max-test-rows", type=int, default=2000)
+    parser.add_argument("--experts-npz", type=Path, help="bench/fusion_choice.py's output folder (on-experts)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     rows = []
@@ -112,7 +130,8 @@ def main() -> int:
         train, test = read_split(args.data, dataset, args.max_train_rows, args.max_test_rows)
         for variant in args.variants:
             result = {"dataset": dataset, "variant": variant, "quality": quality_name(args),
-                      **run(train, test, variant, args.quality, args.seconds)}
+                      **run(train, test, variant, args.quality, args.seconds,
+                             args.experts_npz and args.experts_npz / f"{dataset}.npz")}
             print(json.dumps(result), flush=True)
             rows.append(result)
     print("\n| data | variant | accuracy | log-loss | out-of-fold accuracy | out-of-fold log-loss | fit s | best model |"

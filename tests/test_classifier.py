@@ -9,6 +9,8 @@ from multimodal import MultimodalClassifier
 from multimodal.core.artifact import CONFIG_FILE
 from multimodal.tools.synthetic import CLASSES, make_dataset, make_interaction_dataset
 
+from conftest import FAST_HYPERPARAMETERS
+
 pytestmark = pytest.mark.slow
 
 
@@ -127,6 +129,7 @@ def test_artifact_layout_and_config(saved_model_dir, trained):
     fusion_file = {"network": "fusion.keras", "ensemble": "ensemble.json"}[config["metrics"]["fusion_choice"]["chosen"]]
     assert [f.name for f in (saved_model_dir / "wholistic").iterdir()] == [fusion_file]
     assert config["hyperparameters"]["quality"] == "toy"
+    assert config["reduced_embeddings"] == []  # 360 rows: the image expert reads the full embedding (auto)
     assert {"autogluon.tabular", "keras", "torch", "multimodal"} <= set(config["versions"])
     assert config["metrics"]["validation"]["accuracy"] > 0.5
     assert not list(saved_model_dir.rglob("*.pkl.oof*"))
@@ -209,6 +212,44 @@ def test_the_missing_indicator_reaches_the_numeric_expert_and_survives_save_load
         features = {e.name: e.predictor.features() for e in model.experts_}
         assert {"size_num__missing", "weight_num__missing"} <= set(features["num"])
         assert {"size_num__missing", "weight_num__missing"} <= set(features["joint"])
+
+
+def test_reduced_image_embeddings_reach_every_expert_and_survive_save_load(tmp_path, test_df):
+    model = MultimodalClassifier(**{**FAST_HYPERPARAMETERS, "n_mins": 0, "n_secs": 45, "n_folds": 2},
+                                 reduce_image_embeddings="true", image_embedding_dims=16).fit(make_dataset(150, seed=61))
+    assert model.views_.reduced == {"photo_image"}
+    features = {e.name: e.predictor.features() for e in model.experts_}
+    components = [f"photo_image__pc{i}" for i in range(16)]
+    assert set(features["photo_image"]) <= set(components) and len(features["photo_image"]) >= 12
+    # joint_embedding_dims (32) is more than the 16 shared components: the joint expert reads all of them
+    assert {f for f in features["joint"] if f.startswith("photo_image")} <= set(components)
+    model.save(tmp_path / "m")
+    assert json.loads((tmp_path / "m" / CONFIG_FILE).read_text())["reduced_embeddings"] == ["photo_image"]
+    rows = test_df.drop(columns="label").head(40)
+    loaded = MultimodalClassifier.load(tmp_path / "m")
+    pd.testing.assert_frame_equal(loaded.predict_proba(rows), model.predict_proba(rows))
+    assert (model.predict(rows) == test_df["label"].head(40)).mean() > 0.5
+
+
+def test_a_model_saved_before_shared_image_reductions_loads_and_predicts_as_it_did(trained, saved_model_dir,
+                                                                                   tmp_path, test_df):
+    """A version-4 model's image expert read the full embedding, and its config has neither "reduced_embeddings"
+    nor the hyperparameters that decide it: loading it must not reduce what its expert never saw reduced."""
+    import shutil
+    features = next(e for e in trained.experts_ if e.name == "photo_image").predictor.features()
+    # efficientnet_lite0's own dimensions (AutoGluon drops those that are constant over the training rows)
+    assert len(features) > 1000 and all(f.startswith("photo_image__") and f[13:].isdigit() for f in features)
+    shutil.copytree(saved_model_dir, tmp_path / "m")
+    config_path = tmp_path / "m" / CONFIG_FILE
+    config = json.loads(config_path.read_text())
+    del config["reduced_embeddings"]
+    del config["hyperparameters"]["image_embedding_dims"], config["hyperparameters"]["reduce_image_embeddings"]
+    config["format_version"] = 4
+    config_path.write_text(json.dumps(config))
+    old = MultimodalClassifier.load(tmp_path / "m")
+    assert old.reduce_image_embeddings == "false" and old.views_.reduced == set()
+    rows = test_df.drop(columns="label").head(30)
+    pd.testing.assert_frame_equal(old.predict_proba(rows), MultimodalClassifier.load(saved_model_dir).predict_proba(rows))
 
 
 @pytest.fixture(scope="module")

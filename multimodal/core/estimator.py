@@ -67,7 +67,7 @@ from .selection import (
 from .selection import loss as selection_loss
 from .targets import choose_problem_type, numeric_targets
 from .timebudget import TimeBudget
-from .views import JOINT, Views, expert_specs, missing_fractions, missing_indicators
+from .views import JOINT, Views, expert_specs, missing_fractions, missing_indicators, reduces_images
 
 log = logging.getLogger(__name__)
 BAD_IMAGES_LOGGED = 20  # warnings about single bad images in a fit; the rest are counted
@@ -275,7 +275,7 @@ class MultimodalEstimator:
 
     def _set_schema(self, schema: Schema) -> None:
         self.schema_ = schema
-        self.views_ = Views(schema, text_model=self.text_model)
+        self.views_ = Views(schema, text_model=self.text_model, joint_dims=self.joint_embedding_dims)
 
     def _label(self, train: Rows, validation: Rows | None) -> tuple[_Split, _Split | None]:
         """The targets of the labelled rows (the others are dropped); sets ``problem_type_``, ``classes_`` or the
@@ -284,7 +284,8 @@ class MultimodalEstimator:
             raise DataError("the training data has a header but no data rows: add training examples, one per row")
         self.problem_type_ = self._choose_problem_type(train.labels)
         y, labelled = self._targets(train, source="the training data")
-        train = train.take(labelled)
+        if not labelled.all():  # a copy of every embedding matrix, only when rows are dropped
+            train = train.take(labelled)
         self.missing_indicators_ = missing_indicators(self.schema_, train.features)
         self.fusion_missing_inputs_ = FUSION_MISSING_FRACTIONS or self.problem_type_ == REGRESSION
         schema = self.schema_
@@ -348,8 +349,10 @@ class MultimodalEstimator:
         self._workdir = Path(tempfile.mkdtemp(prefix="multimodal-"))
         weakref.finalize(self, shutil.rmtree, self._workdir, ignore_errors=True)
         specs = expert_specs(self.schema_, indicators=self.missing_indicators_, joint=self.joint_expert)
-        if any(s.modality == JOINT for s in specs):
-            self.views_.fit_reducers(train.embeddings, self.joint_embedding_dims, seed=self.seed)
+        image_dims = self.image_embedding_dims if reduces_images(self.reduce_image_embeddings, len(train.y)) else 0
+        self.views_.fit_reducers(train.embeddings, image_dims=image_dims, joint=any(s.modality == JOINT for s in specs),
+                                 seed=self.seed)
+        self.views_.reduce(train.embeddings)  # the full image embeddings are freed here
         jobs = [job for job in (self._expert_job(spec, train) for spec in specs) if job is not None]
         if not jobs:
             raise DataError("every feature column is empty in every training row: nothing to learn from")
@@ -554,8 +557,10 @@ class MultimodalEstimator:
     def _fusion_inputs(self, features: Features, embeddings: dict[str, np.ndarray], *,
                        needed: list[bool] | None = None) -> np.ndarray:
         """The experts' outputs side by side (then the missing fractions, for models that use them). With
-        ``needed``, an expert marked False is not run: zeros stand in for its outputs."""
+        ``needed``, an expert marked False is not run: zeros stand in for its outputs. Full image embeddings in
+        ``embeddings`` are replaced by their principal components (``Views.reduce``)."""
         needed = needed or [True] * len(self.experts_)
+        self.views_.reduce(embeddings)
         outputs = [e.outputs(self.views_.frame(e.spec, features, embeddings)) if use
                    else np.zeros((len(features.values), max(len(e.classes), 1)))
                    for e, use in zip(self.experts_, needed)]
@@ -690,6 +695,7 @@ class MultimodalEstimator:
             "experts": [{**e.spec.to_json(), "classes": e.classes, "path": f"{artifact.EXPERTS_DIR}/{e.name}"}
                         for e in self.experts_],
             "reducers": reducers,
+            "reduced_embeddings": sorted(self.views_.reduced),
             "fusion": {"path": artifact.FUSION_DIR, "missing_fractions": self.fusion_missing_inputs_},
             "metrics": self.metrics_,
             "versions": _versions(),
@@ -718,8 +724,9 @@ class MultimodalEstimator:
         config = _read_config(path)
         model = cls._from_config(config, path)
         model.schema_ = Schema.from_json(config["schema"])
-        model.views_ = Views(model.schema_, text_model=model.text_model,
-                             reducers={c: Reducer.load(path / p) for c, p in config.get("reducers", {}).items()})
+        model.views_ = Views(model.schema_, text_model=model.text_model, joint_dims=model.joint_embedding_dims,
+                             reducers={c: Reducer.load(path / p) for c, p in config.get("reducers", {}).items()},
+                             reduced=config.get("reduced_embeddings", []))
         model.missing_indicators_ = next((e.get("indicators", []) for e in config["experts"] if e["modality"] == "num"),
                                          [])
         model.fusion_missing_inputs_ = bool(config["fusion"].get("missing_fractions", False))
@@ -750,7 +757,7 @@ class MultimodalEstimator:
             raise ValueError(f"{path} holds a {'regression' if family == REGRESSION else 'classification'} model: "
                              f"load it with MultimodalEstimator.load (either kind) or "
                              f"{'MultimodalRegressor' if family == REGRESSION else 'MultimodalClassifier'}.load")
-        model = cls(**{**config["hyperparameters"], **extra})
+        model = cls(**{**artifact.ADDED_HYPERPARAMETERS, **config["hyperparameters"], **extra})
         model.problem_type_ = problem
         if family == REGRESSION:
             model.target_mean_, model.target_std_ = float(config["target"]["mean"]), float(config["target"]["std"])

@@ -1,8 +1,9 @@
-"""Principal-component reduction of embedding columns for the joint expert.
+"""Principal-component reduction of embedding columns.
 
 An image embedding has 512–2,048 dimensions and a sentence embedding 384; next to a handful of numbers and
-categories they would drown the joint expert's trees (and its time budget). Each embedding column is reduced
-to a few principal components fitted on the training rows. Saved as a numpy ``.npz`` (no pickle).
+categories they would drown the joint expert's trees (and its time budget), and an image expert's fit holds
+several copies of its input. Each embedding column is reduced to principal components fitted on the training
+rows (``multimodal.core.views`` says which and how many). Saved as a numpy ``.npz`` (no pickle).
 """
 from __future__ import annotations
 

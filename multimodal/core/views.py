@@ -5,9 +5,15 @@
 * ``num``: the numbers (a missing one is 0, the original algorithm's rule) and, for every ``_num`` column that
   had missing values in training, a 0/1 ``<column>__missing`` indicator: 0 alone cannot tell "missing" from
   "zero", and on real data that cost the numeric expert 5 points of accuracy.
-* ``cat``: the categories. ``image``: one column's image embedding (one expert per image column).
-* ``joint``: all of the above together, each embedding reduced to a few principal components, so that one
-  expert can learn interactions between modalities (a number that matters only for some category).
+* ``cat``: the categories. ``image``: one column's image embedding (one expert per image column). With many
+  rows (``reduce_image_embeddings``) it is reduced once to ``image_embedding_dims`` principal components that
+  every expert reads, and the full embedding (1,280–2,048 floats a row) is dropped as soon as it is reduced, so
+  that AutoGluon's copies of the expert's frame — about eight at the peak of a fit — are of a matrix 10× smaller
+  (issue 19: the peak memory of 50,000 image rows). Not by default on fewer rows: there the rotated components
+  cost the fused model 1–2.5 points against the encoder's own dimensions (docs/benchmarks.md).
+* ``joint``: all of the above together, each embedding reduced to a few principal components (an image column's
+  first ``joint_embedding_dims`` of its shared ones), so that one expert can learn interactions between
+  modalities (a number that matters only for some category).
 """
 from __future__ import annotations
 
@@ -38,14 +44,36 @@ def missing_indicators(schema: Schema, features: Features) -> list[str]:
     return [c for c in schema.names("num") if features.missing[c].any()]
 
 
-class Views:
-    """Builds each expert's input frame; the same code at fit and at prediction time."""
+# Principal components are fitted on at most this many training rows (a seeded sample): the components of a
+# 1,280-wide embedding are settled long before, and the fit's copies of the matrix stop growing with the data.
+REDUCER_FIT_ROWS = 10_000
+# Rows reduced at a time: (x - mean) of the whole matrix would be one more full-size copy.
+REDUCE_CHUNK_ROWS = 4_096
+# reduce_image_embeddings=auto reduces above this many training rows: from about here the image expert's copies
+# of a full embedding matrix become the training job's memory peak (docs/benchmarks.md, issue 19).
+REDUCE_IMAGES_FROM_ROWS = 25_000
 
-    def __init__(self, schema: Schema, *, text_model: str, reducers: dict[str, Reducer] | None = None) -> None:
+
+def reduces_images(setting: str, rows: int) -> bool:
+    """Whether ``reduce_image_embeddings=setting`` reduces the image embeddings of ``rows`` training rows."""
+    return setting == "true" or (setting == "auto" and rows > REDUCE_IMAGES_FROM_ROWS)
+
+
+class Views:
+    """Builds each expert's input frame; the same code at fit and at prediction time.
+
+    ``joint_dims`` (``joint_embedding_dims``): components of each embedding in the joint expert's frame, 0 for
+    all. ``reduced``: the columns whose embeddings ``reduce`` replaces by their components (set by
+    ``fit_reducers``, saved with the model: a model saved before version 5 has none)."""
+
+    def __init__(self, schema: Schema, *, text_model: str, joint_dims: int = 0,
+                 reducers: dict[str, Reducer] | None = None, reduced: list[str] | tuple = ()) -> None:
         self.schema = schema
         self.modality = {c.name: c.modality for c in schema.columns}
         self.text_model = text_model
+        self.joint_dims = joint_dims
         self.reducers = reducers or {}
+        self.reduced = set(reduced)
 
     def embedded_columns(self) -> list[str]:
         """Columns turned into embeddings before the experts see them: images, and text with minilm."""
@@ -57,10 +85,29 @@ class Views:
             return []
         return [c for c in spec.columns if self.modality[c] == "text"]
 
-    def fit_reducers(self, embeddings: dict[str, np.ndarray], dims: int, *, seed: int) -> None:
-        """Principal components of each embedding column, for the joint expert (none when ``dims`` is 0)."""
-        self.reducers = {column: Reducer.fit(matrix, dims, seed=seed) for column, matrix in embeddings.items()
-                         if dims and matrix.shape[1] > dims}
+    def fit_reducers(self, embeddings: dict[str, np.ndarray], *, image_dims: int, joint: bool, seed: int) -> None:
+        """Principal components of each embedding column wider than it needs to be: ``image_dims`` for an image
+        column (shared by every expert; 0: none), else ``joint_dims`` for the joint expert alone (``joint``:
+        whether there is one)."""
+        self.reducers, self.reduced = {}, set()
+        for column, matrix in embeddings.items():
+            width = matrix.shape[1]
+            if self.modality[column] == "image" and 0 < image_dims < width:
+                self.reducers[column] = Reducer.fit(_sample(matrix, seed), image_dims, seed=seed)
+                self.reduced.add(column)
+            elif joint and 0 < self.joint_dims < width:
+                self.reducers[column] = Reducer.fit(_sample(matrix, seed), self.joint_dims, seed=seed)
+
+    def reduce(self, embeddings: dict[str, np.ndarray]) -> None:
+        """Replace, in ``embeddings`` itself, each shared-reduction column's matrix by its principal components:
+        the full matrix is freed here unless the caller holds it elsewhere."""
+        for column in self.reduced & set(embeddings):
+            matrix = embeddings[column]
+            if matrix.shape[1] == self.reducers[column].dims:
+                continue  # reduced already
+            embeddings[column] = np.concatenate(
+                [self.reducers[column].transform(matrix[i:i + REDUCE_CHUNK_ROWS])
+                 for i in range(0, len(matrix), REDUCE_CHUNK_ROWS)] or [self.reducers[column].transform(matrix)])
 
     def frame(self, spec: ExpertSpec, features: Features, embeddings: dict[str, np.ndarray]) -> pd.DataFrame:
         parts = []
@@ -77,10 +124,22 @@ class Views:
         return pd.concat(parts, axis=1) if len(parts) > 1 else parts[0]
 
     def _embedding(self, spec: ExpertSpec, column: str, matrix: np.ndarray) -> pd.DataFrame:
+        if column in self.reduced:  # ``matrix`` holds the components already (``reduce``)
+            width = matrix.shape[1] if spec.modality != JOINT or not self.joint_dims else min(self.joint_dims,
+                                                                                                 matrix.shape[1])
+            return pd.DataFrame(matrix[:, :width], columns=[f"{column}__pc{i}" for i in range(width)])
         reducer = self.reducers.get(column) if spec.modality == JOINT else None
         if reducer is not None:
             return pd.DataFrame(reducer.transform(matrix), columns=[f"{column}__pc{i}" for i in range(reducer.dims)])
         return pd.DataFrame(matrix, columns=[f"{column}__{i}" for i in range(matrix.shape[1])])
+
+
+def _sample(matrix: np.ndarray, seed: int) -> np.ndarray:
+    """At most ``REDUCER_FIT_ROWS`` of ``matrix``'s rows, drawn with ``seed`` (all of them when fewer)."""
+    if len(matrix) <= REDUCER_FIT_ROWS:
+        return matrix
+    rows = np.random.default_rng(seed).choice(len(matrix), REDUCER_FIT_ROWS, replace=False)
+    return matrix[np.sort(rows)]
 
 
 def missing_fractions(features: Features, specs: list[ExpertSpec]) -> np.ndarray:
