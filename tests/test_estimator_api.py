@@ -48,3 +48,13 @@ def test_the_public_errors_are_exported():
     for name in ("DataError", "HyperparameterError", "TimeBudgetError", "NotFittedError"):
         assert getattr(multimodal, name) is getattr(errors, name) and name in multimodal.__all__
     assert issubclass(errors.DataError, ValueError) and issubclass(errors.HyperparameterError, ValueError)
+
+
+@pytest.mark.parametrize("content", [b"\xff\xfe\x00garbage", b'{"format": "multimodal-classifier", "format_ver',
+                                     b"[1, 2, 3]"])
+def test_a_damaged_model_config_is_an_error_that_names_the_file(tmp_path, content):
+    """A truncated or garbage model_config.json (an interrupted copy, a wrong file) must say which file is broken,
+    not only "UnicodeDecodeError" or "JSONDecodeError"."""
+    (tmp_path / "model_config.json").write_bytes(content)
+    with pytest.raises(ValueError, match=f"{tmp_path / 'model_config.json'}"):
+        MultimodalClassifier.load(tmp_path)

@@ -414,6 +414,16 @@ def test_a_broken_model_directory_exits_non_zero_quickly(model_dir, tmp_path):
         assert "cannot serve" in srv.log and "fusion" in srv.log and "Reason: the model could not be loaded" in srv.log
     finally:
         srv.stop()
+    truncated = tmp_path / "truncated"
+    shutil.copytree(model_dir, truncated / "model")
+    config = truncated / "model" / "model_config.json"
+    config.write_bytes(config.read_bytes()[:100])  # an interrupted copy
+    srv = Server(truncated, tmp_path / "c", SAGEMAKER_MODEL_SERVER_WORKERS="1")
+    try:
+        assert srv.wait_exit(120) == 3, srv.log[-3000:]
+        assert f"{config} is not readable JSON" in srv.log, srv.log[-3000:]
+    finally:
+        srv.stop()
 
 
 def test_a_worker_dying_while_loading_stops_the_server(model_dir, tmp_path):

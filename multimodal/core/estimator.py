@@ -834,8 +834,12 @@ def _read_config(path: Path) -> dict:
     if not config_path.is_file():
         raise FileNotFoundError(f"{config_path} not found: {path} is not a model saved by MultimodalEstimator "
                                 "(for SageMaker, the contents of model.tar.gz must be extracted there)")
-    config = json.loads(config_path.read_text(encoding="utf-8"))
-    if config.get("format") != artifact.FORMAT:
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{config_path} is not readable JSON ({exc}): the model directory is damaged or was "
+                         "copied incompletely; extract model.tar.gz again, or retrain") from exc
+    if not isinstance(config, dict) or config.get("format") != artifact.FORMAT:
         raise ValueError(f"{config_path} is not a multimodal model artifact")
     if config.get("format_version") not in artifact.READABLE_VERSIONS:
         raise ValueError(

@@ -21,7 +21,6 @@ from .errors import TimeBudgetError
 log = logging.getLogger(__name__)
 
 TARGET = "__target__"
-INSUFFICIENT = "insufficient information"
 # quality → (AutoGluon hyperparameter preset, stacking levels, minimum bagging folds)
 QUALITY = {
     "toy": ("toy", 0, 0),

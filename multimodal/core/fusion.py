@@ -75,10 +75,6 @@ class DenseStack:
         self._activations = [ACTIVATIONS[activation] for _, _, activation in layers]
 
     @property
-    def n_inputs(self) -> int:
-        return self.layers[0][0].shape[0]
-
-    @property
     def n_outputs(self) -> int:
         return self.layers[-1][0].shape[1]
 

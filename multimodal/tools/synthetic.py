@@ -127,9 +127,6 @@ def make_dataset(n_rows: int = 400, *, seed: int = 0, missing_rate: float = 0.08
     return frame
 
 
-INTERACTION_CLASSES = ("keep", "return", "exchange")
-
-
 def make_interaction_dataset(n_rows: int = 400, *, seed: int = 0, missing_rate: float = 0.1) -> pd.DataFrame:
     """Rows whose class is decided by an interaction between a number and a category.
 
