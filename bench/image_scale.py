@@ -8,7 +8,7 @@ Usage::
 
 Writes ``max(--rows)`` distinct JPEGs of about ``--kilobytes`` KB (``multimodal.tools.synthetic.photo_jpeg``) once
 under WORK/photos, then for each row count and ``reduce_image_embeddings`` variant runs one training job
-(``python -m multimodal.sagemaker.training.job``: an ``images`` channel of the first N photos, hard-linked, and a
+(``bench/image_sources.py``'s ``run_job``: an ``images`` channel of the first N photos, hard-linked, and a
 CSV of ID, price_num, colour_cat, photo_image as a relative path, label; quality=toy, n_folds=2, efficientnet_lite0,
 the other hyperparameters at the spec's defaults), one after another, polling the RSS of the job's process tree
 (``bench/train_memory.py``'s ``measure``). Reported: wall time, the end of embedding, the peak RSS of the tree, and
@@ -33,24 +33,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from expert_memory import report  # noqa: E402
-from train_memory import EMBED_LINE, MB, measure  # noqa: E402
+from image_sources import run_job, write_photos  # noqa: E402
+from train_memory import MB  # noqa: E402
 
 log = logging.getLogger("image_scale")
 WIDTH = 1280  # efficientnet_lite0's embedding
-
-
-def write_photos(directory: Path, count: int, kilobytes: float) -> list[Path]:
-    from multimodal.tools.synthetic import photo_jpeg
-    directory.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i in range(count):
-        path = directory / f"{i:06d}.jpg"
-        if not path.exists():
-            path.write_bytes(photo_jpeg(kilobytes, seed=i))
-        paths.append(path)
-        if i and i % 5000 == 0:
-            log.info("photos: %d/%d", i, count)
-    return paths
 
 
 def job_root(work: Path, name: str, photos: list[Path], hyperparameters: dict[str, str]) -> Path:
@@ -80,16 +67,6 @@ def job_root(work: Path, name: str, photos: list[Path], hyperparameters: dict[st
     return root
 
 
-def run_job(root: Path, timeout: float) -> dict:
-    env = dict(os.environ, MULTIMODAL_ML_ROOT=str(root), PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2")
-    measured = measure([sys.executable, "-m", "multimodal.sagemaker.training.job"], env, root, root, timeout)
-    if measured.exit_status != 0:
-        raise SystemExit(f"the job in {root} failed (exit {measured.exit_status}): see {root / 'stderr.txt'}")
-    embedded = [t for t, line in measured.lines if EMBED_LINE.search(line)]
-    return {"wall_s": round(measured.wall, 1), "embedded_by_s": round(max(embedded), 1),
-            "peak_tree_mb": round(max(s.tree_rss for s in measured.samples) / MB, 1)}
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", nargs="+", type=int, default=[5000, 50000])
@@ -110,14 +87,14 @@ def main() -> int:
             log.info("training job: %d image rows, reduce_image_embeddings=%s…", rows, variant)
             root = job_root(args.work, f"{variant}-{rows}", photos[:rows], hyperparameters)
             result = {"variant": variant, "rows": rows, "matrix_mb": round(rows * WIDTH * 4 / MB, 1),
-                      **run_job(root, timeout=args.minutes * 60 * 3)}
+                      **run_job(root, dict(os.environ), timeout=args.minutes * 60 * 3)}
             log.info("  → %s", result)
             results.append(result)
             shutil.rmtree(root / "input" / "data" / "images", ignore_errors=True)
     print(json.dumps(results))
     report(results, {"reduce_image_embeddings": "{}", "image rows": "{:,}", "embedding matrix MB": "{:,.0f}",
                      "embedded by s": "{:.0f}", "job wall s": "{:.0f}", "peak RSS of the job MB": "{:,.0f}"},
-           ["variant", "rows", "matrix_mb", "embedded_by_s", "wall_s", "peak_tree_mb"], "peak_tree_mb", "MB")
+           ["variant", "rows", "matrix_mb", "read_and_embed_s", "wall_s", "peak_tree_mb"], "peak_tree_mb", "MB")
     return 0
 
 

@@ -56,14 +56,16 @@ PAYLOAD_BYTES = 6 * 1024 * 1024
 SERVED_ROWS = 400
 
 
-def write_photos(directory: Path, count: int) -> list[Path]:
+def write_photos(directory: Path, count: int, kilobytes: float | None = None) -> list[Path]:
+    """``count`` distinct JPEGs under ``directory`` (kept from an earlier run): of ``kilobytes`` KB, or by default
+    of sizes spread evenly over 100 KB–1 MB."""
     from multimodal.tools.synthetic import photo_jpeg
     directory.mkdir(parents=True, exist_ok=True)
     paths = []
     for i in range(count):
         path = directory / f"{i:06d}.jpg"
         if not path.exists():
-            path.write_bytes(photo_jpeg(100 + 900 * (i % 19) / 18, seed=i))
+            path.write_bytes(photo_jpeg(kilobytes or 100 + 900 * (i % 19) / 18, seed=i))
         paths.append(path)
         if i and i % 500 == 0:
             log.info("photos: %d/%d", i, count)

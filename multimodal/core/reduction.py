@@ -12,6 +12,10 @@ from pathlib import Path
 import numpy as np
 
 
+# Rows transformed at a time: (x - mean) of a whole training matrix would be one more full-size copy of it.
+TRANSFORM_CHUNK_ROWS = 4_096
+
+
 class Reducer:
     """``(x - mean) @ components.T``: the first principal components of one embedding column."""
 
@@ -29,11 +33,15 @@ class Reducer:
         from sklearn.decomposition import PCA
         dims = max(1, min(dims, matrix.shape[0] - 1, matrix.shape[1]))
         pca = PCA(n_components=dims, svd_solver="randomized" if dims < 0.8 * min(matrix.shape) else "full",
-                  random_state=seed).fit(matrix.astype(np.float32))
+                  random_state=seed).fit(np.asarray(matrix, dtype=np.float32))
         return cls(pca.mean_, pca.components_)
 
     def transform(self, matrix: np.ndarray) -> np.ndarray:
-        return (np.asarray(matrix, dtype=np.float32) - self.mean) @ self.components.T
+        """The components of ``matrix``'s rows, ``TRANSFORM_CHUNK_ROWS`` at a time."""
+        if len(matrix) <= TRANSFORM_CHUNK_ROWS:
+            return (np.asarray(matrix, dtype=np.float32) - self.mean) @ self.components.T
+        return np.concatenate([self.transform(matrix[i:i + TRANSFORM_CHUNK_ROWS])
+                               for i in range(0, len(matrix), TRANSFORM_CHUNK_ROWS)])
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)

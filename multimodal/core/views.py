@@ -47,8 +47,6 @@ def missing_indicators(schema: Schema, features: Features) -> list[str]:
 # Principal components are fitted on at most this many training rows (a seeded sample): the components of a
 # 1,280-wide embedding are settled long before, and the fit's copies of the matrix stop growing with the data.
 REDUCER_FIT_ROWS = 10_000
-# Rows reduced at a time: (x - mean) of the whole matrix would be one more full-size copy.
-REDUCE_CHUNK_ROWS = 4_096
 # reduce_image_embeddings=auto reduces above this many training rows: from about here the image expert's copies
 # of a full embedding matrix become the training job's memory peak (docs/benchmarks.md, issue 19).
 REDUCE_IMAGES_FROM_ROWS = 25_000
@@ -105,9 +103,7 @@ class Views:
             matrix = embeddings[column]
             if matrix.shape[1] == self.reducers[column].dims:
                 continue  # reduced already
-            embeddings[column] = np.concatenate(
-                [self.reducers[column].transform(matrix[i:i + REDUCE_CHUNK_ROWS])
-                 for i in range(0, len(matrix), REDUCE_CHUNK_ROWS)] or [self.reducers[column].transform(matrix)])
+            embeddings[column] = self.reducers[column].transform(matrix)
 
     def frame(self, spec: ExpertSpec, features: Features, embeddings: dict[str, np.ndarray]) -> pd.DataFrame:
         parts = []
@@ -125,8 +121,9 @@ class Views:
 
     def _embedding(self, spec: ExpertSpec, column: str, matrix: np.ndarray) -> pd.DataFrame:
         if column in self.reduced:  # ``matrix`` holds the components already (``reduce``)
-            width = matrix.shape[1] if spec.modality != JOINT or not self.joint_dims else min(self.joint_dims,
-                                                                                                 matrix.shape[1])
+            width = matrix.shape[1]
+            if spec.modality == JOINT and self.joint_dims:
+                width = min(self.joint_dims, width)
             return pd.DataFrame(matrix[:, :width], columns=[f"{column}__pc{i}" for i in range(width)])
         reducer = self.reducers.get(column) if spec.modality == JOINT else None
         if reducer is not None:
