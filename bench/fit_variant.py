@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from compare import IMAGE_MODEL, N_FOLDS, SEED, read_split  # noqa: E402
+from compare import IMAGE_MODEL, N_FOLDS, REGRESSION, SEED, problem_type, read_split  # noqa: E402
 
 
 def ablate(names: list[str]) -> None:
@@ -56,7 +56,7 @@ def main() -> int:
     parser.add_argument("--max-test-rows", type=int)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    from multimodal import MultimodalClassifier
+    from multimodal import MultimodalClassifier, MultimodalRegressor
     ablate(args.ablate)
     if args.force_fractions:
         import multimodal.core.estimator as classifier
@@ -70,24 +70,33 @@ def main() -> int:
         QUALITY[args.quality] = (preset, args.expert_stack_levels, folds)
     if args.extra_model:
         import multimodal.core.experts as experts
+        from multimodal.core.images import import_torchvision
+        import_torchvision()  # RealMLP's pytabkit imports torchvision, whose PyPI wheel needs the workaround here
         original = experts.hyperparameters_for
         experts.hyperparameters_for = lambda quality: {**original(quality), **{m: [{}] for m in args.extra_model}}
     train, test = read_split(args.data, args.dataset, args.max_train_rows, args.max_test_rows, seed=args.seed)
     params = dict(pair.split("=", 1) for pair in args.hp)
-    model = MultimodalClassifier(n_mins=args.minutes, quality=args.quality, image_model=IMAGE_MODEL, seed=args.seed,
+    estimator = MultimodalRegressor if problem_type(args.data, args.dataset) == REGRESSION else MultimodalClassifier
+    model = estimator(n_mins=args.minutes, quality=args.quality, image_model=IMAGE_MODEL, seed=args.seed,
                                  n_folds=N_FOLDS, **params)
     started = time.monotonic()
     model.fit(train)
     fit_seconds = time.monotonic() - started
     scores = model.evaluate(test)
+    headline = {k: v for k, v in scores.items() if isinstance(v, float)}  # accuracy/log_loss or rmse/mae/r2
+    primary = "accuracy" if "accuracy" in headline else "rmse"
     print(json.dumps({"dataset": args.dataset, "seed": args.seed, "hyperparameters": params, "ablate": args.ablate,
                       "expert_stack_levels": args.expert_stack_levels, "joint_weight": args.joint_weight,
                       "extra_models": args.extra_model,
                       "fusion_choice": model.metrics_["fusion_choice"],
-                      "fusion_missing_fractions": model.fusion_missing_inputs_, "accuracy": scores["accuracy"],
-                      "log_loss": scores["log_loss"], "fit_seconds": round(fit_seconds, 1),
+                      "fusion_missing_fractions": model.fusion_missing_inputs_, **headline,
+                      "fit_seconds": round(fit_seconds, 1),
                       "timings_seconds": model.metrics_["timings_seconds"],
-                      "experts": {k: round(v["accuracy"], 4) for k, v in scores["experts"].items()}}))
+                      "experts": {k: round(v[primary], 4) for k, v in scores["experts"].items()},
+                      # the three best models of each expert on its out-of-fold rows: shows whether an added
+                      # model family was fitted at all and whether it led
+                      "expert_models": {e.name: list(e.leaderboard["model"][:3]) for e in model.experts_
+                                        if getattr(e, "leaderboard", None) is not None}}))
     return 0
 
 
