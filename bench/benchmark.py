@@ -316,7 +316,7 @@ def calibration_check(model, x_test: np.ndarray, y_test: np.ndarray, n_classes: 
     its ``calibrate='auto'`` fits on those same OOF probabilities and applies in ``predict_proba()``. Undoing
     the temperature on the test inputs (p_raw ∝ p_calibrated ** T) gives the inputs the fusion was trained on.
     """
-    from multimodal.core.selection import real_class_probabilities as _real_class_probabilities
+    from multimodal.core.targets import real_class_probabilities as _real_class_probabilities
     from multimodal.core.scores import classification_scores as _classification_scores
     temperatures = expert_temperatures(model)
     x = x_test.copy()
@@ -391,7 +391,7 @@ def all_columns_autogluon(model, features_train, emb_train, y_train, features_te
 
 def embedding_throughput(model, features, column: str, decode_image, describe_row, n_images: int) -> dict:
     """images/s of embed() (decode + forward, streamed) vs bare forward() on the same pre-decoded batches."""
-    embedder = model._embedder()
+    embedder = model._get_featurizer().embedder("image")
     values = features.values[column]
     present = np.flatnonzero(values.notna().to_numpy())
     rng = np.random.default_rng(SEED)

@@ -137,23 +137,22 @@ def fusion_inputs(model: Any, test: pd.DataFrame) -> tuple[np.ndarray, np.ndarra
     """The fusion's inputs for the test rows (every expert's outputs side by side) and their targets: class
     indices, or the numbers of a regression. Bench only: reaches into the estimator's steps as evaluate() does."""
     from multimodal.core.imagerefs import ImageSource
-    from multimodal.core.schema import labels_to_indices, prepare_features
+    from multimodal.core.schema import prepare_features
     features = prepare_features(test, model.schema_)
     with ImageSource() as images:
         x = model._fusion_inputs(features, model._embed(features, images=images))
-    if model.problem_type_ == REGRESSION:
-        return x, regression_target(test)
-    return x, labels_to_indices(test["label"], model.classes_, source="the test rows")[0]
+    y, _ = model.target_.encode(test["label"], numbers=np.arange(len(test)), ids=None, source="the test rows")
+    return x, y
 
 
 def product_rows(model: Any, test: pd.DataFrame) -> dict[str, list[float]]:
     """Per test row, for standard errors paired over rows when a set runs at one seed: whether the fused model
     and each expert alone got the class right (classes) or the squared error (regression)."""
-    from multimodal.core.selection import each_expert_probabilities
+    from multimodal.core.targets import each_expert_probabilities
     x, y = fusion_inputs(model, test)
     if model.problem_type_ == REGRESSION:
-        outputs = {"fused": model._predicted(x)}
-        outputs.update({e.name: model._on_target_scale(x[:, i]) for i, e in enumerate(model.experts_)})
+        outputs = {"fused": model.target_.predicted(model.fusion_.predict(x))}
+        outputs.update({e.name: model.target_.on_target_scale(x[:, i]) for i, e in enumerate(model.experts_)})
         return {k: ((v - y) ** 2).tolist() for k, v in outputs.items()}
     n = len(model.classes_)
     each = each_expert_probabilities(x, [e.classes for e in model.experts_], n)
@@ -165,9 +164,9 @@ def text_throughput(model: Any, test: pd.DataFrame) -> dict:
     """The text encoder's sentences/s on the test rows' first text column, when the product uses one."""
     text_columns = model.schema_.names("text")
     if model.text_model != "ngrams" and text_columns:
-        from multimodal.core.text import text_embedding_throughput
+        from text_throughput import text_embedding_throughput
         sentences = [s for s in test[text_columns[0]].tolist() if s][:1000]
-        return {"text_throughput": text_embedding_throughput(model._embedder("text"), sentences)}
+        return {"text_throughput": text_embedding_throughput(model._get_featurizer().embedder("text"), sentences)}
     return {}
 
 

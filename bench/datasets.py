@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Build the real-data benchmark CSVs (see /work/shared/DATASETS.md).
+"""Build the real-data benchmark CSVs (see ``shared/DATASETS.md`` beside the repository).
 
 Usage::
 

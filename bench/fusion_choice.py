@@ -72,10 +72,10 @@ def fit_keeping_both(train, kind: str, minutes: int, quality: str, seed: int):
 
 def row_scores(model, kept: dict, x: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
     """Per test row: correct or not (classes), or the squared error on the target's scale (regression)."""
-    from multimodal.core.selection import each_expert_probabilities
+    from multimodal.core.targets import each_expert_probabilities
     if model.problem_type_ == REGRESSION:
-        outputs = {name: model._on_target_scale(kept[name].predict(x)[:, 0]) for name in ("network", "ensemble")}
-        outputs.update({e.name: model._on_target_scale(x[:, i]) for i, e in enumerate(model.experts_)})
+        outputs = {name: model.target_.predicted(kept[name].predict(x)) for name in ("network", "ensemble")}
+        outputs.update({e.name: model.target_.on_target_scale(x[:, i]) for i, e in enumerate(model.experts_)})
         return {k: (v - y) ** 2 for k, v in outputs.items()}
     each = each_expert_probabilities(x, [e.classes for e in model.experts_], len(model.classes_))
     outputs = {"network": kept["network"].predict(x), "ensemble": kept["ensemble"].predict(x),

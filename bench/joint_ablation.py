@@ -84,7 +84,7 @@ def with_expert_outputs(x_train, x_test, y_train, npz: Path):
 def run(train, test, variant: str, quality: str, seconds: int, experts_npz: Path | None = None) -> dict:
     from multimodal.core.experts import QUALITY, Expert, ExpertSpec
     from multimodal.core.scores import classification_scores
-    from multimodal.core.selection import real_class_probabilities
+    from multimodal.core.targets import real_class_probabilities
     work = Path(tempfile.mkdtemp(prefix="joint-ablation-"))
     started = time.monotonic()
     if variant == "all-columns":

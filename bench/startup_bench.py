@@ -318,10 +318,11 @@ def breakdown_child(model_dir: Path) -> None:
                                                           expert_predict, self, *a)
     fusion.FusionNetwork.predict_proba = lambda self, *a: timed("trial prediction: fusion forward pass",
                                                                 fusion_predict, self, *a)
-    embedder = classifier.MultimodalClassifier._embedder
-    classifier.MultimodalClassifier._embedder = lambda self: timed(
-        "trial prediction: image encoder construction (first use)", embedder, self) \
-        if not self._embedders else embedder(self)
+    from multimodal.core.featurize import Featurizer
+    embedder = Featurizer.embedder
+    Featurizer.embedder = lambda self, modality: timed(
+        "trial prediction: image encoder construction (first use)", embedder, self, modality) \
+        if not self._embedders else embedder(self, modality)
 
     model = timed("MultimodalClassifier.load (total)", classifier.MultimodalClassifier.load, model_dir)
     schema = getattr(model, "schema_", None) or model.schema  # fitted attributes gained their underscore later

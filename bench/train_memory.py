@@ -21,11 +21,11 @@ matrices (rows × embedding width × 4 bytes), not with the CSV. This benchmark 
 With ``--baseline-tree PATH`` the same CSVs are also run with another checkout's code (``PYTHONPATH=PATH``,
 this interpreter, ``python -m multimodal.sagemaker.training.job``), e.g. the commit before streaming::
 
-    git -C /work/main worktree add --detach /tmp/mm-baseline 47638f2
+    git worktree add --detach ../mm-baseline 47638f2   # from the repository root
 
 Usage::
 
-    .venv/bin/python bench/train_memory.py --sizes 2000 20000 [--baseline-tree /tmp/mm-baseline] [--write-docs]
+    .venv/bin/python bench/train_memory.py --sizes 2000 20000 [--baseline-tree ../mm-baseline] [--write-docs]
 
 MB are 10^6 bytes throughout. Runs go one after another (never side by side); memory is what matters here:
 wall times are noisy on a shared machine.

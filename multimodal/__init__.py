@@ -14,9 +14,8 @@ The package is layered; imports only point down (tools → sagemaker → core):
 Nothing heavy is imported here: the estimators load numpy, pandas and AutoGluon on first use, so that
 ``multimodal-serve`` binds its port within SageMaker's 250 ms.
 """
-__version__ = "0.1.0"
-
-from multimodal.core.errors import (  # noqa: E402
+from multimodal._version import __version__
+from multimodal.core.errors import (
     ClusterError,
     DataError,
     HyperparameterError,

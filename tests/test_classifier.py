@@ -7,6 +7,7 @@ import pytest
 
 from multimodal import MultimodalClassifier
 from multimodal.core.artifact import CONFIG_FILE
+from multimodal.core.featurize import Featurizer
 from multimodal.tools.synthetic import CLASSES, make_dataset, make_interaction_dataset
 
 from conftest import FAST_HYPERPARAMETERS
@@ -318,7 +319,8 @@ def test_a_weighted_ensemble_fusion_runs_only_the_experts_it_weights(saved_model
     """When the fusion is the weighted ensemble and it gives an expert no weight, prediction neither runs that
     expert nor embeds the image columns only it needs: the same probabilities, for less time."""
     from multimodal.core.experts import Expert
-    from multimodal.core.selection import WeightedEnsemble, real_class_probabilities
+    from multimodal.core.selection import WeightedEnsemble
+    from multimodal.core.targets import real_class_probabilities
     model = MultimodalClassifier.load(saved_model_dir)
     names = model.expert_names_
     model.fusion_ = WeightedEnsemble([1.0 if n == "text" else 0.0 for n in names],
@@ -337,7 +339,7 @@ def test_a_weighted_ensemble_fusion_runs_only_the_experts_it_weights(saved_model
     original = Expert.outputs
     monkeypatch.setattr(Expert, "outputs", lambda self, frame: original(self, frame) if self.name == "text"
                         else refuse(self, frame))
-    monkeypatch.setattr(type(reloaded), "_embedder", lambda self, modality: pytest.fail(f"{modality} was embedded"))
+    monkeypatch.setattr(Featurizer, "embedder", lambda self, modality: pytest.fail(f"{modality} was embedded"))
     proba = reloaded.predict_proba(features)
     np.testing.assert_allclose(proba.to_numpy(), expected, rtol=1e-5)
     assert list(reloaded.predict(features)) == list(np.asarray(model.classes_, dtype=object)[expected.argmax(1)])

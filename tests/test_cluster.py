@@ -12,6 +12,7 @@ from conftest import FAST_HYPERPARAMETERS
 
 from multimodal import ClusterError, DataError, MultimodalClassifier, MultimodalEstimator
 from multimodal.core.cluster import ClusterData, NodeData
+from multimodal.core.executors import RayClusterExecutor
 from multimodal.core.ingest import frame_batches
 from multimodal.tools.synthetic import make_dataset, make_regression_dataset
 
@@ -104,8 +105,9 @@ def test_sharded_rows_meet_on_the_driver(cluster):
     data = ClusterData(nodes=(NodeData(cluster["a"], "algo-1", FrameReader(first)),
                               NodeData(cluster["b"], "algo-2", FrameReader(second))), replicated=False)
     model = MultimodalClassifier(quality="toy", n_folds=2, n_mins=0, n_secs=40, n_epochs=20, joint_expert=False)
-    train, _ = model._read(data, None)
-    assert [e["rows"] for e in model.cluster_report_["embedding"]] == [100, 140]
+    executor = RayClusterExecutor(data, model.parallel_folds)
+    _, train, _ = executor.read(model._get_featurizer(), data, None, None)
+    assert [e["rows"] for e in executor.report["embedding"]] == [100, 140]
     assert train.features.ids.tolist() == rows["ID"].tolist()
 
 

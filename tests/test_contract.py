@@ -1,7 +1,7 @@
 """Facts of SageMaker's contracts that several layers share (multimodal.sagemaker.contract)."""
 import csv
 
-from multimodal.sagemaker import contract
+from multimodal.sagemaker import contract, environment
 
 
 def test_records_split_on_newline_only():
@@ -11,8 +11,8 @@ def test_records_split_on_newline_only():
 
 
 def test_the_ml_root_moves_with_its_variable():
-    assert str(contract.ml_root({})) == "/opt/ml"
-    assert str(contract.ml_root({contract.ML_ROOT_ENV: "/tmp/x"})) == "/tmp/x"
+    assert str(environment.ml_root({})) == "/opt/ml"
+    assert str(environment.ml_root({environment.ML_ROOT.name: "/tmp/x"})) == "/tmp/x"
 
 
 def test_long_csv_fields_are_allowed_once_asked_for():

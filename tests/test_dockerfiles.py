@@ -11,7 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from multimodal.core.images import DEFAULT_WEIGHTS_DIR, TORCHVISION_WEIGHTS
+from multimodal.core.images import TORCHVISION_WEIGHTS
+from multimodal.core.settings import WEIGHTS_DIR
+
+DEFAULT_WEIGHTS_DIR = str(WEIGHTS_DIR.default)
 
 ROOT = Path(__file__).resolve().parents[1]
 MARKER = "# ---- end of shared layers ----"

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from multimodal.core import imagerefs
+from multimodal.core import settings as core_settings
 from multimodal.core.errors import DataError
 from multimodal.core.imagerefs import (INLINE, PATH, S3, ImageAccessError, ImageProblem, ImageSource, S3Fetcher,
                                        describe_reference, kind_of, parse_allow_list, resolve_path)
@@ -93,11 +93,11 @@ def test_a_symbolic_link_out_of_the_directory_is_refused_and_one_inside_is_follo
 
 
 def test_missing_files_directories_and_oversized_files_are_problems_of_their_row(image_dir, monkeypatch):
-    monkeypatch.setenv(imagerefs.MAX_IMAGE_BYTES_ENV, "4")
+    monkeypatch.setenv(core_settings.MAX_IMAGE_BYTES.name, "4")
     found = ImageSource(image_dir).read_many(["nope.jpg", "фото.d/x.jpg", "my photos/front view.jpg", "фото/кот.jpg"])
     assert "no such file in the image directory" in str(found[0])
     assert "no such file" in str(found[1])
-    assert "over the limit of 4" in str(found[2]) and imagerefs.MAX_IMAGE_BYTES_ENV in str(found[2])
+    assert "over the limit of 4" in str(found[2]) and core_settings.MAX_IMAGE_BYTES.name in str(found[2])
     assert found[3] == b"cat"
 
 
@@ -113,7 +113,7 @@ def test_a_relative_path_without_an_image_directory_says_what_to_give(tmp_path):
 @pytest.fixture
 def bucket(s3_server, monkeypatch):
     s3_server.apply(monkeypatch)
-    monkeypatch.delenv(imagerefs.S3_ALLOW_ENV, raising=False)
+    monkeypatch.delenv(core_settings.S3_ALLOW.name, raising=False)
     client = s3_server.client()
     name = f"images-{time.monotonic_ns()}"
     client.create_bucket(Bucket=name)
@@ -136,17 +136,17 @@ def test_the_allow_list_limits_what_requests_can_make_the_container_fetch(bucket
     name, client = bucket
     client.put_object(Bucket=name, Key="public/a.jpg", Body=b"a")
     client.put_object(Bucket=name, Key="private/b.jpg", Body=b"b")
-    monkeypatch.setenv(imagerefs.S3_ALLOW_ENV, f"s3://{name}/public/, s3://other-bucket")
+    monkeypatch.setenv(core_settings.S3_ALLOW.name, f"s3://{name}/public/, s3://other-bucket")
     with ImageSource() as source:
         allowed, refused, lookalike = source.read_many(
             [f"s3://{name}/public/a.jpg", f"s3://{name}/private/b.jpg", f"s3://{name}-evil/public/a.jpg"])
     assert allowed == b"a"
     for problem in (refused, lookalike):
-        assert isinstance(problem, ImageProblem) and imagerefs.S3_ALLOW_ENV in str(problem)
+        assert isinstance(problem, ImageProblem) and core_settings.S3_ALLOW.name in str(problem)
 
 
 def test_a_malformed_allow_list_is_an_error_naming_the_variable():
-    with pytest.raises(DataError, match=imagerefs.S3_ALLOW_ENV):
+    with pytest.raises(DataError, match=core_settings.S3_ALLOW.name):
         parse_allow_list("s3://ok/prefix, https://bucket")
     assert parse_allow_list("") is None
 
@@ -154,7 +154,7 @@ def test_a_malformed_allow_list_is_an_error_naming_the_variable():
 def test_an_object_over_the_size_limit_is_refused(bucket, monkeypatch):
     name, client = bucket
     client.put_object(Bucket=name, Key="big.jpg", Body=b"x" * 5000)
-    monkeypatch.setenv(imagerefs.MAX_IMAGE_BYTES_ENV, "1000")
+    monkeypatch.setenv(core_settings.MAX_IMAGE_BYTES.name, "1000")
     [problem] = ImageSource().read_many([f"s3://{name}/big.jpg"])
     assert "5,000 bytes, over the limit of 1,000" in str(problem)
 
@@ -204,7 +204,7 @@ def test_a_slow_object_times_out_instead_of_hanging(s3_server, monkeypatch):
     thread = threading.Thread(target=hold, daemon=True)
     thread.start()
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{listener.getsockname()[1]}")
-    monkeypatch.setenv(imagerefs.S3_TIMEOUT_ENV, "1")
+    monkeypatch.setenv(core_settings.S3_TIMEOUT_SECONDS.name, "1")
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
     try:
         started = time.monotonic()

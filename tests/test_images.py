@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from multimodal.core import images
+from multimodal.core import images, settings
 from multimodal.core.errors import DataError
 from multimodal.core.images import ImageEmbedder, decode_image
 from multimodal.tools.synthetic import draw_image, encode_image
@@ -60,7 +60,7 @@ def test_truncated_jpeg_is_an_error_not_a_crash():
 
 
 def test_decompression_bombs_are_refused_before_decoding(monkeypatch):
-    monkeypatch.setenv(images.MAX_PIXELS_ENV, "10000")
+    monkeypatch.setenv(settings.MAX_IMAGE_PIXELS.name, "10000")
     big = encode_image(Image.new("RGB", (200, 200)), "PNG")
     with pytest.raises(DataError, match=r"200×200 pixels, over the limit of 10,000"):
         decode_image(big, column="c", row="row 1")
@@ -74,7 +74,7 @@ def resnet18_checkpoint(tmp_path, monkeypatch):
     torch.manual_seed(0)
     state = torchvision.models.resnet18(weights=None).state_dict()
     torch.save(state, tmp_path / "resnet18.pth")
-    monkeypatch.setenv(images.WEIGHTS_DIR_ENV, str(tmp_path))
+    monkeypatch.setenv(settings.WEIGHTS_DIR.name, str(tmp_path))
     return state
 
 
@@ -91,7 +91,7 @@ def test_torchvision_weights_load_from_the_weights_directory(resnet18_checkpoint
 
 
 def test_a_missing_weight_file_says_how_to_bake_it_in(tmp_path, monkeypatch):
-    monkeypatch.setenv(images.WEIGHTS_DIR_ENV, str(tmp_path))
+    monkeypatch.setenv(settings.WEIGHTS_DIR.name, str(tmp_path))
     with pytest.raises(FileNotFoundError) as info:
         ImageEmbedder("resnet50")
     message = str(info.value)

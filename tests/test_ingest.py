@@ -53,7 +53,7 @@ def test_a_bad_number_in_a_later_batch_names_its_row_in_the_whole_data():
     frame = make_dataset(600, seed=2, with_images=False)
     frame.loc[299, "size_num"] = "12 cm"
     with pytest.raises(DataError, match=r"'size_num', row 300 \(ID .*\): '12 cm' is not a number"):
-        MultimodalClassifier()._ingest(frame_batches(frame), None, source="the training data")
+        MultimodalClassifier()._get_featurizer().ingest(frame_batches(frame), None, source="the training data")
 
 
 def test_the_channel_reader_streams_batches_across_files_with_row_numbers(tmp_path):

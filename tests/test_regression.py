@@ -52,13 +52,14 @@ def test_a_regression_expert_is_skipped_only_where_its_modality_is_wholly_missin
     from multimodal.core.estimator import _Split
     from multimodal.core.experts import ExpertSpec
     from multimodal.core.schema import Schema, prepare_features
+    from multimodal.core.targets import NumberTarget
     df = pd.DataFrame({"ID": ["a", "b", "c"], "title_text": ["x", "", "z"], "body_text": ["", "y", ""],
                        "label": ["1", "2", "3"]})
     features = prepare_features(df, Schema.from_header(list(df.columns)))
     split = _Split(features, {}, np.array([1.0, 2.0, 3.0]))
     spec = ExpertSpec("text", "text", ["title_text", "body_text"])
     model = MultimodalRegressor(missing_threshold=0.5)
-    model.problem_type_ = "regression"
+    model.target_ = NumberTarget(2.0, 1.0)
     job = model._expert_job(spec, split)  # every row lacks half its text: still a text expert
     assert job is not None and job.lacking == 0 and list(job.target) == [1.0, 2.0, 3.0]
     split.features.missing[["title_text", "body_text"]] = True

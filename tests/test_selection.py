@@ -8,10 +8,12 @@ from multimodal.core.selection import (
     compare_by_cross_validation,
     load_fusion,
     loss,
-    real_class_probabilities,
 )
+from multimodal.core.targets import ClassTarget, NumberTarget, real_class_probabilities
 
 N_CLASSES = 3
+CLASSES = ClassTarget("multiclass", list(range(N_CLASSES)))
+NUMBER = NumberTarget(0.0, 1.0)
 
 
 def _experts(n: int, seed: int = 0):
@@ -29,11 +31,11 @@ def _experts(n: int, seed: int = 0):
 
 def test_the_ensemble_weights_the_informative_expert_and_is_no_worse_than_it():
     x, y, layout = _experts(600)
-    ensemble = WeightedEnsemble.fit(x[:400], y[:400], layout, N_CLASSES)
+    ensemble = WeightedEnsemble.fit(x[:400], y[:400], layout, CLASSES)
     assert ensemble.weights[0] > 0.7 and ensemble.weights.sum() == pytest.approx(1.0)
     good_alone = real_class_probabilities(x[400:, :4], layout[0], N_CLASSES)
     # on rows it was not fitted on, within a hair of the good expert (weight 1 on it is one of its candidates)
-    assert loss(ensemble.predict(x[400:]), y[400:], False) <= loss(good_alone, y[400:], False) + 0.01
+    assert loss(ensemble.predict(x[400:]), y[400:], CLASSES) <= loss(good_alone, y[400:], CLASSES) + 0.01
     proba = ensemble.predict(x[400:])
     np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-5)
 
@@ -48,16 +50,16 @@ def test_a_regression_ensemble_averages_the_experts_predictions_and_ignores_othe
     y = rng.normal(size=500)
     x = np.stack([y + rng.normal(scale=0.3, size=500), y + rng.normal(scale=0.3, size=500),
                   rng.normal(size=500), rng.random(500)], axis=1)  # 3 experts, then a missing fraction
-    ensemble = WeightedEnsemble.fit(x, y, [[], [], []], None)
+    ensemble = WeightedEnsemble.fit(x, y, [[], [], []], NUMBER)
     assert ensemble.weights[2] < 0.1 and abs(ensemble.weights[0] - ensemble.weights[1]) < 0.3
     # two independent errors averaged: about half the variance of either
-    assert loss(ensemble.predict(x), y, True) < 0.7 * loss(x[:, [0]], y, True)
+    assert loss(ensemble.predict(x), y, NUMBER) < 0.7 * loss(x[:, [0]], y, NUMBER)
     assert ensemble.predict(x).shape == (500, 1)
 
 
 def test_a_saved_ensemble_loads_as_the_fusion_and_predicts_the_same(tmp_path):
     x, y, layout = _experts(300)
-    ensemble = WeightedEnsemble.fit(x, y, layout, N_CLASSES)
+    ensemble = WeightedEnsemble.fit(x, y, layout, CLASSES)
     ensemble.save(tmp_path)
     loaded = load_fusion(tmp_path)
     assert isinstance(loaded, WeightedEnsemble)
@@ -92,24 +94,24 @@ def test_cross_validation_scores_every_row_out_of_fold_and_exposes_an_overfittin
         return _Memoriser(xs, ys)
 
     result = compare_by_cross_validation(
-        x, y, False, {"network": memorise, "ensemble": lambda xs, ys: WeightedEnsemble.fit(xs, ys, layout, N_CLASSES)},
-        choice_folds(y, regression=False, seed=0))
+        x, y, CLASSES, {"network": memorise, "ensemble": lambda xs, ys: WeightedEnsemble.fit(xs, ys, layout, CLASSES)},
+        choice_folds(y, CLASSES, seed=0))
     assert result["folds"] == 5 and seen == [400] * 5  # each fit saw 4 folds of 100 rows
     assert result["loss"]["network"] == pytest.approx(np.log(N_CLASSES))
-    good_alone = loss(real_class_probabilities(x[:, :4], layout[0], N_CLASSES), y, False)
+    good_alone = loss(real_class_probabilities(x[:, :4], layout[0], N_CLASSES), y, CLASSES)
     assert result["loss"]["ensemble"] <= good_alone + 0.01
     assert result["difference"] > 10 * result["standard_error"] > 0
 
 
 def test_choice_folds_stratify_classes_and_need_enough_rows():
     y = np.array([0] * 90 + [1] * 10)
-    folds = choice_folds(y, regression=False, seed=0)
+    folds = choice_folds(y, ClassTarget("binary", [0, 1]), seed=0)
     assert len(folds) == 5
     for fit_rows, scored in folds:
         assert len(set(fit_rows) | set(scored)) == 100 and not set(fit_rows) & set(scored)
         assert (y[scored] == 1).sum() == 2  # stratified: each fold holds its share of the rare class
-    assert choice_folds(np.arange(39.0), regression=True, seed=0) == []  # fewer than 2 folds of 20 rows
-    assert len(choice_folds(np.arange(60.0), regression=True, seed=0)) == 3
+    assert choice_folds(np.arange(39.0), NUMBER, seed=0) == []  # fewer than 2 folds of 20 rows
+    assert len(choice_folds(np.arange(60.0), NUMBER, seed=0)) == 3
 
 
 @pytest.mark.parametrize("n_classes, rows, fraction", [(25, 80, 0.2), (45, 800, 0.05), (3, 9, 0.2)])
@@ -119,7 +121,7 @@ def test_the_fusion_holdout_splits_many_classes_that_cannot_be_stratified(n_clas
     is then made without stratifying rather than failing a fit whose experts are already trained."""
     from multimodal import MultimodalClassifier
     model = MultimodalClassifier(validation_fraction=fraction)
-    model.problem_type_ = "multiclass"
+    model.target_ = ClassTarget("multiclass", list(range(n_classes)))
     y = np.arange(rows) % n_classes
     fit_rows, held_out = model._hold_out(y)
     assert len(held_out) == int(np.ceil(fraction * rows)) and len(fit_rows) + len(held_out) == rows
@@ -129,7 +131,7 @@ def test_the_fusion_holdout_splits_many_classes_that_cannot_be_stratified(n_clas
 def test_the_fusion_holdout_stratifies_when_it_can():
     from multimodal import MultimodalClassifier
     model = MultimodalClassifier(validation_fraction=0.2)
-    model.problem_type_ = "multiclass"
+    model.target_ = ClassTarget("binary", [0, 1])
     y = np.array([0] * 90 + [1] * 10)
     _, held_out = model._hold_out(y)
     assert len(held_out) == 20 and (y[held_out] == 1).sum() == 2

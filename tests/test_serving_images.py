@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from multimodal.core import imagerefs
+from multimodal.core import settings
 from multimodal.sagemaker.serving.app import ServerSettings, create_app
 from multimodal.tools.synthetic import as_image_files
 from support import csv_body
@@ -89,9 +89,9 @@ def test_s3_uris_answer_as_base64_and_bad_objects_are_400s_naming_the_uri(real_m
     assert "s3://served/in/photos/nothing.jpg" in response.get_data(as_text=True)
     assert "no such S3 object" in response.get_data(as_text=True)
 
-    monkeypatch.setenv(imagerefs.S3_ALLOW_ENV, "s3://served/other/")
+    monkeypatch.setenv(settings.S3_ALLOW.name, "s3://served/other/")
     response = post(client, csv_body(uris.head(2)))
-    assert response.status_code == 400 and imagerefs.S3_ALLOW_ENV in response.get_data(as_text=True)
+    assert response.status_code == 400 and settings.S3_ALLOW.name in response.get_data(as_text=True)
 
 
 def test_unreachable_s3_is_one_400_for_the_request(real_model, frames, s3_server, monkeypatch):

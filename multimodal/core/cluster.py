@@ -72,9 +72,11 @@ class ClusterData:
 
 # ---------------------------------------------------------------------------------------------- reading
 
-def ingest_on_nodes(model: Any, data: ClusterData) -> tuple[Rows, Rows | None]:
-    """Every node reads, prepares and embeds its rows (``model``'s hyperparameters); the rows come back to the
-    driver in the order of the data. Sets ``model``'s schema and ``cluster_report_["embedding"]``."""
+def ingest_on_nodes(params: dict[str, Any], data: ClusterData
+                    ) -> tuple[Schema, Rows, Rows | None, list[dict], list[dict]]:
+    """Every node reads, prepares and embeds its rows as a model with the featurizer's ``params`` does
+    (``multimodal.core.featurize``); the rows come back to the driver in the order of the data. Returns (the
+    schema, the training rows, the validation rows or None, each host's rows and seconds, the bad images)."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
     resources = _check_connected(data)
@@ -87,29 +89,27 @@ def ingest_on_nodes(model: Any, data: ClusterData) -> tuple[Rows, Rows | None]:
         # Ray hides every GPU from a task that asks for none (CUDA_VISIBLE_DEVICES=""): ask for the node's own
         ref = task.options(num_cpus=cpus, num_gpus=gpus, max_retries=0,
                            scheduling_strategy=NodeAffinitySchedulingStrategy(node.node_id, soft=False)).remote(
-            model.get_params(), node, share)
+            params, node, share)
         refs[ref] = f"reading and embedding the rows of host {node.host}"
     log.info("reading and embedding on %d node(s) (%s)%s", n, ", ".join(d.host for d in data.nodes),
              ": each takes every n-th batch of the same rows" if data.replicated and n > 1 else "")
     gathered = _gather(refs)
     results = [gathered[ref] for ref in refs]
     schema = _same_schema([(r[0], node.host) for r, node in zip(results, data.nodes)])
-    model._set_schema(schema)
-    model.cluster_report_["embedding"] = [r[3] for r in results]
-    for stats in model.cluster_report_["embedding"]:
-        model.bad_images_.extend(stats.pop("bad_images"))
-    for stats in model.cluster_report_["embedding"]:
-        log.info("host %s: %d row(s) in %d batch(es) prepared and embedded in %.1f s", stats["host"], stats["rows"],
-                 stats["batches"], stats["seconds"])
+    stats = [r[3] for r in results]
+    bad = [record for s in stats for record in s.pop("bad_images")]
+    for s in stats:
+        log.info("host %s: %d row(s) in %d batch(es) prepared and embedded in %.1f s", s["host"], s["rows"],
+                 s["batches"], s["seconds"])
     train = _in_order([r[1] for r in results], data.replicated)
     validations = [r[2] for r in results if r[2] is not None]
-    return train, (_in_order(validations, data.replicated) if validations else None)
+    return schema, train, (_in_order(validations, data.replicated) if validations else None), stats, bad
 
 
 def _ingest_task(params: dict, node: NodeData, share: tuple[int, int]) -> tuple[dict, Rows, Rows | None, dict]:
     import ray
 
-    from .estimator import MultimodalEstimator
+    from .featurize import Featurizer
     from .imagerefs import ImageSource
     host, validation = node.host, node.validation
     started = time.monotonic()
@@ -123,17 +123,16 @@ def _ingest_task(params: dict, node: NodeData, share: tuple[int, int]) -> tuple[
             return True
         return False
 
-    model = MultimodalEstimator(**params)
-    model.bad_images_ = []
+    featurizer = Featurizer.from_params(params)
     with ImageSource(node.images() if node.images else None) as images:
-        rows = model._ingest(node.train(), None, source=f"the training data of host {host}", keep=keep,
-                             images=images)
-        val = None if validation is None else model._ingest(validation(), model.schema_, keep=keep, images=images,
-                                                            source=f"the validation data of host {host}")
+        views, rows = featurizer.ingest(node.train(), None, source=f"the training data of host {host}", keep=keep,
+                                        images=images)
+        val = None if validation is None else featurizer.ingest(
+            validation(), views.schema, keep=keep, images=images, source=f"the validation data of host {host}")[1]
     stats = {"host": host, "node_id": ray.get_runtime_context().get_node_id(), "batches": len(kept),
              "rows": len(rows) + (len(val) if val is not None else 0), "seconds": round(time.monotonic() - started, 2),
-             "bad_images": model.bad_images_}
-    return model.schema_.to_json(), rows, val, stats
+             "bad_images": featurizer.bad_images}
+    return views.schema.to_json(), rows, val, stats
 
 
 def _same_schema(found: list[tuple[dict, str]]) -> Schema:
@@ -154,10 +153,12 @@ def _in_order(parts: list[Rows], replicated: bool) -> Rows:
 
 # ---------------------------------------------------------------------------------------------- experts
 
-def fit_experts_on_cluster(model: Any, features: Any, embeddings: dict[str, np.ndarray], jobs: list[ExpertJob],
-                           budget: TimeBudget) -> list[tuple[Expert, np.ndarray]]:
-    """One task per expert, spread over the nodes; results in the order of ``jobs``. Sets
-    ``model.cluster_report_["experts"]``."""
+def fit_experts_on_cluster(jobs: list[ExpertJob], frames: Callable[[ExpertSpec], pd.DataFrame],
+                           options: Callable[[ExpertSpec], dict], budget: TimeBudget, workdir: Path,
+                           parallel_folds: str) -> tuple[list[tuple[Expert, np.ndarray]], dict]:
+    """One task per expert, spread over the nodes: ((expert, out-of-fold outputs) in the order of ``jobs``, each
+    expert's host and seconds). ``frames(spec)`` is the expert's input frame, ``options(spec)`` the keyword
+    arguments of ``Expert.fit``; the experts are unpacked under ``workdir``."""
     import ray
     nodes = _alive_nodes()
     cpus = max(1, int(min(n["Resources"].get("CPU", 1) for n in nodes)))
@@ -165,29 +166,28 @@ def fit_experts_on_cluster(model: Any, features: Any, embeddings: dict[str, np.n
     task = ray.remote(_expert_task)
     refs = {}
     for job in sorted(jobs, key=lambda j: -EXPERT_TIME_WEIGHT[j.spec.modality]):
-        frame = ray.put(model.views_.frame(job.spec, features, embeddings))
+        frame = ray.put(frames(job.spec))
         log.info("expert %s: %d column(s), %d rows lack this modality, time limit %.0f s, %d CPU(s) on the node it "
                  "lands on", job.spec.name, len(job.spec.columns), job.lacking, shares[job.spec.name], cpus)
         ref = task.options(num_cpus=cpus, scheduling_strategy="SPREAD", max_retries=0).remote(
-            job.spec, frame, job.target, shares[job.spec.name], cpus, model.expert_options(job.spec))
+            job.spec, frame, job.target, shares[job.spec.name], cpus, options(job.spec))
         refs[ref] = f"expert {job.spec.name}"
     log.info("%d expert(s) submitted to %d node(s) with %d CPU(s) each%s", len(jobs), len(nodes), cpus,
-             "" if model.parallel_folds == "false" else "; each expert's folds are fitted one after another on its "
+             "" if parallel_folds == "false" else "; each expert's folds are fitted one after another on its "
              "node (parallel_folds applies to single-instance jobs)")
     outputs = {refs[ref]: out for ref, out in _gather(refs).items()}
     names = {n["NodeID"]: _host(n) for n in ray.nodes()}
     results, report = [], {}
     for job in jobs:
         archive, oof, classes, leaderboard, node_id, seconds = outputs[f"expert {job.spec.name}"]
-        path = model._workdir / artifact.EXPERTS_DIR / job.spec.name
+        path = workdir / artifact.EXPERTS_DIR / job.spec.name
         _unpack(archive, path)
         expert = Expert.load(job.spec, path, classes)
         expert.leaderboard = leaderboard
         results.append((expert, oof))
         report[job.spec.name] = {"host": names.get(node_id, node_id), "node_id": node_id, "seconds": seconds}
         log.info("expert %s: fitted on %s in %.1f s", job.spec.name, report[job.spec.name]["host"], seconds)
-    model.cluster_report_["experts"] = report
-    return results
+    return results, report
 
 
 def _expert_task(spec: ExpertSpec, frame: pd.DataFrame, target: np.ndarray, time_limit: float, cpus: int,

@@ -193,7 +193,8 @@ class Expert:
         leaderboard = predictor.leaderboard(silent=True)
         if refit_full:
             _refit_full(predictor, spec.name, num_cpus)
-        predictor.clone_for_deployment(str(path), dirs_exist_ok=True)
+        with _autogluon_quiet():
+            predictor.clone_for_deployment(str(path), dirs_exist_ok=True)
         shutil.rmtree(work, ignore_errors=True)
         expert = cls.load(spec, path, classes)
         expert.leaderboard = leaderboard
@@ -221,6 +222,19 @@ class Expert:
     def outputs(self, frame: pd.DataFrame) -> np.ndarray:
         """Probabilities over ``classes`` (one column each), or a regressor's predictions (one column)."""
         return _outputs(self.predictor, frame.reset_index(drop=True), self.classes)
+
+
+@contextlib.contextmanager
+def _autogluon_quiet():
+    """AutoGluon's own logger at ERROR within the block. Its clone logs every model it deletes and every file it
+    copies at WARNING level: about 20 lines an expert, which drowned the progress lines of a fit (issue 20)."""
+    logger = logging.getLogger("autogluon")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 # How AutoGluon says that the time limit was spent before any model could start (its feature preprocessing

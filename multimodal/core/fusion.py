@@ -14,7 +14,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import os
 import tempfile
 import time
 import zipfile
@@ -22,6 +21,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+
+from . import settings
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +34,7 @@ _WEIGHTS_ENTRY = "model.weights.h5"
 
 def keras() -> Any:
     # The backend is fixed before the first import; TensorFlow is only loaded when training needs it.
-    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    settings.library_defaults(KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="2")
     import keras as _keras
     return _keras
 

@@ -5,6 +5,7 @@ users is the one the code validates against; nothing here re-declares a default.
 """
 from __future__ import annotations
 
+import inspect
 import json
 import math
 from dataclasses import dataclass
@@ -166,3 +167,25 @@ def resolve(given: Mapping[str, Any]) -> dict[str, Any]:
 
 def time_budget_seconds(values: Mapping[str, Any]) -> int:
     return int(values["n_hours"]) * 3600 + int(values["n_mins"]) * 60 + int(values["n_secs"])
+
+
+def init_signature() -> inspect.Signature:
+    """``__init__``'s signature, generated from the spec file: every hyperparameter keyword-only, with its default
+    (so that ``help()``, IDEs reading it at run time and scikit-learn's ``clone`` see the real parameters)."""
+    parameters = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    parameters += [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=hp.default_value,
+                                     annotation=hp.python_type.__name__) for name, hp in specification().items()]
+    return inspect.Signature(parameters, return_annotation="None")
+
+
+def parameter_docs(problem_types: tuple[str, ...]) -> str:
+    """The estimator classes' "Parameters" section, from the spec file (``problem_type``: the values a class
+    takes)."""
+    lines = ["", "    Parameters (from hyperparameter_specification.json)", "    " + "-" * 51]
+    for name, hp in specification().items():
+        values = [v for v in hp.values if v in problem_types] if name == "problem_type" else hp.values
+        allowed = f"one of {', '.join(values)}" if values else (
+            f"{hp.minimum:g} to {hp.maximum:g}" if hp.minimum is not None else "free text")
+        lines.append(f"    {name} : {hp.python_type.__name__}, default {hp.default_value!r} ({allowed})")
+        lines.append(f"        {hp.description}")
+    return "\n".join(lines) + "\n"

@@ -27,7 +27,6 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
-import os
 import re
 import threading
 import time
@@ -36,16 +35,12 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Sequence
 
+from . import settings
 from .errors import DataError
 
 log = logging.getLogger(__name__)
 
 INLINE, PATH, S3 = "base64", "path", "s3"
-S3_ALLOW_ENV = "MULTIMODAL_S3_ALLOW"
-MAX_IMAGE_BYTES_ENV = "MULTIMODAL_MAX_IMAGE_BYTES"
-DEFAULT_MAX_IMAGE_BYTES = 50_000_000
-S3_TIMEOUT_ENV = "MULTIMODAL_S3_TIMEOUT_SECONDS"
-DEFAULT_S3_TIMEOUT = 20.0
 # S3 answers in tens of milliseconds per object whatever the object's size: the pool is sized for that latency
 # (objects in flight), not for the machine's cores.
 S3_WORKERS = 32
@@ -62,7 +57,7 @@ class ImageAccessError(DataError):
 
 
 def max_image_bytes() -> int:
-    return int(os.environ.get(MAX_IMAGE_BYTES_ENV) or DEFAULT_MAX_IMAGE_BYTES)
+    return settings.MAX_IMAGE_BYTES.read()
 
 
 def kind_of(value: str) -> str:
@@ -145,7 +140,7 @@ def read_file(root: Path | None, value: str) -> bytes:
             raise ImageProblem("not a file in the image directory")
         if size > max_image_bytes():
             raise ImageProblem(f"the file is {size:,} bytes, over the limit of {max_image_bytes():,} "
-                               f"({MAX_IMAGE_BYTES_ENV})")
+                               f"({settings.MAX_IMAGE_BYTES.name})")
         return path.read_bytes()
     except FileNotFoundError:
         raise ImageProblem("no such file in the image directory") from None
@@ -174,7 +169,7 @@ def parse_allow_list(text: str | None) -> tuple[S3Prefix, ...] | None:
     for item in (i.strip() for i in text.split(",")):
         match = re.match(r"^s3://([^/]+)/?(.*)$", item)
         if not match:
-            raise DataError(f"{S3_ALLOW_ENV}: {item!r} is not an s3://bucket or s3://bucket/prefix entry; separate "
+            raise DataError(f"{settings.S3_ALLOW.name}: {item!r} is not an s3://bucket or s3://bucket/prefix entry; separate "
                             "entries with commas")
         entries.append(S3Prefix(match.group(1), match.group(2)))
     return tuple(entries)
@@ -184,21 +179,17 @@ def parse_allow_list(text: str | None) -> tuple[S3Prefix, ...] | None:
 # boto3 clients are thread-safe, and refresh a role's credentials themselves.
 _CLIENTS: dict[tuple, Any] = {}
 _CLIENTS_LOCK = threading.Lock()
-_CLIENT_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE",
-               "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SHARED_CREDENTIALS_FILE",
-               "AWS_CONFIG_FILE", "AWS_RETRY_MODE", "AWS_MAX_ATTEMPTS", "AWS_EC2_METADATA_DISABLED",
-               "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI")
 
 
 def s3_client(timeout: float, workers: int) -> Any:
     """boto3's S3 client under the environment's settings, with our timeouts, pool size and (unless
     ``AWS_RETRY_MODE`` is set) the ``standard`` retry mode."""
-    key = (timeout, workers) + tuple(os.environ.get(name) for name in _CLIENT_ENV)
+    key = (timeout, workers) + settings.aws_client_environment()
     with _CLIENTS_LOCK:
         if key not in _CLIENTS:
             import boto3
             from botocore.config import Config
-            retries = {} if os.environ.get("AWS_RETRY_MODE") else {"retries": {"mode": "standard"}}
+            retries = {} if settings.aws_retry_mode_set() else {"retries": {"mode": "standard"}}
             _CLIENTS[key] = boto3.session.Session().client("s3", config=Config(
                 connect_timeout=timeout, read_timeout=timeout, max_pool_connections=workers, **retries))
         return _CLIENTS[key]
@@ -211,7 +202,7 @@ def s3_location(uri: str, allow: tuple[S3Prefix, ...] | None) -> tuple[str, str]
         raise ImageProblem("not an s3://bucket/key URI (the key is missing)")
     bucket, key = match.group(1), match.group(2)
     if allow is not None and not any(p.allows(bucket, key) for p in allow):
-        raise ImageProblem(f"outside the S3 locations {S3_ALLOW_ENV} allows "
+        raise ImageProblem(f"outside the S3 locations {settings.S3_ALLOW.name} allows "
                            f"({', '.join(f's3://{p.bucket}/{p.prefix}' for p in allow)}); refused")
     return bucket, key
 
@@ -220,8 +211,8 @@ class S3Fetcher:
     """Fetches S3 objects for image values, ``S3_WORKERS`` at a time, within the allow-list and the limits."""
 
     def __init__(self, allow: tuple[S3Prefix, ...] | None = None, *, workers: int = S3_WORKERS) -> None:
-        self.allow = allow if allow is not None else parse_allow_list(os.environ.get(S3_ALLOW_ENV))
-        self.timeout = float(os.environ.get(S3_TIMEOUT_ENV) or DEFAULT_S3_TIMEOUT)
+        self.allow = allow if allow is not None else parse_allow_list(settings.S3_ALLOW.read())
+        self.timeout = settings.S3_TIMEOUT_SECONDS.read()
         self.workers = workers
         self._pool: ThreadPoolExecutor | None = None
         self._fatal: ImageAccessError | None = None
@@ -257,7 +248,7 @@ class S3Fetcher:
     @staticmethod
     def check_allowed(uri: str) -> None:
         """ImageProblem unless ``uri`` is an s3://bucket/key URI that ``MULTIMODAL_S3_ALLOW`` lets through."""
-        s3_location(uri, parse_allow_list(os.environ.get(S3_ALLOW_ENV)))
+        s3_location(uri, parse_allow_list(settings.S3_ALLOW.read()))
 
     def fetch(self, uri: str) -> bytes:
         bucket, key = s3_location(uri, self.allow)
@@ -279,7 +270,7 @@ class S3Fetcher:
                 "or without a route to S3 the container cannot fetch objects: give the images as files (the "
                 "'images' channel) or as base64") from None
         except (boto.ReadTimeoutError, TimeoutError) as exc:
-            raise ImageProblem(f"S3 did not answer in time ({exc}; {S3_TIMEOUT_ENV}={self.timeout:g})") from None
+            raise ImageProblem(f"S3 did not answer in time ({exc}; {settings.S3_TIMEOUT_SECONDS.name}={self.timeout:g})") from None
 
     def _read_body(self, response: dict) -> bytes:
         limit = max_image_bytes()
@@ -288,7 +279,7 @@ class S3Fetcher:
             length = response.get("ContentLength")
             if length is not None and length > limit:
                 raise ImageProblem(f"the object is {length:,} bytes, over the limit of {limit:,} "
-                                   f"({MAX_IMAGE_BYTES_ENV})")
+                                   f"({settings.MAX_IMAGE_BYTES.name})")
             deadline = time.monotonic() + 4 * self.timeout
             chunks, size = [], 0
             while True:
@@ -298,10 +289,10 @@ class S3Fetcher:
                 chunks.append(chunk)
                 size += len(chunk)
                 if size > limit:
-                    raise ImageProblem(f"the object is over the limit of {limit:,} bytes ({MAX_IMAGE_BYTES_ENV})")
+                    raise ImageProblem(f"the object is over the limit of {limit:,} bytes ({settings.MAX_IMAGE_BYTES.name})")
                 if time.monotonic() > deadline:
                     raise ImageProblem(f"the object took more than {4 * self.timeout:g} s to arrive; refused "
-                                       f"({S3_TIMEOUT_ENV}={self.timeout:g})")
+                                       f"({settings.S3_TIMEOUT_SECONDS.name}={self.timeout:g})")
         finally:
             body.close()
 

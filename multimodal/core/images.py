@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 import sys
 import time
 import types
@@ -17,24 +16,21 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from .errors import DataError
+from . import settings
 from .imagerefs import ImageProblem, ImageSource, decode_base64, describe
 
 log = logging.getLogger(__name__)
 
 IMAGE_SIZE = 224
-WEIGHTS_DIR_ENV = "MULTIMODAL_WEIGHTS_DIR"
-DEFAULT_WEIGHTS_DIR = "/opt/multimodal/weights"
-MAX_PIXELS_ENV = "MULTIMODAL_MAX_IMAGE_PIXELS"
-DEFAULT_MAX_PIXELS = 40_000_000  # about 8000 x 5000: larger images are refused before being decoded
 PROGRESS_SECONDS = 10.0
 
 
 def weights_dir() -> Path:
-    return Path(os.environ.get(WEIGHTS_DIR_ENV) or DEFAULT_WEIGHTS_DIR)
+    return settings.WEIGHTS_DIR.read()
 
 
 def max_pixels() -> int:
-    return int(os.environ.get(MAX_PIXELS_ENV) or DEFAULT_MAX_PIXELS)
+    return settings.MAX_IMAGE_PIXELS.read()
 
 
 # ---------------------------------------------------------------------------------------------- decoding
@@ -61,14 +57,14 @@ def decode_bytes(payload: bytes) -> np.ndarray:
             image = Image.open(io.BytesIO(payload))
             if image.width * image.height > limit:
                 raise ImageProblem(f"the image is {image.width}×{image.height} pixels, over the limit of {limit:,}; "
-                                   f"downscale it, or raise {MAX_PIXELS_ENV}")
+                                   f"downscale it, or raise {settings.MAX_IMAGE_PIXELS.name}")
             image.draft("RGB", (IMAGE_SIZE, IMAGE_SIZE))  # JPEG: decode at reduced scale, much faster
             image = ImageOps.exif_transpose(image)
             image.load()
     except ImageProblem:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageProblem(f"the image is too large to decode safely; downscale it, or raise {MAX_PIXELS_ENV}"
+        raise ImageProblem(f"the image is too large to decode safely; downscale it, or raise {settings.MAX_IMAGE_PIXELS.name}"
                            ) from None
     except Exception as exc:  # Pillow raises many types for corrupt files
         raise ImageProblem(f"the bytes are not an image Pillow can read ({exc}). Send a JPEG, PNG, GIF, WebP or BMP "
@@ -127,7 +123,7 @@ def _torchvision_backbone(arch: str) -> "object":
         raise FileNotFoundError(
             f"pretrained weights for image_model={arch} not found at {path}. Weights are never downloaded at run "
             f"time: bake them in at build time with `multimodal weights fetch {arch} --dir {weights_dir()}` (the "
-            f"Dockerfiles do this), point {WEIGHTS_DIR_ENV} at a directory holding {arch}.pth (a torchvision "
+            f"Dockerfiles do this), point {settings.WEIGHTS_DIR.name} at a directory holding {arch}.pth (a torchvision "
             "state_dict), or choose image_model=efficientnet_lite0, whose weights ship with its Python package")
     model = getattr(torchvision.models, arch)(weights=None)
     state = torch.load(path, map_location="cpu", weights_only=True)

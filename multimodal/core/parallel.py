@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import shutil
 import tempfile
 from typing import Iterator
 
+from . import settings
 from .resources import available_memory, cpu_count
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ def local_ray(strategy: str) -> Iterator[None]:
     if ray.is_initialized():  # the caller's own Ray session: use it as it is
         yield
         return
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    settings.library_defaults(RAY_USAGE_STATS_ENABLED="0")
     temp_dir = tempfile.mkdtemp(prefix="mm-ray-", dir=short_temp_root())
     cpus = cpu_count()
     store = object_store_bytes()

@@ -24,52 +24,31 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 import numpy as np
+
+from .targets import each_expert_probabilities
+
+if TYPE_CHECKING:
+    from .targets import Target
 
 log = logging.getLogger(__name__)
 
 ENSEMBLE_FILE = "ensemble.json"
 # AutoGluon's WeightedEnsemble default (ensemble_size=25) and a few more: the weights are multiples of 1/ITERATIONS
 ITERATIONS = 40
-_EPSILON = 1e-15
 # Folds of the network-or-ensemble choice, and the fewest rows a fold may hold for its losses to mean anything
 CHOICE_FOLDS = 5
 MIN_CHOICE_ROWS_PER_FOLD = 20
 
 
-def real_class_probabilities(proba: np.ndarray, expert_classes: list[int], n_classes: int) -> np.ndarray:
-    """An expert's probabilities restricted to the real classes and renormalised (uniform if it abstains)."""
-    out = np.zeros((len(proba), n_classes))
-    for j, c in enumerate(expert_classes):
-        if c < n_classes:
-            out[:, c] = proba[:, j]
-    total = out.sum(axis=1, keepdims=True)
-    return np.where(total > 0, out / np.where(total > 0, total, 1), 1.0 / n_classes)
-
-
-def each_expert_probabilities(x: np.ndarray, experts: list[list[int]], n_classes: int) -> list[np.ndarray]:
-    """The fusion inputs ``x`` (the experts' probabilities side by side, each over its own ``experts`` classes)
-    split per expert, each restricted to the real classes (``real_class_probabilities``)."""
-    offsets = np.cumsum([0] + [len(classes) for classes in experts])
-    return [real_class_probabilities(x[:, start:stop], classes, n_classes)
-            for classes, start, stop in zip(experts, offsets[:-1], offsets[1:])]
-
-
-def row_losses(outputs: np.ndarray, y: np.ndarray, regression: bool) -> np.ndarray:
-    """Each row's term of ``loss``."""
-    if regression:
-        return (np.asarray(outputs, dtype=np.float64)[:, 0] - y) ** 2
-    picked = np.clip(np.asarray(outputs, dtype=np.float64)[np.arange(len(y)), y], _EPSILON, 1.0)
-    return -np.log(picked)
-
-
-def loss(outputs: np.ndarray, y: np.ndarray, regression: bool) -> float:
-    """What both fusions minimise: cross-entropy of class probabilities, or the mean squared error of the
-    standardised prediction."""
-    return float(np.mean(row_losses(outputs, y, regression)))
+def loss(outputs: np.ndarray, y: np.ndarray, target: "Target") -> float:
+    """What both fusions minimise (``target.row_losses``): cross-entropy of class probabilities, or the mean
+    squared error of the standardised prediction."""
+    return float(np.mean(target.row_losses(outputs, y)))
 
 
 class WeightedEnsemble:
@@ -81,14 +60,11 @@ class WeightedEnsemble:
         self.experts = [list(map(int, classes)) for classes in experts]
         self.n_classes = n_classes  # None for a regression
 
-    @property
-    def regression(self) -> bool:
-        return self.n_classes is None
-
     def _each(self, x: np.ndarray) -> list[np.ndarray]:
         """Each expert's outputs in the ensemble's terms: real-class probabilities, or a one-column prediction."""
         x = np.asarray(x, dtype=np.float64)
-        if self.regression:
+        # A saved ensemble is read without the model's target object, so it knows its outputs from n_classes
+        if self.n_classes is None:
             return [x[:, [i]] for i in range(len(self.experts))]
         return each_expert_probabilities(x, self.experts, self.n_classes)
 
@@ -97,16 +73,16 @@ class WeightedEnsemble:
         return sum(w * part for w, part in zip(self.weights, parts) if w > 0).astype(np.float32)
 
     @classmethod
-    def fit(cls, x: np.ndarray, y: np.ndarray, experts: list[list[int]], n_classes: int | None,
+    def fit(cls, x: np.ndarray, y: np.ndarray, experts: list[list[int]], target: "Target",
             iterations: int = ITERATIONS) -> "WeightedEnsemble":
         """Caruana's forward selection with replacement: each step adds the expert whose addition lowers the
-        loss on (x, y) most; the weights are how often each was added."""
-        ensemble = cls([0.0] * len(experts), experts, n_classes)
+        loss on (x, y) most (``target``'s loss); the weights are how often each was added."""
+        ensemble = cls([0.0] * len(experts), experts, target.n_outputs)
         parts = ensemble._each(x)
         counts = np.zeros(len(parts))
         total = np.zeros_like(parts[0])
         for step in range(1, iterations + 1):
-            losses = [loss((total + part) / step, y, ensemble.regression) for part in parts]
+            losses = [loss((total + part) / step, y, target) for part in parts]
             best = int(np.argmin(losses))
             counts[best] += 1
             total += parts[best]
@@ -133,19 +109,19 @@ class Fusion(Protocol):
     def predict(self, x: np.ndarray) -> np.ndarray: ...
 
 
-def choice_folds(y: np.ndarray, regression: bool, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+def choice_folds(y: np.ndarray, target: "Target", seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """(fit rows, scored rows) of each fold of the choice; empty when there are too few rows to cross-validate.
     Classes are stratified when every class has a row in each fold."""
     from sklearn.model_selection import KFold, StratifiedKFold
     folds = min(CHOICE_FOLDS, len(y) // MIN_CHOICE_ROWS_PER_FOLD)
     if folds < 2:
         return []
-    stratify = not regression and np.bincount(y).min(initial=len(y)) >= folds
+    stratify = target.stratifies_folds(y, folds)
     splitter = (StratifiedKFold if stratify else KFold)(n_splits=folds, shuffle=True, random_state=seed)
     return list(splitter.split(np.zeros(len(y)), y if stratify else None))
 
 
-def compare_by_cross_validation(x: np.ndarray, y: np.ndarray, regression: bool,
+def compare_by_cross_validation(x: np.ndarray, y: np.ndarray, target: "Target",
                                 fit: dict[str, Callable[[np.ndarray, np.ndarray], Fusion]],
                                 folds: list[tuple[np.ndarray, np.ndarray]]) -> dict:
     """Each candidate of ``fit`` (name → fit(x, y) → fusion) fitted on k - 1 of ``folds`` (``choice_folds``) and
@@ -154,8 +130,7 @@ def compare_by_cross_validation(x: np.ndarray, y: np.ndarray, regression: bool,
     out = {name: np.zeros(len(y)) for name in fit}
     for i, (fit_rows, scored) in enumerate(folds):
         for name, fit_one in fit.items():
-            out[name][scored] = row_losses(fit_one(x[fit_rows], y[fit_rows]).predict(x[scored]), y[scored],
-                                           regression)
+            out[name][scored] = target.row_losses(fit_one(x[fit_rows], y[fit_rows]).predict(x[scored]), y[scored])
         log.info("fusion choice: fold %d/%d scored", i + 1, len(folds))
     first, second = list(fit)[:2]
     difference = out[first] - out[second]
@@ -171,3 +146,71 @@ def load_fusion(directory: Path):
         return WeightedEnsemble.load(directory)
     from .fusion import FusionNetwork
     return FusionNetwork.load(directory)
+
+
+# ---------------------------------------------------------------------------------------------- the fusion's fit
+
+@dataclass(frozen=True)
+class FusionSettings:
+    """The hyperparameters of the fusion's fit (``from_params`` takes them from the estimator's)."""
+
+    hidden_units: int
+    learning_rate: float
+    batch_size: int
+    n_epochs: int
+    patience: int
+    seed: int
+    validation_fraction: float
+
+    @classmethod
+    def from_params(cls, params: dict) -> "FusionSettings":
+        return cls(**{f.name: params[f.name] for f in fields(cls)})
+
+
+def hold_out(y: np.ndarray, target: "Target", settings: FusionSettings) -> tuple[np.ndarray, np.ndarray]:
+    """(rows to fit, rows held out): ``validation_fraction`` of ``y``'s rows, stratified as the target says."""
+    from sklearn.model_selection import train_test_split
+    return train_test_split(np.arange(len(y)), test_size=settings.validation_fraction, random_state=settings.seed,
+                            shuffle=True, stratify=target.stratify(y, settings.validation_fraction))
+
+
+def train_network(x: np.ndarray, y: np.ndarray, target: "Target", settings: FusionSettings, seconds: float,
+                  x_val: np.ndarray | None = None, y_val: np.ndarray | None = None, *, quiet: bool = False
+                  ) -> tuple[Any, dict]:
+    """The fusion network on (x, y) (y: the fusion's targets), early-stopped on (x_val, y_val) or else on rows
+    held out of x (``quiet``: no log line per epoch, for the cross-validation's networks)."""
+    from .fusion import FusionNetwork
+    if x_val is None:
+        fit_rows, held_out = hold_out(y, target, settings)
+        x, y, x_val, y_val = x[fit_rows], y[fit_rows], x[held_out], y[held_out]
+    return FusionNetwork.train(
+        x, y, target.n_outputs, x_val=x_val, y_val=y_val, hidden_units=settings.hidden_units,
+        learning_rate=settings.learning_rate, batch_size=settings.batch_size, n_epochs=settings.n_epochs,
+        patience=settings.patience, seed=settings.seed, time_limit=seconds, quiet=quiet)
+
+
+def choose_fusion(network: Any, ensemble: WeightedEnsemble, comparison: dict | None, x_val: np.ndarray,
+                  y_val: np.ndarray, target: "Target", expert_names: list[str]) -> tuple[Any, dict]:
+    """The network only when cross-validation says its loss is lower than the weighted ensemble's by more than
+    one standard error; else the ensemble, which cannot fall much below the best expert. Without enough rows
+    to cross-validate, the ensemble. The held-out rows' losses (``y_val``: the fusion's targets) are reported,
+    not used."""
+    held_out = {"network": loss(network.predict(x_val), y_val, target),
+                "ensemble": loss(ensemble.predict(x_val), y_val, target)}
+    better = comparison is not None and comparison["difference"] + comparison["standard_error"] < 0
+    chosen = "network" if better else "ensemble"
+    weights = ensemble.describe(expert_names)
+    shown = ", ".join(f"{k} {v:.2f}" for k, v in weights.items())
+    if comparison is None:
+        log.info("fusion: too few rows to cross-validate the choice; using the weighted ensemble (%s)", shown)
+    else:
+        log.info("fusion: %d-fold cross-validated %s %.4f for the network, %.4f for the weighted ensemble of the "
+                 "experts (%s); difference %+.4f ± %.4f: using the %s", comparison["folds"], target.loss_name,
+                 comparison["loss"]["network"], comparison["loss"]["ensemble"], shown, comparison["difference"],
+                 comparison["standard_error"], chosen)
+    unused = [name for name, w in zip(expert_names, ensemble.weights) if w == 0]
+    if chosen == "ensemble" and unused:
+        log.info("fusion: predictions will not run the experts the ensemble gives no weight: %s", ", ".join(unused))
+    choice = {"chosen": chosen, "cross_validation": comparison, "validation_loss": held_out,
+              "ensemble_weights": weights}
+    return (network if chosen == "network" else ensemble), choice

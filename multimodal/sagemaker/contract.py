@@ -1,25 +1,12 @@
 """Facts of SageMaker's container contracts shared by the training job, the server and the local emulation.
 
-One home each: the ``/opt/ml`` root (and the variable that moves it for local runs), the content types the
-server reads and writes (and CreateAlgorithm advertises), how batch transform splits a file into records, the
+One home each (the ``/opt/ml`` root and the variable that moves it are settings: ``environment``): the content
+types the server reads and writes (and CreateAlgorithm advertises), how batch transform splits a file into records, the
 payload limits, the CSV field size a base64 image needs, and ``ConfigError``.
 """
 from __future__ import annotations
 
 import csv
-import os
-from pathlib import Path
-from typing import Mapping
-
-ML_ROOT_ENV = "MULTIMODAL_ML_ROOT"
-DEFAULT_ML_ROOT = "/opt/ml"
-
-
-def ml_root(environ: Mapping[str, str] | None = None) -> Path:
-    """``/opt/ml``, or ``$MULTIMODAL_ML_ROOT`` (local runs and tests)."""
-    environ = os.environ if environ is None else environ
-    return Path(environ.get(ML_ROOT_ENV) or DEFAULT_ML_ROOT)
-
 
 # ---------------------------------------------------------------------------------------------- content types
 

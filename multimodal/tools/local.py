@@ -30,11 +30,10 @@ from typing import Iterable, Mapping
 from multimodal.sagemaker.contract import (
     CSV,
     IMAGE_CONTENT_TYPE,
-    DEFAULT_ML_ROOT,
-    ML_ROOT_ENV,
     PAYLOAD_BUDGET_MB,
     split_records,
 )
+from multimodal.sagemaker.environment import HOSTS_ADDRESSES, HOSTS_PORT, ML_ROOT, NODE_CPUS, RAY_PORT, child_environment
 from multimodal.sagemaker.serving.launcher import IMAGE_DIR_ENV
 from multimodal.sagemaker.training.imagechannel import IMAGES_CHANNEL
 
@@ -176,13 +175,12 @@ def local_train(*, train: Path, out: Path, hyperparameters: Mapping[str, str], v
 
 
 def _train_in_processes(hosts: list[str], roots: list[Path], cpus: int | None) -> list[int]:
-    env = dict(os.environ)
+    env = child_environment()
     if len(hosts) > 1:
-        env.update(MULTIMODAL_HOSTS_ADDRESSES=json.dumps({h: f"127.0.0.{k + 1}" for k, h in enumerate(hosts)}),
-                   MULTIMODAL_HOSTS_PORT=str(_free_port()), MULTIMODAL_RAY_PORT=str(_free_port()),
-                   MULTIMODAL_NODE_CPUS=str(cpus))
+        env.update({HOSTS_ADDRESSES.name: json.dumps({h: f"127.0.0.{k + 1}" for k, h in enumerate(hosts)}),
+                    HOSTS_PORT.name: str(_free_port()), RAY_PORT.name: str(_free_port()), NODE_CPUS.name: str(cpus)})
     instances = [Instance(h, r, subprocess.Popen([sys.executable, "-m", "multimodal.sagemaker.training"],
-                                                 env={**env, ML_ROOT_ENV: str(r.resolve())}, stdin=subprocess.DEVNULL))
+                                                 env={**env, ML_ROOT.name: str(r.resolve())}, stdin=subprocess.DEVNULL))
                  for h, r in zip(hosts, roots)]
     return _wait_all(instances)
 
@@ -200,10 +198,10 @@ def _train_in_containers(image: str, docker: str, hosts: list[str], roots: list[
         instances = []
         for host, root in zip(hosts, roots):
             command = [docker, "run", "--rm", "--name", f"multimodal-train-{suffix}-{host}", "--network", network,
-                       *(READ_ONLY_FLAGS if read_only else []), "-v", f"{root.resolve()}:{DEFAULT_ML_ROOT}"]
+                       *(READ_ONLY_FLAGS if read_only else []), "-v", f"{root.resolve()}:{ML_ROOT.default}"]
             if len(hosts) > 1:
                 command += ["--hostname", host, "--network-alias", host, *SHM_FLAGS, "--cpus", str(cpus),
-                            "-e", f"MULTIMODAL_NODE_CPUS={cpus}"]
+                            "-e", f"{NODE_CPUS.name}={cpus}"]
             command += [image, "train"]
             log.info("running %s", " ".join(command))
             instances.append(Instance(host, root, subprocess.Popen(command, stdin=subprocess.DEVNULL)))
@@ -437,7 +435,7 @@ def local_transform(*, model: Path, inputs: list[Path], output: Path, settings: 
         name = f"multimodal-serve-{uuid.uuid4().hex[:8]}"
         command = [docker, "run", "--rm", "--name", name, "-p", f"127.0.0.1:{port}:8080",
                    *(READ_ONLY_FLAGS if read_only else []), *mounts,
-                   "-v", f"{(root / 'model').resolve()}:{DEFAULT_ML_ROOT}/model:ro"]
+                   "-v", f"{(root / 'model').resolve()}:{ML_ROOT.default}/model:ro"]
         for key, value in server_env.items():
             command += ["-e", f"{key}={value}"]
         server = subprocess.Popen(command + [image, "serve"], stdin=subprocess.DEVNULL)
@@ -445,8 +443,8 @@ def local_transform(*, model: Path, inputs: list[Path], output: Path, settings: 
         name = None
         server = subprocess.Popen(
             [sys.executable, "-m", "multimodal.sagemaker.serving"], stdin=subprocess.DEVNULL,
-            env={**os.environ, **server_env, ML_ROOT_ENV: str(root.resolve()),
-                 "SAGEMAKER_BIND_TO_PORT": str(port), "MULTIMODAL_BIND_HOST": "127.0.0.1"})
+            env=child_environment(**server_env, **{ML_ROOT.name: str(root.resolve())},
+                                  SAGEMAKER_BIND_TO_PORT=str(port), MULTIMODAL_BIND_HOST="127.0.0.1"))
     endpoint = f"http://127.0.0.1:{port}"
     try:
         wait_for_ping(endpoint, alive=lambda: server.poll() is None)
@@ -481,15 +479,15 @@ def _transform_in_isolated_container(image: str, root: Path, inputs: list[Path],
     os.chmod(results, 0o777)  # the container may run as another user
     name = f"multimodal-serve-{uuid.uuid4().hex[:8]}"
     command = [docker, "run", "-d", "--rm", "--name", name, "--network", "none", *(READ_ONLY_FLAGS if read_only else []),
-               *mounts, "-v", f"{(root / 'model').resolve()}:{DEFAULT_ML_ROOT}/model:ro",
-               "-v", f"{(root / 'transform').resolve()}:{DEFAULT_ML_ROOT}/transform"]
+               *mounts, "-v", f"{(root / 'model').resolve()}:{ML_ROOT.default}/model:ro",
+               "-v", f"{(root / 'transform').resolve()}:{ML_ROOT.default}/transform"]
     for key, value in server_env.items():
         command += ["-e", f"{key}={value}"]
     subprocess.run(command + [image, "serve"], check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
     report: dict = {"succeeded": [], "failed": {}}
     try:
         for staged_item in sorted(staged.iterdir()):
-            inside = f"{DEFAULT_ML_ROOT}/transform/output/{staged_item.name}"
+            inside = f"{ML_ROOT.default}/transform/output/{staged_item.name}"
             client = [docker, "exec", name, "multimodal", "local", "transform", "--endpoint",
                       "http://127.0.0.1:8080", "--output", inside, "--content-type", settings.content_type,
                       "--accept", settings.accept, "--split-type", settings.split_type,
@@ -500,7 +498,7 @@ def _transform_in_isolated_container(image: str, root: Path, inputs: list[Path],
                                 ("--batch-strategy", settings.strategy)):
                 if value:
                     client += [flag, str(value)]
-            code = subprocess.call(client + [f"{DEFAULT_ML_ROOT}/transform/input/{staged_item.name}"],
+            code = subprocess.call(client + [f"{ML_ROOT.default}/transform/input/{staged_item.name}"],
                                    stdin=subprocess.DEVNULL)
             part_file = results / f"{staged_item.name}.report.json"
             part = json.loads(part_file.read_text()) if part_file.is_file() else {

@@ -4,10 +4,10 @@ Why: a thread-per-connection server (gunicorn's gthread worker) hands a connecti
 soon as its first bytes arrive, so a few clients that send slowly hold every thread, and ``/ping`` --
 SageMaker's health check, which times out after 2 s -- waits behind them. Here the event loop reads each
 request body (bounded by the payload limit) without holding a thread, answers ``/ping`` itself without
-queueing behind anything, and passes complete requests to the Flask app (``server.create_app``) on a bounded
-pool of request threads. Predictions still run one at a time on the model thread of ``server.ModelSlot``.
+queueing behind anything, and passes complete requests to the Flask app (``app.create_app``) on a bounded
+pool of request threads. Predictions still run one at a time on the model thread of ``app.ModelSlot``.
 
-Served by gunicorn's asyncio worker (``serve.worker_class``); the Flask app stays usable on its own (tests
+Served by gunicorn's asyncio worker (``launcher.worker_class``); the Flask app stays usable on its own (tests
 use its test client).
 """
 from __future__ import annotations

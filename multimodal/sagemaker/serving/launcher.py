@@ -65,18 +65,18 @@ from typing import Any, Mapping
 
 from multimodal.core.artifact import CONFIG_FILE
 from multimodal.core.errors import DataError
-from multimodal.core.imagerefs import S3_ALLOW_ENV, parse_allow_list
+from multimodal.core import settings as core_settings
+from multimodal.core.imagerefs import parse_allow_list
 from multimodal.core.resources import available_memory, cpu_count
 from multimodal.logs import configure_logging
 from multimodal.sagemaker.contract import (
     DEFAULT_MAX_PAYLOAD_MB,
-    ML_ROOT_ENV,
     MULTI_RECORD,
     PAYLOAD_BUDGET_MB,
     SINGLE_RECORD,
     ConfigError,
-    ml_root,
 )
+from multimodal.sagemaker.environment import ML_ROOT, ml_root
 
 log = logging.getLogger(__name__)
 
@@ -220,7 +220,7 @@ def read_config(environ: Mapping[str, str] | None = None) -> ServeConfig:
         raise ConfigError(f"{IMAGE_DIR_ENV}={image_dir!r}: no such directory (mount the image folder there, or unset "
                           "it to accept only base64 and s3:// images)")
     try:
-        parse_allow_list(environ.get(S3_ALLOW_ENV))
+        parse_allow_list(core_settings.S3_ALLOW.read(environ))
     except DataError as exc:
         raise ConfigError(str(exc)) from None
     log_level = (environ.get("MULTIMODAL_LOG_LEVEL") or "info").strip().lower()
@@ -422,7 +422,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(config.log_level, with_process=True)
     if not (config.model_dir / CONFIG_FILE).is_file():
         log.error("no model to serve: %s/%s not found. SageMaker extracts model.tar.gz into /opt/ml/model; set "
-                  "%s to serve a model directory <root>/model elsewhere", config.model_dir, CONFIG_FILE, ML_ROOT_ENV)
+                  "%s to serve a model directory <root>/model elsewhere", config.model_dir, CONFIG_FILE, ML_ROOT.name)
         return EXIT_LOAD_FAILED
     prepare_environment(config)
     log.info("serving %s on %s:%d: %d worker(s) [%s], %d compute thread(s) and %d HTTP threads each, "

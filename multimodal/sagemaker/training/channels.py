@@ -32,7 +32,8 @@ import pandas as pd
 from multimodal.core.errors import DataError
 from multimodal.core.ingest import BATCH_ROWS
 from multimodal.core.schema import Schema
-from multimodal.sagemaker.contract import CSV, allow_long_csv_fields, ml_root
+from multimodal.sagemaker.contract import CSV, allow_long_csv_fields
+from multimodal.sagemaker.environment import ml_root
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ Unknown events are ignored by both sides, so later versions can add some. The ho
 for training (raycluster.py): this connection is how the extra hosts learn that the job is over and how it
 ended, which Ray does not say (a Ray node's own exit status is 1 whenever any Ray process died).
 
-Settings (environment variables, the same on every host):
+Settings (environment variables, the same on every host; declared in ``multimodal.sagemaker.environment``):
 
   MULTIMODAL_HOSTS_PORT     7560  TCP port of the head's status service. Chosen below Linux's ephemeral range
                                   (32768-60999), so that no outgoing connection on the head can already hold it,
@@ -46,13 +46,12 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self
 
+from multimodal.core.settings import Setting, SettingError
+from multimodal.sagemaker.environment import HOSTS_ADDRESSES, HOSTS_BIND, HOSTS_PORT, HOSTS_TIMEOUT
+
 log = logging.getLogger("multimodal.hosts")
 
-PORT_ENV = "MULTIMODAL_HOSTS_PORT"
-DEFAULT_PORT = 7560
-TIMEOUT_ENV = "MULTIMODAL_HOSTS_TIMEOUT"
-DEFAULT_TIMEOUT_S = 600.0
-BIND_ENV = "MULTIMODAL_HOSTS_BIND"
+DEFAULT_TIMEOUT_S = HOSTS_TIMEOUT.default
 CONNECT_ATTEMPT_S = 5.0  # one connection attempt; the whole wait is bounded by the timeout
 HANDSHAKE_TIMEOUT_S = 60.0  # lenient: the head answers from a thread that shares the GIL with training
 ACK_GRACE_S = 30.0  # how long the head waits for a connected extra host to confirm it received the result
@@ -73,50 +72,31 @@ class HeadLost(HostsError):
     """The connection to the head ended before it reported its result."""
 
 
-ADDRESSES_ENV = "MULTIMODAL_HOSTS_ADDRESSES"
+def _setting(setting: Setting) -> Any:
+    """The setting's value; a bad one is a HostsError (the job reports it as the failure reason)."""
+    try:
+        return setting.read()
+    except SettingError as exc:
+        raise HostsError(str(exc)) from None
 
 
 def address_of(host: str) -> str:
     """The address to reach ``host`` at: its entry in MULTIMODAL_HOSTS_ADDRESSES (local emulation: host names
     on loopback addresses without touching /etc/hosts), else the name itself (resolved by DNS)."""
-    raw = os.environ.get(ADDRESSES_ENV, "").strip()
-    if not raw:
-        return host
-    try:
-        mapping = json.loads(raw)
-    except ValueError:
-        mapping = None
-    if not isinstance(mapping, dict):
-        raise HostsError(f'{ADDRESSES_ENV} must be a JSON object mapping host names to addresses, e.g. '
-                         f'{{"algo-1": "127.0.0.1"}}, not {raw[:80]!r}')
-    return str(mapping.get(host, host))
+    return _setting(HOSTS_ADDRESSES).get(host, host)
 
 
-def port_from_env(name: str = PORT_ENV, default: int = DEFAULT_PORT) -> int:
-    """The TCP port in the environment variable ``name`` (``default`` when unset)."""
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    if not raw.isdigit() or not 1 <= int(raw) <= 65535:
-        raise HostsError(f"{name}={raw!r} must be a TCP port number between 1 and 65535")
-    return int(raw)
+def port_from_env(setting: Setting = HOSTS_PORT) -> int:
+    """The TCP port ``setting`` names (the head's status service by default)."""
+    return _setting(setting)
 
 
 def timeout_from_env() -> float:
-    raw = os.environ.get(TIMEOUT_ENV, "").strip()
-    if not raw:
-        return DEFAULT_TIMEOUT_S
-    try:
-        value = float(raw)
-    except ValueError:
-        value = float("nan")
-    if not value > 0 or value == float("inf"):
-        raise HostsError(f"{TIMEOUT_ENV}={raw!r} must be a positive number of seconds")
-    return value
+    return _setting(HOSTS_TIMEOUT)
 
 
 def bind_from_env() -> str:
-    return os.environ.get(BIND_ENV, "").strip()
+    return _setting(HOSTS_BIND)
 
 
 def _line(**message: Any) -> bytes:
@@ -191,7 +171,7 @@ class HeadStatusServer:
         except OSError as exc:
             why = os.strerror(exc.errno) if exc.errno else str(exc)
             raise HostsError(f"the head cannot listen on port {self.requested_port} ({why}): "
-                             f"another program uses it; set {PORT_ENV} to a free port, the same on every host "
+                             f"another program uses it; set {HOSTS_PORT.name} to a free port, the same on every host "
                              "(the training job's Environment)") from None
         self.port = self._listener.getsockname()[1]
         self._listener.setblocking(False)
@@ -437,7 +417,7 @@ class HeadClient:
                 raise HeadUnreachable(
                     f"could not reach the training host {self.head} on port {self.port} within {self.timeout:g} s "
                     f"(last attempt: {problem}). Check that {self.head} started and that the hosts may connect to "
-                    f"each other on that port ({PORT_ENV}, the same on every host)")
+                    f"each other on that port ({HOSTS_PORT.name}, the same on every host)")
             if now >= next_log:
                 log.info("still waiting for %s:%d: %s (%.0f s left)", self.head, self.port, problem, deadline - now)
                 next_log = now + PROGRESS_LOG_S
@@ -454,7 +434,7 @@ class HeadClient:
             greeting = None
         if greeting is None or greeting.get("event") not in ("running", "exit"):
             raise HostsError(f"something answered on {self.head}:{self.port}, but not a training head of this "
-                             f"algorithm: set {PORT_ENV} to a free port, the same on every host")
+                             f"algorithm: set {HOSTS_PORT.name} to a free port, the same on every host")
         self._sock.settimeout(None)  # training may take hours; a dead head is noticed by TCP keep-alive
         _keepalive(self._sock)
         log.info("connected to the training host %s: waiting for its result", self.head)

@@ -21,7 +21,7 @@ import pandas as pd
 from multimodal.core.errors import DataError
 from multimodal.core.imagerefs import PATH, ImageProblem, describe_reference, kind_of, resolve_path
 from multimodal.core.schema import ID_COLUMN
-from multimodal.sagemaker.contract import ml_root
+from multimodal.sagemaker.environment import ml_root
 
 log = logging.getLogger(__name__)
 

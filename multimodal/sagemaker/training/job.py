@@ -44,7 +44,6 @@ import argparse
 import errno
 import json
 import logging
-import os
 import shutil
 import signal
 import socket
@@ -63,7 +62,8 @@ from multimodal.core.hyperparameters import (
     time_budget_seconds,
 )
 from multimodal.logs import configure_logging
-from multimodal.sagemaker.contract import ConfigError, ml_root
+from multimodal.sagemaker.contract import ConfigError
+from multimodal.sagemaker.environment import TRAINING_JOB_NAME, ml_root, quiet_tensorflow
 
 from .channels import (
     ChannelConfig,
@@ -280,7 +280,7 @@ class JobConfig:
 def configure(paths: Paths, clock: Stopwatch) -> JobConfig:
     """Everything checked before any data is read (or any other host waited for): an empty model/, the
     hyperparameters, the channels."""
-    log.info("training job %s on %s, multimodal root %s", os.environ.get("TRAINING_JOB_NAME", "(local)"),
+    log.info("training job %s on %s, multimodal root %s", TRAINING_JOB_NAME.read(),
              socket.gethostname(), paths.root)
     paths.failure_file.unlink(missing_ok=True)
     paths.model_dir.mkdir(parents=True, exist_ok=True)
@@ -592,7 +592,7 @@ def main(argv: list[str] | None = None) -> int:
     build_parser().parse_args(argv)
     clock = Stopwatch()
     configure_logging()
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    quiet_tensorflow()
     paths = Paths.from_env()
     previous = {signum: signal.signal(signum, _stop) for signum in (signal.SIGTERM, signal.SIGINT)}
     hosts: list[str] = []

@@ -7,7 +7,7 @@ head's result over the status connection of ``hosts.py``, then stops its node an
 node is a ``ray start --block`` child process, stopped with SIGTERM; its exit status is never taken for the
 job's (it is 1 whenever any Ray process died, which is what happens on the way out).
 
-Settings (environment variables, the same on every host):
+Settings (environment variables, the same on every host; declared in ``multimodal.sagemaker.environment``):
 
   MULTIMODAL_RAY_PORT        6379  the Ray head's GCS port (TCP). Ray's other ports (object manager, node
                                    manager, workers) are chosen by Ray; between SageMaker instances of one job
@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import signal
 import socket
@@ -41,14 +40,13 @@ from typing import Any, Callable
 from multimodal.core.cluster import ClusterData, NodeData
 from multimodal.core.parallel import object_store_bytes, short_temp_root
 from multimodal.core.resources import cpu_count
+from multimodal.core.settings import SettingError
+from multimodal.sagemaker.environment import NODE_CPUS, RAY_PORT, child_environment
 
 from .hosts import HostsError, address_of, port_from_env
 
 log = logging.getLogger("multimodal.hosts")
 
-RAY_PORT_ENV = "MULTIMODAL_RAY_PORT"
-DEFAULT_RAY_PORT = 6379
-NODE_CPUS_ENV = "MULTIMODAL_NODE_CPUS"
 HEALTH_CHECK_PERIOD_MS = 1000
 HEALTH_CHECK_TIMEOUT_MS = 5000
 HEALTH_CHECK_FAILURES = 15
@@ -59,16 +57,15 @@ PROGRESS_LOG_S = 30.0
 
 
 def ray_port_from_env() -> int:
-    return port_from_env(RAY_PORT_ENV, DEFAULT_RAY_PORT)
+    return port_from_env(RAY_PORT)
 
 
 def node_cpus_from_env() -> int:
-    raw = os.environ.get(NODE_CPUS_ENV, "").strip()
-    if not raw:
-        return cpu_count()
-    if not raw.isdigit() or int(raw) < 1:
-        raise HostsError(f"{NODE_CPUS_ENV}={raw!r} must be a whole number of CPUs, at least 1")
-    return int(raw)
+    try:
+        cpus = NODE_CPUS.read()
+    except SettingError as exc:
+        raise HostsError(str(exc)) from None
+    return cpu_count() if cpus is None else cpus
 
 
 def gpu_count() -> int:
@@ -108,7 +105,7 @@ class RayNode:
                      "--object-store-memory", str(store), "--disable-usage-stats", *args]
         # No draining on SIGTERM (Ray's default waits up to 30 s for a GCS that, at the end of a job, is gone):
         # a node is stopped only once the job is over.
-        env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S="0")
+        env = child_environment(RAY_USAGE_STATS_ENABLED="0", RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S="0")
         env.pop("RAY_ADDRESS", None)
         with open(self.log_path, "wb") as out:
             self.process = subprocess.Popen(self.args, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
@@ -176,7 +173,7 @@ class RayCluster:
         node = RayNode.head(current, ip, port, cpus, gpus)
         if not node.wait_started(START_ATTEMPT_S):
             node.stop()
-            raise HostsError(f"the Ray head did not start on {ip}:{port} ({RAY_PORT_ENV}): {node.failure()}")
+            raise HostsError(f"the Ray head did not start on {ip}:{port} ({RAY_PORT.name}): {node.failure()}")
         log.info("Ray head started on %s:%d (%d CPU(s), %d GPU(s)); waiting for %d other host(s) to join", ip, port,
                  cpus, gpus, len(hosts) - 1)
         cluster = cls(node, hosts)

@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -24,6 +22,7 @@ import pandas as pd
 
 from multimodal.core import scores
 from multimodal.core.jsonsafe import to_json
+from multimodal.sagemaker.environment import matplotlib_config
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +40,7 @@ MAX_LABEL_CHARS = 24
 
 
 def pyplot() -> Any:
-    if not os.environ.get("MPLCONFIGDIR"):
-        os.environ["MPLCONFIGDIR"] = os.path.join(tempfile.gettempdir(), f"matplotlib-{os.getuid()}")
+    matplotlib_config()
     import matplotlib
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
