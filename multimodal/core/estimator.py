@@ -109,7 +109,7 @@ class MultimodalEstimator:
         changed = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items() if v != standard[k])
         text = f"{type(self).__name__}({changed})"
         if self._is_fitted():
-            text += f"  # fitted: {self.target_.describe()}, experts {', '.join(self.expert_names_)}"
+            text += f"  # fitted: {self.target_.kind()}, experts {', '.join(self.expert_names_)}"
         return text
 
     @property

@@ -236,6 +236,10 @@ class ClassTarget:
     def describe(self) -> str:
         return f"{self.n_classes} classes"
 
+    def kind(self) -> str:
+        """What the fitted model predicts, in a word or two (its repr)."""
+        return f"{self.n_classes} classes"
+
     def report(self, y: np.ndarray, y_validation: np.ndarray, predicted: Callable[[], np.ndarray]) -> dict:
         """Fitted facts for ``metrics_`` beyond the scores: none for classes."""
         return {}
@@ -334,6 +338,9 @@ class NumberTarget:
 
     def describe(self) -> str:
         return f"target mean {self.mean:.4g}, std {self.std:.4g}"
+
+    def kind(self) -> str:
+        return REGRESSION
 
     def report(self, y: np.ndarray, y_validation: np.ndarray, predicted: Callable[[], np.ndarray]) -> dict:
         """The target's scale and range for ``metrics_``, and the validation rows' actual and predicted values."""
