@@ -146,13 +146,10 @@ PROBLEM_TYPE_BRANCHES = {
     "multimodal.core.fusion": 5,
     # the experts' AutoGluon predictors are classifiers or regressors (problem_type given to AutoGluon)
     "multimodal.core.experts": 1,
-    # Not yet moved onto the target objects (issue 20, the next steps): what the server calls and writes per kind
-    # of model (one branch each in the request's modules), the training job's reports and metric lines, the
-    # CLI's example.
-    "multimodal.sagemaker.serving.app": 1,
-    "multimodal.sagemaker.serving.records": 2,
-    "multimodal.sagemaker.serving.encode": 1,
-    "multimodal.sagemaker.serving.model_slot": 4,
+    # the server's one reading of a model's kind (a Classes or Numbers object it then asks)
+    "multimodal.sagemaker.serving.kinds": 1,
+    # Not yet moved onto the target objects (issue 20, the next steps): the training job's reports and metric
+    # lines, and the CLI's example.
     "multimodal.sagemaker.training.job": 3,
     "multimodal.sagemaker.training.metrics": 4,
     "multimodal.tools.cli": 3,

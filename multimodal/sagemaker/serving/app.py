@@ -35,7 +35,7 @@ from multimodal.sagemaker.contract import (
     PAYLOAD_BUDGET_MB,
 )
 
-from . import decode, encode, records
+from . import decode, records
 from .errors import (
     BadRequest,
     HTTPProblem,
@@ -45,7 +45,7 @@ from .errors import (
 )
 from .front import DRAIN_FACTOR
 from .model_slot import ModelSlot, Watchdog
-from .records import is_regression
+from .kinds import kind_of
 
 log = logging.getLogger(__name__)
 
@@ -72,9 +72,7 @@ class ServerSettings:
     def check_model(self, model: Any) -> None:
         """Refuse settings the model cannot honour, at load: the server then stops with the reason, rather than
         answering every CSV request without the columns the setting promised."""
-        if self.csv_probabilities and is_regression(model):
-            raise ValueError("MULTIMODAL_CSV_PROBABILITIES=true asks for one probability column per class, but the "
-                             "model is a regression model (no classes): set MULTIMODAL_CSV_PROBABILITIES=false")
+        kind_of(model).check_settings(self.csv_probabilities)
 
     @property
     def max_payload_bytes(self) -> int:
@@ -170,7 +168,8 @@ class _Service:
                  content_type, accept, 1000 * (time.monotonic() - started))
         response = Response(text, status=200, mimetype=accept)
         if accept == CSV:
-            response.headers["X-Output-Columns"] = ",".join(encode.output_columns(model, self.settings.csv_probabilities))
+            columns = kind_of(model).columns(model.schema_.id_column, self.settings.csv_probabilities)
+            response.headers["X-Output-Columns"] = ",".join(columns)
         return response
 
     def _handle(self, model: Any, body: bytes, content_type: str, charset: str | None,
@@ -185,11 +184,12 @@ class _Service:
         fail_fast = self.settings.bad_records == "fail"
         if batch.errors and fail_fast:
             raise BadRequest(batch.error_summary())
+        kind = kind_of(model)
         with self.watchdog:
-            outcome = records.predict(model, batch, modalities, fail_fast=fail_fast, images=images)
+            outcome = records.predict(model, kind, batch, modalities, fail_fast=fail_fast, images=images)
         if outcome is None:
             raise BadRequest(batch.error_summary())
-        return encode.format_outcome(outcome, model, accept, self.settings.csv_probabilities), batch
+        return kind.format(outcome, accept, schema.id_column, self.settings.csv_probabilities), batch
 
 
 def _problem(status: int, message: str) -> HTTPProblem:

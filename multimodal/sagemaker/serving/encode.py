@@ -15,9 +15,8 @@ import json
 from typing import Any, Iterable, Sequence
 
 from multimodal.core.schema import LABEL_COLUMN, PREDICTION
-from multimodal.sagemaker.contract import CSV, JSONLINES
 
-from .records import Outcome, Predictions, is_regression
+from .records import Outcome, Predictions
 
 # Output records are separated by a newline with none after the last: batch transform's AssembleWith=Line
 # adds a newline after every response, so a response ending with one would leave a blank line in the
@@ -131,32 +130,3 @@ def format_regression_json(outcome: Predictions, *, with_id: bool, id_column: st
 def regression_csv_columns(*, with_id: bool, id_column: str) -> list[str]:
     """Names of the regression CSV output columns (the X-Output-Columns response header)."""
     return ([id_column] if with_id else []) + [PREDICTION]
-
-
-def output_columns(model: Any, csv_probabilities: bool) -> list[str]:
-    """The CSV output's column names (the X-Output-Columns response header)."""
-    id_column = model.schema_.id_column
-    if is_regression(model):
-        return regression_csv_columns(with_id=id_column is not None, id_column=id_column or "ID")
-    return csv_columns(model.classes_, with_id=id_column is not None, id_column=id_column or "ID",
-                       with_probabilities=csv_probabilities)
-
-
-def format_outcome(outcome: Outcome | Predictions, model: Any, accept: str, csv_probabilities: bool) -> str:
-    """The response body of ``outcome`` in the ``accept`` format (``csv_probabilities``: CSV has a probability
-    column per class)."""
-    id_column = model.schema_.id_column
-    if isinstance(outcome, Predictions):
-        return format_predictions(outcome, accept, id_column)
-    if accept == CSV:
-        return format_csv(outcome, model.classes_, with_id=id_column is not None,
-                          with_probabilities=csv_probabilities)
-    formatter = format_jsonlines if accept == JSONLINES else format_json
-    return formatter(outcome, model.classes_, with_id=id_column is not None, id_column=id_column or "ID")
-
-
-def format_predictions(outcome: Predictions, accept: str, id_column: str | None) -> str:
-    if accept == CSV:
-        return format_regression_csv(outcome, with_id=id_column is not None)
-    formatter = format_regression_jsonlines if accept == JSONLINES else format_regression_json
-    return formatter(outcome, with_id=id_column is not None, id_column=id_column or "ID")

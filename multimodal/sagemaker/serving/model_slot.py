@@ -12,7 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
 from .errors import NotReady
-from .records import is_regression, model_output
+from .kinds import is_model, kind_of
+from .records import model_output
 
 # the logger of the app this came out of: the server's log lines keep their names
 log = logging.getLogger("multimodal.sagemaker.serving.app")
@@ -24,7 +25,7 @@ class ModelSlot:
     def __init__(self, source: Any, *, on_failure: Callable[[BaseException], None] | None = None,
                  on_ready: Callable[[], None] | None = None, load_timeout: float | None = None,
                  description: str = "the model", check: Callable[[Any], None] | None = None) -> None:
-        if hasattr(source, "predict_proba") or is_regression(source):
+        if is_model(source):
             self._loader: Callable[[], Any] = lambda: source
         elif callable(source):
             self._loader = source
@@ -83,11 +84,7 @@ class ModelSlot:
         self.load_seconds = time.monotonic() - started
         self._done.set()
         self._ready.set()
-        if is_regression(model):
-            log.info("model ready in %.1f s (regression)", self.load_seconds)
-        else:
-            log.info("model ready in %.1f s (%d classes: %s)", self.load_seconds, len(model.classes_),
-                     ", ".join(map(str, model.classes_)))
+        log.info("model ready in %.1f s (%s)", self.load_seconds, kind_of(model).describe())
         if self._on_ready is not None:
             self._on_ready()
 
@@ -126,8 +123,10 @@ def warm_up(model: Any) -> None:
     It proves the model can predict and pays the first-call costs (Keras tracing, AutoGluon's feature
     generators, the image encoder) before /ping turns 200. Raises if the model cannot predict.
     """
+    import numpy as np
     import pandas as pd
 
+    kind = kind_of(model)
     schema = model.schema_
     modality = {c.name: c.modality for c in schema.columns}
     filled = {"text": "warm up", "num": "1", "cat": "warm up", "image": _tiny_png()}
@@ -136,19 +135,9 @@ def warm_up(model: Any) -> None:
     full = {c: filled.get(modality.get(c), "warm-up") for c in header}
     for rows in ([empty, full], [full]):
         frame = pd.DataFrame(rows, dtype=object)
-        _check_trial(model, model_output(model, frame, None), len(frame))
-
-
-def _check_trial(model: Any, values: Any, rows: int) -> None:
-    """Raise unless the trial outputs are finite, with one number (regression) or one per class for each row."""
-    import numpy as np
-    finite = bool(np.isfinite(values).all())
-    if is_regression(model):
-        if values.shape != (rows,) or not finite:
-            raise RuntimeError(f"the trial prediction returned unusable predictions (shape {values.shape}, "
-                               f"expected ({rows},), finite: {finite})")
-    elif values.shape != (rows, len(model.classes_)) or not finite:
-        raise RuntimeError(f"the trial prediction returned unusable probabilities (shape {values.shape})")
+        values = model_output(model, kind, frame, None)
+        # unless finite, with one number (regression) or one per class for each row: the model cannot serve
+        kind.check_trial(values, len(frame), bool(np.isfinite(values).all()))
 
 
 class Watchdog:

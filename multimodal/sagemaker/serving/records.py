@@ -14,8 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from multimodal.core.artifact import REGRESSION
-
 from .errors import BadRequest
 
 MAX_VALUE_IN_MESSAGE = 40
@@ -103,11 +101,6 @@ class Predictions:
     ids: list[Any]
     values: list[float | None]
     errors: dict[int, RecordError]
-
-
-def is_regression(model: Any) -> bool:
-    """Whether ``model`` predicts numbers (``predict``) rather than classes (``classes_``, ``predict_proba``)."""
-    return getattr(model, "problem_type_", None) == REGRESSION
 
 
 # ---------------------------------------------------------------------------------------------- checks
@@ -233,24 +226,21 @@ def validate(batch: Batch, modalities: dict[str, str], *, full_images: bool = Fa
 _ROW_REFERENCE = re.compile(r"row \d+( \(ID [^)]*\))?")
 
 
-def model_output(model: Any, frame: Any, images: Path | None) -> Any:
-    """Probabilities, shape (rows, classes), of a classifier; predictions, shape (rows,), of a regressor.
-    S3 being out of reach (or refusing the credentials) concerns the whole request: one 400 saying so."""
-    import numpy as np
-
+def model_output(model: Any, kind: Any, frame: Any, images: Path | None) -> Any:
+    """The model's outputs for ``frame`` as its kind (``kinds``) reads them. S3 being out of reach (or refusing
+    the credentials) concerns the whole request: one 400 saying so."""
     from multimodal.core.imagerefs import ImageAccessError
     where = {} if images is None else {"images": images}
     try:
-        if is_regression(model):
-            return np.asarray(model.predict(frame, **where), dtype=float)
-        return model.predict_proba(frame, **where).to_numpy(dtype=float)
+        return kind.outputs(model, frame, where)
     except ImageAccessError as exc:
         raise BadRequest(str(exc)) from None
 
 
-def predict(model: Any, batch: Batch, modalities: dict[str, str], *, fail_fast: bool,
-             images: Path | None = None) -> Outcome | Predictions | None:
-    """Predict every valid record in one call; isolate records the model still rejects.
+def predict(model: Any, kind: Any, batch: Batch, modalities: dict[str, str], *, fail_fast: bool,
+            images: Path | None = None) -> Outcome | Predictions | None:
+    """Predict every valid record in one call; isolate records the model still rejects. ``kind``: the model's
+    kind (``kinds.kind_of``), which reads its outputs and makes the outcome.
 
     Returns None when a record turned out bad and ``fail_fast`` (the caller answers 400 with the summary).
     """
@@ -261,7 +251,7 @@ def predict(model: Any, batch: Batch, modalities: dict[str, str], *, fail_fast: 
     pending = batch.valid_positions()
     while pending:
         try:
-            values = model_output(model, batch.frame(pending), images)
+            values = model_output(model, kind, batch.frame(pending), images)
         except DataError as exc:
             before = len(batch.errors)
             if exc.row is not None and 1 <= exc.row <= len(pending):  # prepare_features names the row
@@ -271,7 +261,7 @@ def predict(model: Any, batch: Batch, modalities: dict[str, str], *, fail_fast: 
                 validate(batch, {c: m for c, m in modalities.items() if m == "image"}, full_images=True,
                          image_dir=images)
             if len(batch.errors) == before:  # still unattributed: split the batch until the record is found
-                _bisect(model, batch, pending, outputs, images)
+                _bisect(model, kind, batch, pending, outputs, images)
                 pending = []
             else:
                 if fail_fast:
@@ -281,19 +271,20 @@ def predict(model: Any, batch: Batch, modalities: dict[str, str], *, fail_fast: 
         for k, position in enumerate(pending):
             outputs[position] = values[k]
         pending = []
-    outcome = _outcome(model, batch, outputs)
+    outcome = kind.outcome(batch, outputs)
     if batch.errors and fail_fast:
         return None
     return outcome
 
 
-def _bisect(model: Any, batch: Batch, positions: list[int], outputs: list, images: Path | None) -> None:
+def _bisect(model: Any, kind: Any, batch: Batch, positions: list[int], outputs: list, images: Path | None
+            ) -> None:
     from multimodal.core.errors import DataError
     stack = [positions]
     while stack:
         part = stack.pop()
         try:
-            values = model_output(model, batch.frame(part), images)
+            values = model_output(model, kind, batch.frame(part), images)
         except DataError as exc:
             if len(part) == 1:
                 batch.fail(part[0], str(exc), exc.column)
@@ -302,19 +293,3 @@ def _bisect(model: Any, batch: Batch, positions: list[int], outputs: list, image
             continue
         for k, position in enumerate(part):
             outputs[position] = values[k]
-
-
-def _outcome(model: Any, batch: Batch, outputs: list) -> Outcome | Predictions:
-    """The model's raw outputs per record as labels and probabilities, or as predicted numbers."""
-    import math
-    if not is_regression(model):
-        classes = list(model.classes_)
-        labels = [None if p is None else classes[int(p.argmax())] for p in outputs]
-        return Outcome(ids=batch.ids, labels=labels, probabilities=outputs, errors=batch.errors)
-    for position, value in enumerate(outputs):
-        # JSON has no NaN or infinity, and no number would be a truthful answer: the record gets an error
-        if value is not None and not math.isfinite(value):
-            batch.fail(position, f"the model's prediction for this record is not a finite number ({value}); "
-                                 "check the record's values for extremes")
-    values = [None if p in batch.errors else float(v) for p, v in enumerate(outputs)]
-    return Predictions(ids=batch.ids, values=values, errors=batch.errors)
