@@ -196,7 +196,7 @@ def main() -> int:
         import torch
         torch.set_num_threads(threads)
         from multimodal import MultimodalClassifier
-        from multimodal.sagemaker.serving.app import warm_up
+        from multimodal.sagemaker.serving.model_slot import warm_up
         from multimodal.tools.synthetic import make_dataset
         model = MultimodalClassifier.load(model_dir)
         warm_up(model)

@@ -21,7 +21,7 @@ from PIL import Image
 from support import CLASSES, HEADER, StandInModel, csv_body, jsonl_body
 
 from multimodal.sagemaker.serving.app import ServerSettings, create_app
-from multimodal.sagemaker.serving.payloads import split_records
+from multimodal.sagemaker.contract import split_records
 from multimodal.tools.synthetic import encode_image, make_dataset, photo_jpeg
 
 COLUMNS = [c for c in HEADER if c != "label"]
@@ -608,6 +608,6 @@ def test_carriage_returns_and_the_record_count_limit(client):
     assert response.status_code == 400 and "carriage return" in response.get_data(as_text=True)
     lines = csv_lines(post(client, b'r1,"a\rb",red,1,1,\n'))  # inside quotes it is text
     assert lines[0][0] == "r1"
-    from multimodal.sagemaker.serving.payloads import MAX_RECORDS
+    from multimodal.sagemaker.serving.decode import MAX_RECORDS
     response = post(client, b",,,,,\n" * (MAX_RECORDS + 1))
     assert response.status_code == 400 and "records in one request" in response.get_data(as_text=True)

@@ -1,4 +1,4 @@
-"""Request bodies → records, and predictions → response bodies (the server's payloads module)."""
+"""Request bodies → records, and predictions → response bodies (the server's decode, records and encode modules)."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,12 +8,8 @@ from support import HEADER
 
 from multimodal.core.errors import DataError
 from multimodal.core.schema import Schema, prepare_features
-from multimodal.sagemaker.serving.payloads import (
-    Batch,
-    parse_csv,
-    parse_json,
-    validate_numbers,
-)
+from multimodal.sagemaker.serving.decode import parse_csv, parse_json
+from multimodal.sagemaker.serving.records import Batch, validate_numbers
 
 COLUMNS = [c for c in HEADER if c != "label"]
 
@@ -50,13 +46,12 @@ def test_the_server_and_the_estimator_apply_the_same_number_rules(value):
 
 
 def test_regression_output_formats():
-    from multimodal.sagemaker.serving.payloads import (
-        Predictions,
-        RecordError,
+    from multimodal.sagemaker.serving.encode import (
         format_regression_csv,
         format_regression_json,
         format_regression_jsonlines,
     )
+    from multimodal.sagemaker.serving.records import Predictions, RecordError
     outcome = Predictions(ids=["a", "b, c", 3], values=[np.float64(0.1) * 3, None, -2.0],
                           errors={1: RecordError("line 2", "bad")})
     assert format_regression_csv(outcome, with_id=True) == 'a,0.30000000000000004\n"b, c",ERROR: line 2: bad\n3,-2.0'

@@ -48,7 +48,7 @@ of a regression model).
 
 Regression models (`problem_type_` "regression"): the response is `ID,prediction` per CSV record
 (`X-Output-Columns: ID,prediction`) and `{"ID": …, "prediction": …}` per JSON record, the number as Python's
-`repr` of the float64 (see `payloads`); a bad record in `emit` mode is `ID,ERROR: <reason>` /
+`repr` of the float64 (see `encode`); a bad record in `emit` mode is `ID,ERROR: <reason>` /
 `{"ID": …, "prediction": null, "error": "<reason>"}`. They have no classes, so `MULTIMODAL_CSV_PROBABILITIES=true`
 stops the server at load (exit 3, the log says why).
 """
