@@ -181,6 +181,7 @@ def _loads(text: str) -> Any:
     """json.loads, except that over-long integers cannot fail it (see _json_int); RecursionError propagates."""
     return json.loads(text, parse_int=_json_int)
 
+
 TOO_DEEP = "JSON nested too deeply to read: a record is a flat object of column name → string, number or null"
 
 # Strings (skipped whole, escapes included) and the JSON punctuation that matters to find a list's elements.
@@ -245,6 +246,7 @@ def parse_jsonlines(body: bytes, columns: Sequence[str], *, id_column: str | Non
             _record_from_object(batch, position, obj, columns, id_column)
     return batch
 
+
 _EMPTY = object()
 
 
@@ -277,6 +279,7 @@ def parse_json(body: bytes, columns: Sequence[str], *, id_column: str | None, ch
             _record_from_object(batch, position, obj, columns, id_column)
     return batch
 
+
 _TOO_DEEP = object()
 
 
@@ -295,6 +298,7 @@ def _parse_elements_one_by_one(text: str) -> list[Any]:
             raise PayloadError(f"the body is not valid JSON ({exc.msg}); application/json takes a list of objects "
                                "keyed by column name") from None
     return parsed
+
 
 PARSERS = {CSV: parse_csv, JSONLINES: parse_jsonlines, JSON: parse_json}
 
