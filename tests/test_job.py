@@ -154,13 +154,13 @@ def sdk_hyperparameters(values: dict) -> dict:
 
 def test_hyperparameters_written_json_quoted_by_the_sdk_are_unwrapped(tmp_path, caplog):
     from multimodal.core.hyperparameters import resolve
-    from multimodal.sagemaker.training import job as training
+    from multimodal.sagemaker import opt_ml
     written = sdk_hyperparameters({"quality": "toy", "image_model": "efficientnet_lite0", "n_mins": 5,
                                    "learning_rate": 0.01, "missing_threshold": 1.0})
     assert written["quality"] == '"toy"' and written["n_mins"] == "5"  # what the file holds
     root = layout(tmp_path, hyperparameters=written)
-    with caplog.at_level("INFO", logger="multimodal.sagemaker.training.job"):
-        raw = training.read_hyperparameters(training.Paths(root))
+    with caplog.at_level("INFO", logger="multimodal.sagemaker.opt_ml"):
+        raw = opt_ml.read_hyperparameters(opt_ml.Paths(root))
     values = resolve(raw)
     assert (values["quality"], values["image_model"], values["n_mins"], values["learning_rate"]) == (
         "toy", "efficientnet_lite0", 5, 0.01)
@@ -174,7 +174,7 @@ def test_hyperparameters_written_json_quoted_by_the_sdk_are_unwrapped(tmp_path, 
     ('"a" "b"', '"a" "b"'), ('"\\"toy\\""', '"toy"'),  # one level of quoting only
 ])
 def test_only_whole_json_string_literals_are_unwrapped(value, expected):
-    from multimodal.sagemaker.training.job import unwrap_json_quoted
+    from multimodal.sagemaker.opt_ml import unwrap_json_quoted
     assert unwrap_json_quoted({"quality": value})[0] == {"quality": expected}
 
 

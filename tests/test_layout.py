@@ -110,11 +110,9 @@ def test_the_package_has_no_import_cycle():
 # A module longer than this holds more than one concept: split it by concept.
 MAX_MODULE_LINES = 450
 # Modules still over the limit, each with the length it may not exceed while it waits to be split along the
-# seam issue 20 names (the server along the request; the training job's configuration, publishing and roles;
-# the two emulators; the multi-host roles).
+# seam issue 20 names (the two emulators; the multi-host status service).
 OVERSIZE = {
-    "multimodal.sagemaker.training.job": 617,
-    "multimodal.tools.local": 516,
+    "multimodal.tools.local": 514,
     "multimodal.sagemaker.training.hosts": 497,
 }
 
@@ -150,7 +148,7 @@ PROBLEM_TYPE_BRANCHES = {
     "multimodal.sagemaker.serving.kinds": 1,
     # Not yet moved onto the target objects (issue 20, the next steps): the training job's reports and metric
     # lines, and the CLI's example.
-    "multimodal.sagemaker.training.job": 3,
+    "multimodal.sagemaker.training.reports": 3,
     "multimodal.sagemaker.training.metrics": 4,
     "multimodal.tools.cli": 3,
 }

@@ -49,16 +49,17 @@ def assert_png(path, min_bytes=10_000):
 
 
 def job_paths(tmp_path):
-    from multimodal.sagemaker.training.job import Paths
+    from multimodal.sagemaker.opt_ml import Paths
     paths = Paths(tmp_path)
     paths.output_data_dir.mkdir(parents=True)
     return paths
 
 
 def write(model, tmp_path):
-    from multimodal.sagemaker.training.job import Stopwatch, write_reports
+    from multimodal.sagemaker.training.reports import write_reports
+    from multimodal.sagemaker.training.steps import Stopwatch
     paths = job_paths(tmp_path)
-    write_reports(model, paths, {"train": {"rows": 240}}, Stopwatch(), 60, 2_000_000)
+    write_reports(model, paths.output_data_dir, {"train": {"rows": 240}}, Stopwatch(), 60, 2_000_000)
     return paths.output_data_dir
 
 

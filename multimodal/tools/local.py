@@ -27,15 +27,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping
 
-from multimodal.sagemaker.contract import (
-    CSV,
-    IMAGE_CONTENT_TYPE,
-    PAYLOAD_BUDGET_MB,
-    split_records,
-)
+from multimodal.sagemaker.contract import CSV, IMAGE_CONTENT_TYPE, PAYLOAD_BUDGET_MB, split_records
 from multimodal.sagemaker.environment import HOSTS_ADDRESSES, HOSTS_PORT, ML_ROOT, NODE_CPUS, RAY_PORT, child_environment
+from multimodal.sagemaker.opt_ml import (FAILURE_LIMIT, HYPERPARAMETERS_FILE, IMAGES_CHANNEL, INPUT_DATA_CONFIG_FILE,
+                                         RESOURCE_CONFIG_FILE, TRAIN_CHANNEL, VALIDATION_CHANNEL, Paths)
 from multimodal.sagemaker.serving.launcher import IMAGE_DIR_ENV
-from multimodal.sagemaker.training.imagechannel import IMAGES_CHANNEL
 
 log = logging.getLogger(__name__)
 
@@ -67,28 +63,29 @@ def layout_training_root(root: Path, *, train: Path | list[Path], validation: Pa
     ``images`` directory becomes the ``images`` channel (every host gets all of it, as FullyReplicated does)."""
     if root.exists():
         shutil.rmtree(root)
-    config = root / "input" / "config"
+    paths = Paths(root)
+    config = paths.config_dir
     config.mkdir(parents=True)
-    for sub in ("model", "output/data", "checkpoints"):
-        (root / sub).mkdir(parents=True)
+    for directory in (paths.model_dir, paths.output_data_dir, root / "checkpoints"):
+        directory.mkdir(parents=True)
     # SageMaker passes every hyperparameter value as a string
-    (config / "hyperparameters.json").write_text(json.dumps({k: str(v) for k, v in hyperparameters.items()}))
-    channels = {"train": train, **({"validation": validation} if validation else {})}
+    (config / HYPERPARAMETERS_FILE).write_text(json.dumps({k: str(v) for k, v in hyperparameters.items()}))
+    channels = {TRAIN_CHANNEL: train, **({VALIDATION_CHANNEL: validation} if validation else {})}
     declared = {name: {"ContentType": CSV, "TrainingInputMode": input_mode, "S3DistributionType": distribution,
                        "RecordWrapperType": "None"} for name in channels}
     if images is not None:
         declared[IMAGES_CHANNEL] = {"ContentType": IMAGE_CONTENT_TYPE, "TrainingInputMode": images_mode,
                                     "S3DistributionType": "FullyReplicated", "RecordWrapperType": "None"}
-    (config / "inputdataconfig.json").write_text(json.dumps(declared))
-    (config / "resourceconfig.json").write_text(json.dumps(
+    (config / INPUT_DATA_CONFIG_FILE).write_text(json.dumps(declared))
+    (config / RESOURCE_CONFIG_FILE).write_text(json.dumps(
         {"current_host": host, "hosts": hosts or [host], "network_interface_name": "eth0"}))
     for name, source in channels.items():
-        target = root / "input" / "data" / name
+        target = paths.data_dir / name
         target.mkdir(parents=True)
         for i, path in enumerate(source if isinstance(source, list) else channel_files(source)):
             shutil.copy2(path, target / f"{i:03d}-{path.name}")
     if images is not None:
-        copy_image_channel(images, root / "input" / "data" / IMAGES_CHANNEL)
+        copy_image_channel(images, paths.data_dir / IMAGES_CHANNEL)
 
 
 def copy_image_channel(source: Path, target: Path) -> None:
@@ -222,14 +219,15 @@ def _wait_all(instances: list[Instance]) -> list[int]:
 
 
 def _package(root: Path, out: Path, code: int) -> int:
-    if any((root / "output" / "data").iterdir()):
-        pack(root / "output" / "data", out / "output.tar.gz")
-    failure = root / "output" / "failure"
+    paths = Paths(root)
+    if any(paths.output_data_dir.iterdir()):
+        pack(paths.output_data_dir, out / "output.tar.gz")
+    failure = paths.failure_file
     if code == 0:
-        pack(root / "model", out / "model.tar.gz")
+        pack(paths.model_dir, out / "model.tar.gz")
         log.info("model artifact: %s (%.1f MB)", out / "model.tar.gz", (out / "model.tar.gz").stat().st_size / 1e6)
     else:
-        reason = failure.read_text(errors="replace")[:1024] if failure.is_file() else "(no failure reason written)"
+        reason = failure.read_text(errors="replace")[:FAILURE_LIMIT] if failure.is_file() else "(no failure reason written)"
         (out / "failure").write_text(reason)
         log.error("training job failed: %s", reason)
     return code

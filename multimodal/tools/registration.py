@@ -9,7 +9,7 @@ from typing import Any
 
 from multimodal.core.hyperparameters import load_spec_document
 from multimodal.sagemaker.contract import CSV, FORMATS, IMAGE_CONTENT_TYPE
-from multimodal.sagemaker.training.imagechannel import IMAGES_CHANNEL
+from multimodal.sagemaker.opt_ml import IMAGES_CHANNEL
 from multimodal.sagemaker.training.metrics import metric_definitions, tuning_objectives
 
 log = logging.getLogger(__name__)

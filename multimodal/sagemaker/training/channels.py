@@ -33,7 +33,7 @@ from multimodal.core.errors import DataError
 from multimodal.core.ingest import BATCH_ROWS
 from multimodal.core.schema import Schema
 from multimodal.sagemaker.contract import CSV, allow_long_csv_fields
-from multimodal.sagemaker.environment import ml_root
+from multimodal.sagemaker.opt_ml import Paths
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +126,7 @@ class ChannelReader:
 
     def __call__(self) -> Iterator[pd.DataFrame]:
         config = self.config
-        data_dir = self.data_dir if self.data_dir is not None else ml_root() / "input" / "data"
+        data_dir = self.data_dir if self.data_dir is not None else Paths.from_env().data_dir
         if config.record_wrapper and config.record_wrapper != "None":
             raise DataError(f"channel {config.name!r}: RecordWrapperType {config.record_wrapper!r} is not "
                             "supported; this algorithm reads plain CSV: set RecordWrapperType to None")

@@ -21,11 +21,10 @@ import pandas as pd
 from multimodal.core.errors import DataError
 from multimodal.core.imagerefs import PATH, ImageProblem, describe_reference, kind_of, resolve_path
 from multimodal.core.schema import ID_COLUMN
-from multimodal.sagemaker.environment import ml_root
+from multimodal.sagemaker.opt_ml import IMAGES_CHANNEL, Paths
 
 log = logging.getLogger(__name__)
 
-IMAGES_CHANNEL = "images"
 LISTED = 10  # bad references named in the failure reason (the rest are counted)
 
 
@@ -37,7 +36,7 @@ class ImagesDirectory:
     data_dir: Path | None = None
 
     def __call__(self) -> Path:
-        return (self.data_dir if self.data_dir is not None else ml_root() / "input" / "data") / IMAGES_CHANNEL
+        return (self.data_dir if self.data_dir is not None else Paths.from_env().data_dir) / IMAGES_CHANNEL
 
 
 @dataclass

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from multimodal.core import scores
+from multimodal.core.artifact import REGRESSION
 from multimodal.core.jsonsafe import to_json
 from multimodal.sagemaker.environment import matplotlib_config
 
@@ -242,3 +243,52 @@ def _save(fig: Any, ax: Any, path: Path, *, xlabel: str, ylabel: str) -> None:
 def _short(label: Any) -> str:
     text = str(label)
     return text if len(text) <= MAX_LABEL_CHARS else text[:MAX_LABEL_CHARS - 1] + "…"
+
+
+# ---------------------------------------------------------------------------------------------- the job's reports
+
+def write_reports(model: Any, out: Path, channels: dict[str, dict], clock: Any, budget: int,
+                  model_bytes: int) -> None:
+    """output/data: metrics.json (the model's ``metrics_`` and a ``job`` block), the experts' leaderboards, the
+    fusion training curve, and the confusion matrix (classification) or the predicted-vs-actual scatter and the
+    residual histogram (regression), in ``out`` (output/data). ``clock``: the job's ``Stopwatch``."""
+    problem_type = model.problem_type_
+    regression = problem_type == REGRESSION
+    metrics = dict(model.metrics_)  # for regression this holds "target" (mean, std, min, max of the training target)
+    block = model.metrics_.get("validation") or {}
+    matrix = None if regression else (block.get("confusion_matrix") or None)
+    title = f"fused model on the {model.metrics_.get('validation_source', 'validation')}"
+    metrics["job"] = {
+        "time_budget_seconds": budget,
+        "seconds_before_reports": round(clock.elapsed(), 2),
+        "stages_seconds": dict(clock.stages),
+        "channels": channels,
+        "model_megabytes": round(model_bytes / 1e6, 3),
+        "problem_type": problem_type,
+        **({} if regression else {"classes": list(model.classes_)}),
+        "experts": model.expert_names_,
+    }
+    if matrix is not None:
+        metrics["confusion_matrix"] = {"title": title, "classes": list(model.classes_),
+                                       "rows_true_columns_predicted": matrix}
+    write_metrics_json(metrics, out)
+    if getattr(model, "bad_images_", None):
+        write_bad_images(model.bad_images_, out)
+    boards = write_leaderboards(model.leaderboards_, out)
+    if matrix is not None:
+        plot_confusion_matrix(matrix, model.classes_, out / CONFUSION_MATRIX_FILE, title=title)
+    if regression:
+        predictions = getattr(model, "validation_predictions_", None)
+        if predictions is not None and len(predictions):
+            actual, predicted = predictions["actual"], predictions["predicted"]
+            plot_predicted_vs_actual(actual, predicted, out / PREDICTED_VS_ACTUAL_FILE, title=title)
+            plot_residuals(actual, predicted, out / RESIDUALS_FILE, title=title)
+        else:
+            log.warning("no validation predictions: %s and %s not written", PREDICTED_VS_ACTUAL_FILE,
+                        RESIDUALS_FILE)
+    curve = model.metrics_.get("fusion_curve") or {}
+    if curve:
+        plot_training_curve(curve, out / TRAINING_CURVE_FILE)
+    log.info("reports in %s: %s", out, ", ".join(sorted(p.name for p in out.iterdir())))
+    if not boards:
+        log.warning("no expert leaderboard to write")
