@@ -1,8 +1,8 @@
 """Every environment variable the SageMaker layers read — the ``/opt/ml`` root, the multi-host roles, the Ray
 cluster, the job's name — with its default, its type and the error a bad value gets (``Setting``, as for the
 estimator's own in ``multimodal.core.settings``), and the environment handed to the processes they start. The
-inference server's variables are its launcher's ``ServerSettings`` (``multimodal.sagemaker.serving.launcher``),
-read before anything heavy is imported.
+inference server's variables are read by its launcher (``multimodal.sagemaker.serving.launcher.read_config``)
+before anything heavy is imported.
 
 Imports nothing heavy.
 """

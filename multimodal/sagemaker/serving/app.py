@@ -20,8 +20,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable
 
 from flask import Flask, Response, jsonify, request
@@ -32,7 +30,6 @@ from multimodal.sagemaker.contract import (
     JSON,
     JSONLINES,
     MEDIA_TYPES,
-    PAYLOAD_BUDGET_MB,
 )
 
 from . import decode, records
@@ -45,42 +42,13 @@ from .errors import (
 )
 from .front import DRAIN_FACTOR
 from .model_slot import ModelSlot, Watchdog
+from .server_settings import ServerSettings
 from .kinds import kind_of
 
 log = logging.getLogger(__name__)
 
-MIB = 1024 * 1024
 
 PING_STATE = "multimodal.ping"  # app.extensions key: () -> (HTTP status, body) of /ping, for the asyncio front
-
-
-@dataclass
-class ServerSettings:
-    workers: int = 1  # reported as MaxConcurrentTransforms
-    max_payload_mb: float = 6.0  # reported as MaxPayloadInMB; larger bodies get 413
-    batch_strategy: str = "MULTI_RECORD"  # reported as BatchStrategy; every request may carry one record or many
-    csv_probabilities: bool = False  # append one probability column per class to CSV output
-    bad_records: str = "fail"  # "fail": 400 for the request; "emit": an error record in the bad record's place
-    request_timeout: float | None = None  # a prediction running longer calls on_hang (the worker is restarted)
-    load_timeout: float | None = 900.0  # loading + trial prediction longer than this counts as a failed load
-    image_dir: Path | None = None  # where relative _image paths point (MULTIMODAL_IMAGE_DIR); None: refused
-
-    def __post_init__(self) -> None:
-        if self.bad_records not in ("fail", "emit"):
-            raise ValueError(f"bad_records must be 'fail' or 'emit', not {self.bad_records!r}")
-
-    def check_model(self, model: Any) -> None:
-        """Refuse settings the model cannot honour, at load: the server then stops with the reason, rather than
-        answering every CSV request without the columns the setting promised."""
-        kind_of(model).check_settings(self.csv_probabilities)
-
-    @property
-    def max_payload_bytes(self) -> int:
-        return int(self.max_payload_mb * MIB)
-
-    @property
-    def max_concurrent_transforms(self) -> int:
-        return max(1, min(self.workers, int(PAYLOAD_BUDGET_MB // max(self.max_payload_mb, 1))))
 
 
 # ---------------------------------------------------------------------------------------------- the app

@@ -63,9 +63,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from multimodal.core import settings as core_settings
 from multimodal.core.artifact import CONFIG_FILE
 from multimodal.core.errors import DataError
-from multimodal.core import settings as core_settings
 from multimodal.core.imagerefs import parse_allow_list
 from multimodal.core.resources import available_memory, cpu_count
 from multimodal.logs import configure_logging
@@ -78,6 +78,8 @@ from multimodal.sagemaker.contract import (
 )
 from multimodal.sagemaker.environment import ML_ROOT, ml_root
 
+from .server_settings import DEFAULT_LOAD_TIMEOUT, ServerSettings, bad_records_mode
+
 log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 8080
@@ -85,7 +87,6 @@ DEFAULT_HOST = "0.0.0.0"
 DEFAULT_TIMEOUT = 900
 DEFAULT_GRACEFUL_TIMEOUT = 120
 DEFAULT_KEEPALIVE = 5
-DEFAULT_LOAD_TIMEOUT = 900
 DEFAULT_HTTP_THREADS = 8
 # SAGEMAKER_BATCH_STRATEGY as the platform spells it, or as CreateTransformJob does (MultiRecord)
 BATCH_STRATEGIES = {"MULTIRECORD": MULTI_RECORD, "SINGLERECORD": SINGLE_RECORD}
@@ -132,8 +133,7 @@ class ServeConfig:
     cores: int
     memory: dict = field(default_factory=dict)
 
-    def server_settings(self) -> Any:
-        from .app import ServerSettings
+    def server_settings(self) -> ServerSettings:
         return ServerSettings(workers=self.workers, max_payload_mb=self.max_payload_mb,
                               batch_strategy=self.batch_strategy,
                               csv_probabilities=self.csv_probabilities, bad_records=self.bad_records,
@@ -212,9 +212,10 @@ def read_config(environ: Mapping[str, str] | None = None) -> ServeConfig:
     strategy = BATCH_STRATEGIES.get(strategy.replace("_", ""), strategy)
     if strategy not in BATCH_STRATEGIES.values():
         raise ConfigError(f"SAGEMAKER_BATCH_STRATEGY={strategy!r}: expected MULTI_RECORD or SINGLE_RECORD")
-    bad_records = (environ.get("MULTIMODAL_BAD_RECORDS") or "fail").strip().lower()
-    if bad_records not in ("fail", "emit"):
-        raise ConfigError(f"MULTIMODAL_BAD_RECORDS={bad_records!r}: expected fail or emit")
+    try:
+        bad_records = bad_records_mode(environ.get("MULTIMODAL_BAD_RECORDS") or "fail")
+    except ValueError as exc:
+        raise ConfigError(f"MULTIMODAL_BAD_RECORDS: {exc}") from None
     image_dir = environ.get(IMAGE_DIR_ENV, "").strip() or None
     if image_dir is not None and not Path(image_dir).is_dir():
         raise ConfigError(f"{IMAGE_DIR_ENV}={image_dir!r}: no such directory (mount the image folder there, or unset "
