@@ -30,7 +30,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from multimodal.tools.local import layout_training_root  # noqa: E402
+from multimodal.tools.local_training import layout_training_root  # noqa: E402
 
 log = logging.getLogger("scale_out")
 DOCS = ROOT / "docs" / "benchmarks.md"

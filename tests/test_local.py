@@ -12,14 +12,12 @@ import pandas as pd
 import pytest
 
 from multimodal.sagemaker.training.metrics import metric_definitions
-from multimodal.tools.local import (
+from multimodal.tools.local_training import channel_files, local_train, shards
+from multimodal.tools.local_transform import (
     TransformError,
     TransformSettings,
     assemble,
-    channel_files,
-    local_train,
     pack_requests,
-    shards,
     split_input,
     transform_files,
 )
@@ -208,7 +206,7 @@ def test_the_regression_example_trains_and_batch_transforms_a_price(tmp_path):
 
 
 def test_the_images_directory_becomes_a_replicated_images_channel(tmp_path):
-    from multimodal.tools.local import layout_training_root
+    from multimodal.tools.local_training import layout_training_root
     source = tmp_path / "pictures"
     (source / "photos" / "sub dir").mkdir(parents=True)
     (source / "photos" / "sub dir" / "ünï 1.jpg").write_bytes(b"jpeg bytes")

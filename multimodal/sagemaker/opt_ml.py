@@ -1,5 +1,5 @@
-"""SageMaker's ``/opt/ml`` layout, as the training job reads it and the local emulation (``multimodal.tools.local``)
-writes it: where the configuration files, channels, model and outputs are (``Paths``), the channel names, the
+"""SageMaker's ``/opt/ml`` layout, as the training job reads it and the local emulation
+(``multimodal.tools.local_training``) writes it: where the configuration files, channels, model and outputs are (``Paths``), the channel names, the
 configuration files read (hyperparameters.json, resourceconfig.json), the failure file and its limit, and the
 model's publication into model/ (staged, config last). The root is ``/opt/ml``, or ``$MULTIMODAL_ML_ROOT``
 (``multimodal.sagemaker.environment``).

@@ -64,7 +64,7 @@ def _positive(text: str) -> int:
 
 
 def _local_train(args: argparse.Namespace) -> int:
-    from .local import local_train
+    from .local_training import local_train
     hyperparameters: dict[str, str] = {}
     if args.hyperparameters:
         hyperparameters.update({k: str(v) for k, v in json.loads(Path(args.hyperparameters).read_text()).items()})
@@ -80,14 +80,14 @@ def _local_train(args: argparse.Namespace) -> int:
 
 
 def _transform_settings(args: argparse.Namespace) -> "object":
-    from .local import TransformSettings
+    from .local_transform import TransformSettings
     return TransformSettings(max_payload_mb=args.max_payload_mb, max_concurrent=args.max_concurrent_transforms,
                              strategy=args.batch_strategy, content_type=args.content_type, accept=args.accept,
                              split_type=args.split_type, assemble_with=args.assemble_with)
 
 
 def _local_transform(args: argparse.Namespace) -> int:
-    from .local import TransformError
+    from .local_transform import TransformError
     try:
         return _run_local_transform(args)
     except TransformError as exc:
@@ -96,7 +96,7 @@ def _local_transform(args: argparse.Namespace) -> int:
 
 
 def _run_local_transform(args: argparse.Namespace) -> int:
-    from .local import (
+    from .local_transform import (
         input_output_pairs,
         local_transform,
         transform_files,
@@ -142,7 +142,8 @@ def _register(args: argparse.Namespace) -> int:
 
 def _example(args: argparse.Namespace) -> int:
     """Generate data, run a local training job and a local batch transform, and print the held-out scores."""
-    from .local import TransformSettings, local_train, local_transform
+    from .local_training import local_train
+    from .local_transform import TransformSettings, local_transform
     from .synthetic import make_dataset, make_regression_dataset
     make = make_regression_dataset if args.regression else make_dataset
     work = Path(args.out or tempfile.mkdtemp(prefix="multimodal-example-"))
