@@ -1,4 +1,4 @@
-"""The head's status service and the wait-for-head client (multimodal/hosts.py), in-process over loopback.
+"""The head's status service and the wait-for-head client (head_server.py, head_client.py), in-process over loopback.
 
 Every test is bounded: servers listen on 127.0.0.1 on a port the OS picks, client timeouts are a second or two,
 and helper threads are joined with a timeout.
@@ -13,14 +13,9 @@ import pytest
 from support import free_port
 
 from multimodal.sagemaker.training import hosts
-from multimodal.sagemaker.training.hosts import (
-    HeadClient,
-    HeadLost,
-    HeadStatusServer,
-    HeadUnreachable,
-    HostsError,
-    wait_for_head,
-)
+from multimodal.sagemaker.training.head_client import HeadClient, wait_for_head
+from multimodal.sagemaker.training.head_server import HeadStatusServer
+from multimodal.sagemaker.training.hosts import HeadLost, HeadUnreachable, HostsError
 
 LOOPBACK = "127.0.0.1"
 

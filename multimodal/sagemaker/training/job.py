@@ -53,14 +53,9 @@ from multimodal.logs import configure_logging
 from multimodal.sagemaker.environment import quiet_tensorflow
 from multimodal.sagemaker.opt_ml import Paths, read_hosts, shortened, write_failure
 
-from .hosts import (
-    HeadClient,
-    HeadStatusServer,
-    HostsError,
-    bind_from_env,
-    port_from_env,
-    timeout_from_env,
-)
+from .head_client import HeadClient
+from .head_server import HeadStatusServer
+from .hosts import HostsError, bind_from_env, port_from_env, timeout_from_env
 from .steps import LOG_HINT, JobStopped, Stopwatch, _stop, configure, fail, run
 
 log = logging.getLogger(__name__)
