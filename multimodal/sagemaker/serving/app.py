@@ -40,7 +40,7 @@ from .errors import (
     PayloadTooLarge,
     UnsupportedMediaType,
 )
-from .front import DRAIN_FACTOR
+from .front import to_drain
 from .model_slot import ModelSlot, Watchdog
 from .server_settings import ServerSettings
 from .kinds import kind_of
@@ -186,16 +186,14 @@ def _unexpected(exc: Exception) -> Response:
 def _read_body(limit: int) -> bytes:
     """The request body, or 413 past ``limit``: by Content-Length before reading, else (chunked) while reading.
 
-    A body up to DRAIN_FACTOR × ``limit`` is read to its end before the 413, so that a client that sends its
-    whole body before reading the answer sees the 413 rather than a reset connection.
+    What is read (and dropped) before the 413 follows ``front.to_drain``, the one rule for both ways of serving.
     """
     environ = request.environ
     stream = environ["wsgi.input"]
     length = request.content_length
     if length is not None:
         if length > limit:
-            if length <= DRAIN_FACTOR * limit:
-                _discard(stream, length)
+            _discard(stream, to_drain(limit, declared=length))
             raise RequestEntityTooLarge()
         return request.get_data(cache=False)
     if not environ.get("wsgi.input_terminated"):
@@ -208,7 +206,7 @@ def _read_body(limit: int) -> bytes:
         chunks.append(chunk)
         size += len(chunk)
         if size > limit:
-            _discard(stream, DRAIN_FACTOR * limit - size)
+            _discard(stream, to_drain(limit, read=size))
             raise RequestEntityTooLarge()
 
 

@@ -26,6 +26,15 @@ PING_PATH = "/ping"
 # client that sends its whole body before reading the answer sees the 413 rather than a reset connection.
 DRAIN_FACTOR = 4
 
+
+def to_drain(limit: int, *, declared: int | None = None, read: int = 0) -> int:
+    """How many more bytes of a body over ``limit`` to read and drop before the 413 (the rule above, for this
+    front and for the app served on its own): a declared body whole when it is at most DRAIN_FACTOR × the limit,
+    else none; a body of unknown length up to DRAIN_FACTOR × the limit in all (``read`` already)."""
+    if declared is not None:
+        return declared if declared <= DRAIN_FACTOR * limit else 0
+    return max(0, DRAIN_FACTOR * limit - read)
+
 Receive = Callable[[], Awaitable[dict]]
 Send = Callable[[dict], Awaitable[None]]
 
@@ -74,7 +83,8 @@ class Front:
         """
         declared = _content_length(scope)
         if declared is not None and declared > self.max_body:
-            if declared <= DRAIN_FACTOR * self.max_body and not await _drain(receive, declared):
+            drain = to_drain(self.max_body, declared=declared)
+            if drain and not await _drain(receive, drain):
                 return None
             return b""
         chunks, size = [], 0
@@ -86,7 +96,7 @@ class Front:
             size += len(chunk)
             chunks.append(chunk)
             if size > self.max_body:
-                if message.get("more_body") and not await _drain(receive, DRAIN_FACTOR * self.max_body - size):
+                if message.get("more_body") and not await _drain(receive, to_drain(self.max_body, read=size)):
                     return None
                 return b"".join(chunks)[:self.max_body + 1]
             if not message.get("more_body"):
