@@ -142,11 +142,12 @@ PROBLEM_TYPE_BRANCHES = {
     "multimodal.core.experts": 1,
     # the server's one reading of a model's kind (a Classes or Numbers object it then asks)
     "multimodal.sagemaker.serving.kinds": 1,
-    # Not yet moved onto the target objects (issue 20, the next steps): the training job's reports and metric
-    # lines, and the CLI's example.
-    "multimodal.sagemaker.training.reports": 3,
+    # the metric names and definitions of a problem type given as a word at registration, before any model exists
     "multimodal.sagemaker.training.metrics": 4,
+    # the example command's --regression flag picks the example data and its summary (not a fitted model's type)
     "multimodal.tools.cli": 3,
+    # Not yet moved onto the target objects (issue 20, the next step): the training job's report files per kind
+    "multimodal.sagemaker.training.reports": 3,
 }
 
 
