@@ -15,7 +15,7 @@ A thin layer over MultimodalEstimator. Paths are under ``/opt/ml``, or ``$MULTIM
                                      the same data; ShardedByS3Key: its own files) and the experts are fitted
                                      across the hosts; only the first host (sorted), the head, writes model/
                                      and output/. The others exit with the head's result (0, or 1 with
-                                     output/failure). Settings: hosts.py and raycluster.py.
+                                     output/failure). Settings: ``multimodal.sagemaker.environment``.
   input/data/train/                  required: .csv / .csv.gz files with the same header (see channels.py),
                                      read as a stream of record batches: images are embedded batch by batch
   input/data/validation/             optional: early-stops the fusion network; its scores are reported
