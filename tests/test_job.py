@@ -26,8 +26,8 @@ from multimodal.tools.synthetic import make_dataset, make_regression_dataset
 
 ENTRYPOINT = Path(sys.executable).parent / "multimodal-train"  # the console script the images put on PATH
 FAST = {"quality": "toy", "n_folds": "2", "n_hours": "0", "n_mins": "0", "n_secs": "30", "n_epochs": "40"}
-# Documented in multimodal/sagemaker/training/job.py: a job takes its time budget plus at most this much (start-up, reading, the
-# experts' minimum time when the budget is nearly spent, saving, reports).
+# Documented in multimodal/sagemaker/training/job.py: a job takes its time budget plus at most this much
+# (start-up, reading, the experts' minimum time when the budget is nearly spent, saving, reports).
 OVERHEAD_ALLOWANCE_S = 45
 
 
