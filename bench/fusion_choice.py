@@ -48,25 +48,26 @@ log = logging.getLogger("fusion_choice")
 
 def fit_keeping_both(train, kind: str, minutes: int, quality: str, seed: int):
     """The product fitted as usual, with both fusion candidates and the fusion's inputs kept on the side."""
+    from multimodal.core import selection
     from multimodal.core.estimator import MultimodalEstimator
     kept = {}
-    original_choose, original_fit = MultimodalEstimator._choose_fusion, MultimodalEstimator._fit_fusion
+    original_choose, original_fit = selection.choose_fusion, MultimodalEstimator._fit_fusion
 
-    def choose(self, network, ensemble, *args):
+    def choose(network, ensemble, *args):
         kept.update(network=network, ensemble=ensemble)
-        return original_choose(self, network, ensemble, *args)
+        return original_choose(network, ensemble, *args)
 
     def fit_fusion(self, split, x, *args):
         kept.update(x=x, y=split.y)
         return original_fit(self, split, x, *args)
 
-    MultimodalEstimator._choose_fusion, MultimodalEstimator._fit_fusion = choose, fit_fusion
+    selection.choose_fusion, MultimodalEstimator._fit_fusion = choose, fit_fusion
     try:
         model = MultimodalEstimator(problem_type=REGRESSION if kind == REGRESSION else "auto", n_mins=minutes,
                                     quality=quality, image_model=IMAGE_MODEL, seed=seed, n_folds=N_FOLDS)
         model.fit(train)
     finally:
-        MultimodalEstimator._choose_fusion, MultimodalEstimator._fit_fusion = original_choose, original_fit
+        selection.choose_fusion, MultimodalEstimator._fit_fusion = original_choose, original_fit
     return model, kept
 
 
