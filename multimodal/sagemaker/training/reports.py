@@ -252,11 +252,8 @@ def write_reports(model: Any, out: Path, channels: dict[str, dict], clock: Any, 
     """output/data: metrics.json (the model's ``metrics_`` and a ``job`` block), the experts' leaderboards, the
     fusion training curve, and the confusion matrix (classification) or the predicted-vs-actual scatter and the
     residual histogram (regression), in ``out`` (output/data). ``clock``: the job's ``Stopwatch``."""
-    problem_type = model.problem_type_
-    regression = problem_type == REGRESSION
+    kind = _report_kind(model)
     metrics = dict(model.metrics_)  # for regression this holds "target" (mean, std, min, max of the training target)
-    block = model.metrics_.get("validation") or {}
-    matrix = None if regression else (block.get("confusion_matrix") or None)
     title = f"fused model on the {model.metrics_.get('validation_source', 'validation')}"
     metrics["job"] = {
         "time_budget_seconds": budget,
@@ -264,31 +261,69 @@ def write_reports(model: Any, out: Path, channels: dict[str, dict], clock: Any, 
         "stages_seconds": dict(clock.stages),
         "channels": channels,
         "model_megabytes": round(model_bytes / 1e6, 3),
-        "problem_type": problem_type,
-        **({} if regression else {"classes": list(model.classes_)}),
+        "problem_type": model.problem_type_,
+        **kind.job_fields(),
         "experts": model.expert_names_,
     }
-    if matrix is not None:
-        metrics["confusion_matrix"] = {"title": title, "classes": list(model.classes_),
-                                       "rows_true_columns_predicted": matrix}
+    metrics.update(kind.metrics(title))
     write_metrics_json(metrics, out)
     if getattr(model, "bad_images_", None):
         write_bad_images(model.bad_images_, out)
     boards = write_leaderboards(model.leaderboards_, out)
-    if matrix is not None:
-        plot_confusion_matrix(matrix, model.classes_, out / CONFUSION_MATRIX_FILE, title=title)
-    if regression:
-        predictions = getattr(model, "validation_predictions_", None)
-        if predictions is not None and len(predictions):
-            actual, predicted = predictions["actual"], predictions["predicted"]
-            plot_predicted_vs_actual(actual, predicted, out / PREDICTED_VS_ACTUAL_FILE, title=title)
-            plot_residuals(actual, predicted, out / RESIDUALS_FILE, title=title)
-        else:
-            log.warning("no validation predictions: %s and %s not written", PREDICTED_VS_ACTUAL_FILE,
-                        RESIDUALS_FILE)
+    kind.plot(out, title)
     curve = model.metrics_.get("fusion_curve") or {}
     if curve:
         plot_training_curve(curve, out / TRAINING_CURVE_FILE)
     log.info("reports in %s: %s", out, ", ".join(sorted(p.name for p in out.iterdir())))
     if not boards:
         log.warning("no expert leaderboard to write")
+
+
+class _ClassReports:
+    """A classifier's reports: its classes, and the confusion matrix of the validation rows."""
+
+    def __init__(self, model: Any) -> None:
+        self.classes = list(model.classes_)
+        self.matrix = (model.metrics_.get("validation") or {}).get("confusion_matrix") or None
+
+    def job_fields(self) -> dict:
+        return {"classes": self.classes}
+
+    def metrics(self, title: str) -> dict:
+        if self.matrix is None:
+            return {}
+        return {"confusion_matrix": {"title": title, "classes": self.classes,
+                                     "rows_true_columns_predicted": self.matrix}}
+
+    def plot(self, out: Path, title: str) -> None:
+        if self.matrix is not None:
+            plot_confusion_matrix(self.matrix, self.classes, out / CONFUSION_MATRIX_FILE, title=title)
+
+
+class _NumberReports:
+    """A regressor's reports: predicted against actual and the residuals of the validation rows."""
+
+    def __init__(self, model: Any) -> None:
+        self.predictions = getattr(model, "validation_predictions_", None)
+
+    def job_fields(self) -> dict:
+        return {}
+
+    def metrics(self, title: str) -> dict:
+        return {}
+
+    def plot(self, out: Path, title: str) -> None:
+        if self.predictions is None or not len(self.predictions):
+            log.warning("no validation predictions: %s and %s not written", PREDICTED_VS_ACTUAL_FILE,
+                        RESIDUALS_FILE)
+            return
+        actual, predicted = self.predictions["actual"], self.predictions["predicted"]
+        plot_predicted_vs_actual(actual, predicted, out / PREDICTED_VS_ACTUAL_FILE, title=title)
+        plot_residuals(actual, predicted, out / RESIDUALS_FILE, title=title)
+
+
+def _report_kind(model: Any) -> _ClassReports | _NumberReports:
+    """The reports of a model of classes or of numbers, read once from its ``problem_type_``."""
+    if model.problem_type_ == REGRESSION:
+        return _NumberReports(model)
+    return _ClassReports(model)
