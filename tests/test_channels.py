@@ -91,3 +91,18 @@ def test_header_mismatch_names_both_files_and_the_difference(tmp_path):
         _channel(tmp_path, {"x.csv": "ID,a_num,b_num,label\n1,1,1,x\n", "y.csv": "ID,b_num,a_num,label\n1,1,1,x\n"})
     assert "'x.csv' and 'y.csv' have different headers" in str(info.value)
     assert "column 2 is 'a_num' in 'x.csv' but 'b_num' in 'y.csv'" in str(info.value)
+
+
+@pytest.mark.parametrize("text, fragment", [("{oops", "is not valid JSON"), ("[1, 2]", "must be a JSON object"),
+                                            ('{"train": "File"}', "must be a JSON object"),
+                                            ('{"train": {"TrainingInputMode": "Stream"}}', "TrainingInputMode")])
+def test_a_damaged_inputdataconfig_is_a_configuration_error_naming_the_file(tmp_path, text, fragment):
+    """Like hyperparameters.json and resourceconfig.json: the job's configuration, reported as such (the job's
+    failure reason says "Invalid job configuration"), not as a problem of the data."""
+    from multimodal.sagemaker.contract import ConfigError
+    from multimodal.sagemaker.training.channels import load_input_data_config
+    path = tmp_path / "inputdataconfig.json"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=fragment) as info:
+        load_input_data_config(path)
+    assert "inputdataconfig.json" in str(info.value)

@@ -1,6 +1,8 @@
 """Facts of SageMaker's contracts that several layers share (multimodal.sagemaker.contract)."""
 import csv
 
+import pytest
+
 from multimodal.sagemaker import contract, environment
 
 
@@ -23,3 +25,14 @@ def test_long_csv_fields_are_allowed_once_asked_for():
 
 def test_every_format_is_a_media_type_of_its_own():
     assert all(contract.MEDIA_TYPES[f] == f for f in contract.FORMATS)
+
+
+@pytest.mark.parametrize("raw, expected", [("MULTI_RECORD", "MULTI_RECORD"), ("MultiRecord", "MULTI_RECORD"),
+                                           (" singlerecord ", "SINGLE_RECORD"), ("Single_Record", "SINGLE_RECORD"),
+                                           ("BATCH", None), ("", None)])
+def test_a_batch_strategy_is_read_in_either_spelling(raw, expected):
+    """The container is told MULTI_RECORD; CreateTransformJob, the SDK and the emulator say MultiRecord: one table
+    for both spellings."""
+    assert contract.batch_strategy(raw) == expected
+    if expected:
+        assert contract.API_BATCH_STRATEGIES[expected] in ("MultiRecord", "SingleRecord")

@@ -24,6 +24,14 @@ MEDIA_TYPES = {CSV: CSV, JSONLINES: JSONLINES, "application/x-jsonlines": JSONLI
 DEFAULT_MAX_PAYLOAD_MB = 6.0
 PAYLOAD_BUDGET_MB = 100  # MaxConcurrentTransforms × MaxPayloadInMB must not exceed it
 MULTI_RECORD, SINGLE_RECORD = "MULTI_RECORD", "SINGLE_RECORD"  # /execution-parameters and SAGEMAKER_BATCH_STRATEGY
+# The same strategies as CreateTransformJob's BatchStrategy spells them (so do the SDK and the emulator)
+API_BATCH_STRATEGIES = {MULTI_RECORD: "MultiRecord", SINGLE_RECORD: "SingleRecord"}
+
+
+def batch_strategy(raw: str) -> str | None:
+    """The container's spelling (``MULTI_RECORD``) of a batch strategy written either way (``MultiRecord``,
+    ``multi_record`` …); None when it is neither strategy."""
+    return {s.replace("_", ""): s for s in API_BATCH_STRATEGIES}.get(raw.strip().upper().replace("_", ""))
 RECORD_SEPARATOR = b"\n"
 
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from multimodal.core.artifact import CONFIG_FILE
 from multimodal.core.text import ENCODERS as TEXT_ENCODERS
 from multimodal.logs import configure_logging
-from multimodal.sagemaker.contract import CSV, FORMATS
+from multimodal.sagemaker.contract import API_BATCH_STRATEGIES, CSV, FORMATS
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -288,7 +288,7 @@ def _add_transform(local_commands: Any) -> None:
     transform.add_argument("--max-payload-mb", type=float, help="MaxPayloadInMB (default: the container's, else 6)")
     transform.add_argument("--max-concurrent-transforms", type=int,
                            help="MaxConcurrentTransforms (default: the container's, else 1)")
-    transform.add_argument("--batch-strategy", choices=["MultiRecord", "SingleRecord"],
+    transform.add_argument("--batch-strategy", choices=list(API_BATCH_STRATEGIES.values()),
                            help="BatchStrategy (default: the container's, else MultiRecord)")
     transform.add_argument("--content-type", default=CSV, choices=FORMATS)
     transform.add_argument("--accept", default=CSV, choices=FORMATS)

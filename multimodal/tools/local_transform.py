@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping
 
-from multimodal.sagemaker.contract import CSV, PAYLOAD_BUDGET_MB, split_records
+from multimodal.sagemaker.contract import API_BATCH_STRATEGIES, CSV, MULTI_RECORD, PAYLOAD_BUDGET_MB, split_records
 from multimodal.sagemaker.environment import ML_ROOT, child_environment
 from multimodal.sagemaker.serving.launcher import IMAGE_DIR_ENV
 
@@ -88,8 +88,8 @@ def resolve_settings(endpoint: str, settings: TransformSettings) -> TransformSet
     """Job settings override /execution-parameters, which override SageMaker's defaults."""
     status, body = _request(f"{endpoint}/execution-parameters", timeout=5.0)
     offered = json.loads(body) if status == 200 else {}
-    strategy = settings.strategy or {"MULTI_RECORD": "MultiRecord", "SINGLE_RECORD": "SingleRecord"}.get(
-        offered.get("BatchStrategy", ""), "MultiRecord")
+    strategy = settings.strategy or API_BATCH_STRATEGIES.get(offered.get("BatchStrategy", ""),
+                                                             API_BATCH_STRATEGIES[MULTI_RECORD])
     resolved = TransformSettings(
         max_payload_mb=settings.max_payload_mb or float(offered.get("MaxPayloadInMB", 6)),
         max_concurrent=settings.max_concurrent or int(offered.get("MaxConcurrentTransforms", 1)),
@@ -158,8 +158,8 @@ def transform_files(endpoint: str, inputs: Iterable[tuple[Path, Path]], settings
     for source, target in inputs:
         try:
             records = split_input(source.read_bytes(), settings.split_type)
-            jobs.append((source, target, pack_requests(records, max_bytes=max_bytes,
-                                                       multi_record=settings.strategy == "MultiRecord")))
+            multi_record = settings.strategy == API_BATCH_STRATEGIES[MULTI_RECORD]
+            jobs.append((source, target, pack_requests(records, max_bytes=max_bytes, multi_record=multi_record)))
         except TransformError as exc:
             report["failed"][str(source)] = str(exc)
     started = time.monotonic()

@@ -8,7 +8,7 @@ import logging
 from typing import Any
 
 from multimodal.core.hyperparameters import load_spec_document
-from multimodal.sagemaker.contract import CSV, FORMATS, IMAGE_CONTENT_TYPE
+from multimodal.sagemaker.contract import API_BATCH_STRATEGIES, CSV, FORMATS, IMAGE_CONTENT_TYPE, MULTI_RECORD
 from multimodal.sagemaker.opt_ml import IMAGES_CHANNEL
 from multimodal.sagemaker.training.metrics import metric_definitions, tuning_objectives
 
@@ -112,7 +112,7 @@ def validation_specification(*, role: str, train_s3: str, transform_s3: str, out
             "TransformJobDefinition": {
                 "MaxConcurrentTransforms": 1,
                 "MaxPayloadInMB": 6,
-                "BatchStrategy": "MultiRecord",
+                "BatchStrategy": API_BATCH_STRATEGIES[MULTI_RECORD],
                 "TransformInput": {"DataSource": {"S3DataSource": {"S3DataType": "S3Prefix",
                                                                    "S3Uri": transform_s3}},
                                    "ContentType": CSV, "SplitType": "Line"},

@@ -73,8 +73,8 @@ from multimodal.sagemaker.contract import (
     DEFAULT_MAX_PAYLOAD_MB,
     MULTI_RECORD,
     PAYLOAD_BUDGET_MB,
-    SINGLE_RECORD,
     ConfigError,
+    batch_strategy,
 )
 from multimodal.sagemaker.environment import ML_ROOT, ml_root
 
@@ -88,8 +88,6 @@ DEFAULT_TIMEOUT = 900
 DEFAULT_GRACEFUL_TIMEOUT = 120
 DEFAULT_KEEPALIVE = 5
 DEFAULT_HTTP_THREADS = 8
-# SAGEMAKER_BATCH_STRATEGY as the platform spells it, or as CreateTransformJob does (MultiRecord)
-BATCH_STRATEGIES = {"MULTIRECORD": MULTI_RECORD, "SINGLERECORD": SINGLE_RECORD}
 # Memory of one worker besides the model's own size. bench/startup_bench.py measured 0.50 GB RSS once warm and
 # 0.91 GB peak after a ~6 MB request (small model with an image column; the fusion network runs in numpy, so
 # TensorFlow is never loaded: before that, 1.26 GB warm and 1.42–2.1 GB peak).
@@ -208,10 +206,11 @@ def read_config(environ: Mapping[str, str] | None = None) -> ServeConfig:
         raise ConfigError(f"SAGEMAKER_MAX_PAYLOAD_IN_MB={payload_raw!r}: expected a number of MB") from None
     if not 0 < max_payload_mb <= PAYLOAD_BUDGET_MB:
         raise ConfigError(f"SAGEMAKER_MAX_PAYLOAD_IN_MB={payload_raw!r}: expected a number in (0, {PAYLOAD_BUDGET_MB}]")
-    strategy = (environ.get("SAGEMAKER_BATCH_STRATEGY") or MULTI_RECORD).strip().upper()
-    strategy = BATCH_STRATEGIES.get(strategy.replace("_", ""), strategy)
-    if strategy not in BATCH_STRATEGIES.values():
-        raise ConfigError(f"SAGEMAKER_BATCH_STRATEGY={strategy!r}: expected MULTI_RECORD or SINGLE_RECORD")
+    # as the platform spells it (MULTI_RECORD), or as CreateTransformJob does (MultiRecord)
+    raw_strategy = (environ.get("SAGEMAKER_BATCH_STRATEGY") or MULTI_RECORD).strip()
+    strategy = batch_strategy(raw_strategy)
+    if strategy is None:
+        raise ConfigError(f"SAGEMAKER_BATCH_STRATEGY={raw_strategy.upper()!r}: expected MULTI_RECORD or SINGLE_RECORD")
     try:
         bad_records = bad_records_mode(environ.get("MULTIMODAL_BAD_RECORDS") or "fail")
     except ValueError as exc:

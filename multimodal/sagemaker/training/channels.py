@@ -32,7 +32,7 @@ import pandas as pd
 from multimodal.core.errors import DataError
 from multimodal.core.ingest import BATCH_ROWS
 from multimodal.core.schema import Schema
-from multimodal.sagemaker.contract import CSV, allow_long_csv_fields
+from multimodal.sagemaker.contract import CSV, ConfigError, allow_long_csv_fields
 from multimodal.sagemaker.opt_ml import Paths
 
 log = logging.getLogger(__name__)
@@ -58,11 +58,11 @@ class ChannelConfig:
     @classmethod
     def from_json(cls, name: str, entry: dict) -> "ChannelConfig":
         if not isinstance(entry, dict):
-            raise DataError(f"inputdataconfig.json: the entry of channel {name!r} must be a JSON object, not "
+            raise ConfigError(f"inputdataconfig.json: the entry of channel {name!r} must be a JSON object, not "
                             f"{type(entry).__name__}")
         mode = entry.get("TrainingInputMode") or "File"
         if mode not in INPUT_MODES:
-            raise DataError(f"inputdataconfig.json: channel {name!r} has TrainingInputMode {mode!r}; use one of "
+            raise ConfigError(f"inputdataconfig.json: channel {name!r} has TrainingInputMode {mode!r}; use one of "
                             f"{', '.join(INPUT_MODES)}")
         return cls(name=name, input_mode=mode, content_type=entry.get("ContentType"),
                    compression=entry.get("CompressionType"), record_wrapper=entry.get("RecordWrapperType"),
@@ -76,10 +76,10 @@ def load_input_data_config(path: Path) -> dict[str, ChannelConfig] | None:
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path.name} is not valid JSON ({exc}): it must be an object mapping each channel name "
+        raise ConfigError(f"{path.name} is not valid JSON ({exc}): it must be an object mapping each channel name "
                         'to its settings, e.g. {"train": {"TrainingInputMode": "File"}}') from None
     if not isinstance(document, dict):
-        raise DataError(f"{path.name} must be a JSON object mapping channel names to their settings, not "
+        raise ConfigError(f"{path.name} must be a JSON object mapping channel names to their settings, not "
                         f"{type(document).__name__}")
     return {name: ChannelConfig.from_json(name, entry) for name, entry in document.items()}
 
