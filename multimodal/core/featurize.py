@@ -31,15 +31,11 @@ class Featurizer:
 
     def __init__(self, *, image_model: str, text_model: str, image_batch_size: int, text_batch_size: int,
                  bad_images: str, joint_embedding_dims: int) -> None:
-        self.image_model, self.text_model = image_model, text_model
-        self.image_batch_size, self.text_batch_size = image_batch_size, text_batch_size
-        self.bad_images_setting = bad_images
-        self.joint_dims = joint_embedding_dims
-        self.bad_images: list[dict] = []
-        # what a node of a Ray cluster needs to embed as this process does (Featurizer.from_params)
+        # the hyperparameters by name: also what a node of a Ray cluster needs to embed as this process does
         self.params = {"image_model": image_model, "text_model": text_model, "image_batch_size": image_batch_size,
                        "text_batch_size": text_batch_size, "bad_images": bad_images,
                        "joint_embedding_dims": joint_embedding_dims}
+        self.bad_images: list[dict] = []
         self._embedders: dict[tuple[str, str], Any] = {}
 
     @classmethod
@@ -48,17 +44,17 @@ class Featurizer:
 
     def views(self, schema: Schema) -> Views:
         """The experts' views of ``schema`` for this model (before any reducer is fitted)."""
-        return Views(schema, text_model=self.text_model, joint_dims=self.joint_dims)
+        return Views(schema, text_model=self.params["text_model"], joint_dims=self.params["joint_embedding_dims"])
 
     def embedder(self, modality: str) -> Any:
-        key = (modality, self.image_model if modality == "image" else self.text_model)
+        key = (modality, self.params["image_model" if modality == "image" else "text_model"])
         if key not in self._embedders:
             if modality == "image":
                 from .images import ImageEmbedder
-                self._embedders[key] = ImageEmbedder(self.image_model, batch_size=self.image_batch_size)
+                self._embedders[key] = ImageEmbedder(key[1], batch_size=self.params["image_batch_size"])
             else:
                 from .text import TextEmbedder
-                self._embedders[key] = TextEmbedder(self.text_model, batch_size=self.text_batch_size)
+                self._embedders[key] = TextEmbedder(key[1], batch_size=self.params["text_batch_size"])
         return self._embedders[key]
 
     def ingest(self, batches: Iterable[pd.DataFrame], schema: Schema | None, *, source: str,
@@ -75,7 +71,7 @@ class Featurizer:
         check_label_column(first.columns, source)
         stream = itertools.chain([first], iterator)
         del first  # or the first batch's images would stay in memory until the end
-        bad = self.bad_images if self.bad_images_setting == "missing" else None
+        bad = self.bad_images if self.params["bad_images"] == "missing" else None
         rows = ingest(stream, views.schema, source=source, keep=keep,
                       embed=lambda features: self.embed(views, features, images=images, bad=bad, data=source))
         return views, rows

@@ -238,7 +238,7 @@ class ClassTarget:
 
     def kind(self) -> str:
         """What the fitted model predicts, in a word or two (its repr)."""
-        return f"{self.n_classes} classes"
+        return self.describe()
 
     def report(self, y: np.ndarray, y_validation: np.ndarray, predicted: Callable[[], np.ndarray]) -> dict:
         """Fitted facts for ``metrics_`` beyond the scores: none for classes."""

@@ -66,7 +66,7 @@ class HeadLost(HostsError):
     """The connection to the head ended before it reported its result."""
 
 
-def _setting(setting: Setting) -> Any:
+def read_setting(setting: Setting) -> Any:
     """The setting's value; a bad one is a HostsError (the job reports it as the failure reason)."""
     try:
         return setting.read()
@@ -77,20 +77,20 @@ def _setting(setting: Setting) -> Any:
 def address_of(host: str) -> str:
     """The address to reach ``host`` at: its entry in MULTIMODAL_HOSTS_ADDRESSES (local emulation: host names
     on loopback addresses without touching /etc/hosts), else the name itself (resolved by DNS)."""
-    return _setting(HOSTS_ADDRESSES).get(host, host)
+    return read_setting(HOSTS_ADDRESSES).get(host, host)
 
 
 def port_from_env(setting: Setting = HOSTS_PORT) -> int:
     """The TCP port ``setting`` names (the head's status service by default)."""
-    return _setting(setting)
+    return read_setting(setting)
 
 
 def timeout_from_env() -> float:
-    return _setting(HOSTS_TIMEOUT)
+    return read_setting(HOSTS_TIMEOUT)
 
 
 def bind_from_env() -> str:
-    return _setting(HOSTS_BIND)
+    return read_setting(HOSTS_BIND)
 
 
 def message_bytes(**message: Any) -> bytes:

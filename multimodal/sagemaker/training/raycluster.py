@@ -40,10 +40,9 @@ from typing import Any, Callable
 from multimodal.core.cluster import ClusterData, NodeData
 from multimodal.core.parallel import object_store_bytes, short_temp_root
 from multimodal.core.resources import cpu_count
-from multimodal.core.settings import SettingError
 from multimodal.sagemaker.environment import NODE_CPUS, RAY_PORT, child_environment
 
-from .hosts import HostsError, address_of, port_from_env
+from .hosts import HostsError, address_of, port_from_env, read_setting
 
 log = logging.getLogger("multimodal.hosts")
 
@@ -61,10 +60,7 @@ def ray_port_from_env() -> int:
 
 
 def node_cpus_from_env() -> int:
-    try:
-        cpus = NODE_CPUS.read()
-    except SettingError as exc:
-        raise HostsError(str(exc)) from None
+    cpus = read_setting(NODE_CPUS)
     return cpu_count() if cpus is None else cpus
 
 
