@@ -31,7 +31,7 @@ def text_embedding_throughput(embedder: Any, sentences: Sequence[str]) -> dict:
 
     n, present = len(sentences), len(sentences) - len(empty)
     return {
-        "model": embedder.spec.name, "device": embedder.device.type, "encoder": embedder.describe(),
+        "model": embedder.spec.name, "device": embedder.plan.device, "encoder": embedder.describe(),
         "batch_size": embedder.batch_size, "sentences": n, "empty": int(len(empty)),
         "embed_seconds": round(embed_s, 3), "embed_sentences_per_s": round(n / embed_s, 1),
         "forward_seconds": round(forward_s, 3), "forward_sentences_per_s": round(present / forward_s, 1),

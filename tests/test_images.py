@@ -78,10 +78,11 @@ def resnet18_checkpoint(tmp_path, monkeypatch):
     return state
 
 
-def test_torchvision_weights_load_from_the_weights_directory(resnet18_checkpoint):
+def test_torchvision_weights_load_from_the_weights_directory(resnet18_checkpoint, monkeypatch):
     import torch
+    monkeypatch.setenv(settings.ENCODER_RUNTIME.name, "torch")
     embedder = ImageEmbedder("resnet18", batch_size=2)
-    loaded = embedder.model.state_dict()
+    loaded = embedder.model.backbone.state_dict()
     assert torch.equal(loaded["conv1.weight"], resnet18_checkpoint["conv1.weight"])
     rng = np.random.default_rng(4)
     values = [encode_image(draw_image(i % 2, i // 2, rng)) for i in range(3)]

@@ -100,7 +100,7 @@ def test_progress_and_throughput_are_logged(embedder, caplog):
         embedder.embed(SENTENCES, column="review_text")
     final = [r.getMessage() for r in caplog.records if "sentences/s" in r.getMessage()]
     assert final and final[-1].startswith("review_text: embedded 6 texts in ")
-    assert "minilm on cpu, fp32, batch 4" in final[-1] and "2 empty" in final[-1]
+    assert f"minilm, {embedder.plan.describe()}, batch 4" in final[-1] and "2 empty" in final[-1]
 
 
 def test_throughput_compares_embed_with_the_bare_forward(embedder):

@@ -69,9 +69,9 @@ class MultimodalEstimator:
 
     Fitted attributes: ``problem_type_`` (``binary``, ``multiclass`` or ``regression``), ``classes_`` (the
     labels, sorted; classification only), ``schema_`` (the training columns and their modalities),
-    ``experts_``, ``fusion_``, ``metrics_`` (scores on the training rows and the validation rows, timings, the
-    fusion's training curve), ``leaderboards_`` (AutoGluon's, per expert); for regression ``target_mean_`` and
-    ``target_std_`` (the fusion network predicts the standardised target) and, after ``fit``,
+    ``experts_``, ``fusion_``, ``metrics_`` (training and validation scores, timings, the fusion's training curve),
+    ``leaderboards_`` (AutoGluon's, per expert), ``encoders_`` (how the encoders ran in training); for regression
+    ``target_mean_`` and ``target_std_`` (the fusion network predicts the standardised target) and, after ``fit``,
     ``validation_predictions_`` (actual and predicted values of the validation rows).
     """
 
@@ -163,6 +163,7 @@ class MultimodalEstimator:
         self._get_featurizer().bad_images = self.bad_images_ = []
         self.views_, train_rows, validation_rows = executor.read(self._get_featurizer(), train, validation, images)
         self.schema_ = self.views_.schema
+        self.encoders_ = self._get_featurizer().encoders(self.views_)
         train_split, validation_split = self._label(train_rows, validation_rows)
         del train_rows, validation_rows
         timings["embed"] = budget.elapsed()

@@ -12,6 +12,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 import pandas as pd
 
+from . import runtimes
 from .errors import DataError
 from .imagerefs import ImageSource, describe_reference
 from .ingest import Rows, check_label_column, frame_batches, ingest
@@ -56,6 +57,16 @@ class Featurizer:
                 from .text import TextEmbedder
                 self._embedders[key] = TextEmbedder(key[1], batch_size=self.params["text_batch_size"])
         return self._embedders[key]
+
+    def encoders(self, views: Views) -> dict[str, str]:
+        """How each modality ``views`` embeds is encoded here: {"image" / "text": "<model>, <runtime> <precision>
+        on <device>"} (from the loaded encoder, else from the plan one would get on this machine)."""
+        out = {}
+        for modality in sorted({views.modality[c] for c in views.embedded_columns()}):
+            name = self.params["image_model" if modality == "image" else "text_model"]
+            loaded = self._embedders.get((modality, name))
+            out[modality] = f"{name}, {(loaded.plan if loaded is not None else runtimes.choose()).describe()}"
+        return out
 
     def ingest(self, batches: Iterable[pd.DataFrame], schema: Schema | None, *, source: str,
                images: ImageSource | None = None, keep: Callable[[int], bool] = lambda k: True

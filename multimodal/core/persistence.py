@@ -15,7 +15,7 @@ from typing import Any
 
 from multimodal._version import __version__
 
-from . import artifact
+from . import artifact, runtimes
 from .experts import Expert, ExpertSpec, shared_autogluon_metadata
 from .jsonsafe import to_json
 from .reduction import Reducer
@@ -57,6 +57,7 @@ def save(model: Any, path: Path) -> int:
         "reduced_embeddings": sorted(model.views_.reduced),
         "fusion": {"path": artifact.FUSION_DIR, "missing_fractions": model.fusion_missing_inputs_},
         "metrics": model.metrics_,
+        **({"encoders": model.encoders_} if model.encoders_ else {}),
         "versions": versions(),
     }
     tmp = path / (artifact.CONFIG_FILE + ".tmp")
@@ -81,6 +82,10 @@ def load_into(cls: type, path: Path) -> Any:
                                           if e["modality"] == "num"), [])
         model.fusion_missing_inputs_ = bool(config["fusion"].get("missing_fractions", False))
         model.metrics_ = config.get("metrics", {})
+        model.encoders_ = config.get("encoders", {})  # absent before format 5's encoder runtimes: torch
+        if model.encoders_:
+            log.info("the encoders ran as %s in training; in this process they run as %s",
+                     "; ".join(f"{m}: {d}" for m, d in model.encoders_.items()), runtimes.choose().describe())
         model.leaderboards_ = {}
         model.experts_ = _experts(config, path)
         model.fusion_ = load_fusion(path / config["fusion"]["path"])

@@ -73,7 +73,26 @@ S3_TIMEOUT_SECONDS = Setting("MULTIMODAL_S3_TIMEOUT_SECONDS", 20.0, positive_flo
                              "the seconds to wait for S3 to connect or answer")
 # comma-separated s3://bucket or s3://bucket/prefix entries (parsed and checked by imagerefs.parse_allow_list)
 S3_ALLOW = Setting("MULTIMODAL_S3_ALLOW", None, str, "the S3 locations image values may point into")
-CORE_SETTINGS = (WEIGHTS_DIR, TEXT_MODELS_DIR, MAX_IMAGE_PIXELS, MAX_IMAGE_BYTES, S3_TIMEOUT_SECONDS, S3_ALLOW)
+
+
+def one_of(*choices: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        if raw.lower() not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}")
+        return raw.lower()
+    return parse
+
+
+# the runtime and precision of the image and text encoders: a property of the machine (multimodal.core.runtimes)
+ENCODER_RUNTIME = Setting("MULTIMODAL_ENCODER_RUNTIME", "auto", one_of("auto", "torch", "onnxruntime", "openvino"),
+                          "the runtime the image and text encoders run on")
+ENCODER_PRECISION = Setting("MULTIMODAL_ENCODER_PRECISION", "auto", one_of("auto", "fp32", "bf16", "fp16"),
+                            "the precision the image and text encoders compute in")
+# None: $XDG_CACHE_HOME or the temporary directory, /multimodal-encoders
+ENCODER_CACHE = Setting("MULTIMODAL_ENCODER_CACHE", None, Path,
+                        "the directory holding the encoders' ONNX exports (made there on first use)")
+CORE_SETTINGS = (WEIGHTS_DIR, TEXT_MODELS_DIR, MAX_IMAGE_PIXELS, MAX_IMAGE_BYTES, S3_TIMEOUT_SECONDS, S3_ALLOW,
+                 ENCODER_RUNTIME, ENCODER_PRECISION, ENCODER_CACHE)
 
 # boto3's own variables: an S3 client is made anew when one of them changes
 AWS_CLIENT_VARIABLES = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE",
@@ -101,11 +120,16 @@ def library_defaults(**values: str) -> None:
         os.environ.setdefault(name, value)
 
 
+def cache_root() -> Path:
+    """Where caches go: $XDG_CACHE_HOME, else the temporary directory (never under $HOME by default)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or tempfile.gettempdir())
+
+
 def offline_hugging_face() -> None:
     """Before sentence-transformers / transformers / huggingface_hub load: never touch the network, never
     write under $HOME (their caches default to ~/.cache/huggingface)."""
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or tempfile.gettempdir())
+    cache = cache_root()
     library_defaults(HF_HUB_DISABLE_TELEMETRY="1", HF_HOME=str(cache / "huggingface"),
                      SENTENCE_TRANSFORMERS_HOME=str(cache / "sentence-transformers"))

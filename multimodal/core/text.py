@@ -8,10 +8,12 @@ use). ``text_model=ngrams`` (AutoGluon's own n-gram features) needs nothing from
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
 import shutil
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +21,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from . import settings
+from . import runtimes, settings
 
 log = logging.getLogger(__name__)
 
@@ -150,21 +152,39 @@ class TextEmbedder:
         self.batch_size = int(batch_size)
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, not {batch_size}")
+        self.plan = runtimes.choose(cuda=None if device is None else device.startswith("cuda"))
+        started = time.monotonic()
+        if self.plan.runtime == "torch":
+            self._load_torch()
+        else:
+            self._load_compiled()
+        self.load_seconds = time.monotonic() - started
+        self._lock = threading.Lock()
+        self._empty: np.ndarray | None = None
+        log.info("text model %s loaded from %s in %.1f s (%s)", self.spec.name, self.path, self.load_seconds,
+                 self.describe())
+
+    def _load_torch(self) -> None:
         st = _import_sentence_transformers()
         import torch
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        started = time.monotonic()
+        self.device = torch.device(self.plan.device)
         self.model = st.SentenceTransformer(str(self.path), device=str(self.device), local_files_only=True)
         self.model.eval()
-        self.load_seconds = time.monotonic() - started
-        self.autocast_dtype: "torch.dtype | None" = torch.float16 if self.device.type == "cuda" else None
-        self._empty: np.ndarray | None = None
+        self.autocast_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[self.plan.precision]
         dim = self.model.get_embedding_dimension()
         if dim != self.spec.dim:
             raise ValueError(f"{self.path}: the model gives {dim}-d embeddings, {self.spec.name} should give "
                              f"{self.spec.dim}")
-        log.info("text model %s loaded from %s in %.1f s (%s)", self.spec.name, self.path, self.load_seconds,
-                 self.describe())
+        self._max_seq_length = int(self.model.max_seq_length)
+
+    def _load_compiled(self) -> None:
+        import tokenizers
+        self._max_seq_length = int(json.loads((self.path / "sentence_bert_config.json").read_text())["max_seq_length"])
+        self._tokenizer = tokenizers.Tokenizer.from_file(str(self.path / "tokenizer.json"))
+        # as sentence-transformers tokenizes: truncated to the model's length, padded to the batch's longest
+        self._tokenizer.enable_truncation(max_length=self._max_seq_length)
+        self._tokenizer.enable_padding(pad_id=self._tokenizer.token_to_id("[PAD]"), pad_token="[PAD]")
+        self._session = runtimes.session(self.plan, text_graph(self.spec, self.path))
 
     @property
     def dim(self) -> int:
@@ -173,10 +193,16 @@ class TextEmbedder:
     @property
     def max_seq_length(self) -> int:
         """Tokens per value the model sees; longer values are truncated (256 for minilm)."""
-        return int(self.model.max_seq_length)
+        return self._max_seq_length
 
     def forward(self, batch: list[str]) -> np.ndarray:
         """The bare model call: tokenize ``batch`` and run it through the model → (len(batch), dim) float32."""
+        if self.plan.runtime != "torch":
+            encodings = self._tokenizer.encode_batch([str(text).strip() for text in batch])
+            inputs = {name: np.array([getattr(e, field) for e in encodings], dtype=np.int64) for name, field in
+                      (("input_ids", "ids"), ("attention_mask", "attention_mask"), ("token_type_ids", "type_ids"))}
+            with self._lock:  # a compiled session runs one request at a time
+                return self._session(**inputs)[0]
         import torch
         from sentence_transformers.util import batch_to_device
         with torch.inference_mode():
@@ -225,5 +251,45 @@ class TextEmbedder:
         return out
 
     def describe(self) -> str:
-        from .images import precision_name
-        return f"{self.spec.name} on {self.device.type}, {precision_name(self.autocast_dtype)}, batch {self.batch_size}"
+        return f"{self.spec.name}, {self.plan.describe()}, batch {self.batch_size}"
+
+
+def _pooled_transformer(path: Path) -> Any:
+    """The sentence-transformers model at ``path`` as one torch module: (input_ids, attention_mask,
+    token_type_ids) → the L2-normalised mean of the token embeddings, what its Pooling and Normalize modules do."""
+    st = _import_sentence_transformers()
+    import torch
+    model = st.SentenceTransformer(str(path), device="cpu", local_files_only=True)
+    pooling = json.loads((path / "1_Pooling" / "config.json").read_text())
+    if not pooling.get("pooling_mode_mean_tokens") or len(model) != 3:
+        raise ValueError(f"{path}: only mean pooling followed by normalisation can be exported")
+
+    class Pooled(torch.nn.Module):
+        def __init__(self, transformer: torch.nn.Module) -> None:
+            super().__init__()
+            self.transformer = transformer
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor
+                    ) -> torch.Tensor:
+            tokens = self.transformer(input_ids=input_ids, attention_mask=attention_mask,
+                                      token_type_ids=token_type_ids, return_dict=False)[0]
+            mask = attention_mask.unsqueeze(-1).to(tokens.dtype)
+            mean = (tokens * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            return torch.nn.functional.normalize(mean, p=2.0, dim=1)
+
+    return Pooled(model[0].auto_model)
+
+
+def text_graph(spec: TextEncoderSpec, path: Path) -> runtimes.Graph:
+    """What the ONNX runtimes run for ``spec`` loaded from ``path``: variable batch size and token count."""
+    import torch
+    axes = {"batch": 0, "tokens": 1}
+    names = ["input_ids", "attention_mask", "token_type_ids"]
+    return runtimes.Graph(
+        name=f"text-{spec.name}", build=lambda: _pooled_transformer(path),
+        example=lambda: (torch.ones((2, 8), dtype=torch.int64), torch.ones((2, 8), dtype=torch.int64),
+                         torch.zeros((2, 8), dtype=torch.int64)),
+        sources=[path / name for name in ("model.safetensors", "config.json", "1_Pooling/config.json",
+                                           "sentence_bert_config.json")],
+        inputs=names, outputs=["embedding"],
+        dynamic_axes={**{name: {i: a for a, i in axes.items()} for name in names}, "embedding": {0: "batch"}})

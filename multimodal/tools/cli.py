@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from multimodal.core.artifact import CONFIG_FILE
+from multimodal.core.images import ENCODERS as IMAGE_ENCODERS
 from multimodal.core.text import ENCODERS as TEXT_ENCODERS
 from multimodal.logs import configure_logging
 from multimodal.sagemaker.contract import API_BATCH_STRATEGIES, CSV, FORMATS
@@ -44,6 +45,21 @@ def _text_models(args: argparse.Namespace) -> int:
     from multimodal.core.text import fetch_text_model
     for name in args.models:
         fetch_text_model(name, Path(args.dir))
+    return 0
+
+
+def _encoders(args: argparse.Namespace) -> int:
+    from multimodal.core import images, runtimes, text
+    for name in args.models:
+        try:
+            graph = (images.image_graph(images.ENCODERS[name]) if name in images.ENCODERS
+                     else text.text_graph(text.ENCODERS[name], text.model_path(name)))
+        except FileNotFoundError as exc:
+            if not args.skip_missing:
+                raise
+            log.warning("%s not exported: %s", name, exc)
+            continue
+        log.info("%s: %s", name, runtimes.exported(graph, Path(args.dir)))
     return 0
 
 
@@ -220,6 +236,17 @@ def build_parser() -> argparse.ArgumentParser:
     text_fetch.add_argument("--dir", required=True,
                             help="target directory (the images use /opt/multimodal/text-models)")
     text_fetch.set_defaults(func=_text_models)
+
+    encoders = commands.add_parser("encoders", help="manage the encoders' ONNX exports (build time)")
+    encoders_commands = encoders.add_subparsers(dest="encoders_command", required=True)
+    export = encoders_commands.add_parser(
+        "export", help="export image and text encoders to ONNX into DIR (what MULTIMODAL_ENCODER_CACHE names); "
+                       "current exports are kept")
+    export.add_argument("models", nargs="+", choices=sorted({*IMAGE_ENCODERS, *TEXT_ENCODERS}))
+    export.add_argument("--dir", required=True, help="target directory (the images use /opt/multimodal/encoders)")
+    export.add_argument("--skip-missing", action="store_true",
+                        help="warn about encoders whose weights are not here instead of failing")
+    export.set_defaults(func=_encoders)
     _add_example(commands)
     _add_local(commands)
     _add_register(commands)
