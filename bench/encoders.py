@@ -50,7 +50,7 @@ def cpu_model() -> str:
 
 
 def photos(n: int, seed: int = 0) -> list[bytes]:
-    """``n`` JPEG files of about 300 KB (1200×900, quality 92), crops of scikit-learn's two sample photos."""
+    """``n`` JPEG files of about 300 KB (1200×900, quality 95), crops of scikit-learn's two sample photos."""
     import sklearn.datasets
     from PIL import Image
     rng = np.random.default_rng(seed)
@@ -63,7 +63,7 @@ def photos(n: int, seed: int = 0) -> list[bytes]:
         cw, ch = int(w * scale), int(h * scale)
         x, y = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
         buffer = io.BytesIO()
-        photo.crop((x, y, x + cw, y + ch)).resize((1200, 900), Image.BICUBIC).save(buffer, "JPEG", quality=92)
+        photo.crop((x, y, x + cw, y + ch)).resize((1200, 900), Image.BICUBIC).save(buffer, "JPEG", quality=95)
         out.append(buffer.getvalue())
     return out
 

@@ -349,3 +349,24 @@ def _prepared(model, features):
     from multimodal.core.schema import prepare_features
     prepared = prepare_features(features, model.schema_)
     return prepared, model._embed(prepared)
+
+
+def test_rows_without_an_image_share_one_output_of_the_image_expert(trained, test_df, monkeypatch):
+    """The image expert sees the same placeholder embedding in every row without an image: its output there is
+    computed once and reused, and the probabilities are those of running every row through it."""
+    import multimodal.core.estimator as estimator_module
+    rows = test_df.drop(columns=["label"]).copy()
+    column = next(c for c in rows.columns if c.endswith("_image"))
+    rows.loc[rows.index[::3], column] = None
+    expert = next(e for e in trained.experts_ if e.spec.modality == "image")
+    with monkeypatch.context() as patch:
+        patch.setattr(estimator_module, "placeholder_rows", lambda spec, features: None)
+        every_row = trained.predict_proba(rows)
+    seen = []
+    original = expert.predictor.predict_proba
+    monkeypatch.setattr(expert.predictor, "predict_proba", lambda frame, **kw: seen.append(len(frame)) or original(
+        frame, **kw))
+    shared = trained.predict_proba(rows)
+    np.testing.assert_allclose(shared.to_numpy(), every_row.to_numpy(), atol=1e-6)
+    missing = int(rows[column].isna().sum())
+    assert missing >= len(rows) // 3 and sum(seen) <= len(rows) - missing + 1

@@ -34,7 +34,7 @@ from .schema import ID_COLUMN, LABEL_COLUMN, Features, modality_missing_fraction
 from .selection import WeightedEnsemble
 from .targets import ClassesOnly, Target, choose_problem_type, family_of, fit_target
 from .timebudget import TimeBudget
-from .views import JOINT, expert_specs, missing_fractions, missing_indicators, reduces_images
+from .views import JOINT, expert_specs, missing_fractions, missing_indicators, placeholder_rows, reduces_images
 
 log = logging.getLogger(__name__)
 
@@ -327,8 +327,8 @@ class MultimodalEstimator:
         ``embeddings`` are replaced by their principal components (``Views.reduce``)."""
         needed = needed or [True] * len(self.experts_)
         self.views_.reduce(embeddings)
-        outputs = [e.outputs(self.views_.frame(e.spec, features, embeddings)) if use
-                   else np.zeros((len(features.values), max(len(e.classes), 1)))
+        outputs = [e.outputs(self.views_.frame(e.spec, features, embeddings), placeholder_rows(e.spec, features))
+                   if use else np.zeros((len(features.values), max(len(e.classes), 1)))
                    for e, use in zip(self.experts_, needed)]
         return self._inputs(outputs, features)
 

@@ -128,6 +128,7 @@ class Expert:
         self.classes = classes
         self.path = path
         self.leaderboard: pd.DataFrame | None = None
+        self._placeholder_output: np.ndarray | None = None
 
     @property
     def name(self) -> str:
@@ -222,9 +223,24 @@ class Expert:
         persist(predictor, path)
         return cls(spec, predictor, classes, path)
 
-    def outputs(self, frame: pd.DataFrame) -> np.ndarray:
-        """Probabilities over ``classes`` (one column each), or a regressor's predictions (one column)."""
-        return _outputs(self.predictor, frame.reset_index(drop=True), self.classes)
+    def outputs(self, frame: pd.DataFrame, placeholder: np.ndarray | None = None) -> np.ndarray:
+        """Probabilities over ``classes`` (one column each), or a regressor's predictions (one column).
+
+        ``placeholder``: the rows (a boolean mask) whose features are all the missing-value placeholder, so all
+        get the same output: it is computed once, from the first such row, and kept. An image expert's rows
+        without an image are such rows (the black image's embedding), and the expert costs the same for one row
+        as for many (tens of milliseconds a request, per fold)."""
+        frame = frame.reset_index(drop=True)
+        if placeholder is None or not placeholder.any():
+            return _outputs(self.predictor, frame, self.classes)
+        if self._placeholder_output is None:
+            first = int(np.flatnonzero(placeholder)[0])
+            self._placeholder_output = _outputs(self.predictor, frame.iloc[[first]], self.classes)[0]
+        out = np.empty((len(frame), len(self._placeholder_output)))
+        out[placeholder] = self._placeholder_output
+        if not placeholder.all():
+            out[~placeholder] = _outputs(self.predictor, frame[~placeholder].reset_index(drop=True), self.classes)
+        return out
 
 
 @contextlib.contextmanager

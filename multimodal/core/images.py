@@ -219,7 +219,7 @@ class ImageEmbedder:
     """Turns base64 images into fixed-size embeddings, one batch in memory at a time.
 
     The encoder runs where ``runtimes.choose`` says (``MULTIMODAL_ENCODER_RUNTIME`` / ``_PRECISION``): by default
-    OpenVINO on a CPU (bf16 where the CPU computes it natively), torch in fp16 on a GPU.
+    OpenVINO in fp32 on a CPU, torch in fp16 on a GPU. Decoding runs on as many threads as the encoder.
     """
 
     def __init__(self, model_name: str, batch_size: int = 32, device: str | None = None) -> None:

@@ -24,6 +24,7 @@ import os
 import sys
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -172,7 +173,9 @@ def _export(graph: Graph, path: Path, fingerprint: str) -> Path:
     fd, partial = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     os.close(fd)
     try:
-        with torch.no_grad():  # the exporter fails under inference_mode
+        # the exporter fails under inference_mode; its warnings (constant folding, tracing) are about its own work
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
             torch.onnx.export(module, graph.example(), partial, input_names=list(graph.inputs),
                               output_names=list(graph.outputs), dynamic_axes=graph.dynamic_axes,
                               opset_version=ONNX_OPSET, dynamo=False)

@@ -138,8 +138,9 @@ def _is_empty(value: Any) -> bool:
 class TextEmbedder:
     """Turns text values into sentence embeddings, one batch of tokens in memory at a time.
 
-    CUDA is used when present (fp16 autocast). On CPU the model runs in fp32: bf16 autocast, even on
-    processors with native bf16 (AMX), measured slower for this small model, so it is not used.
+    The model runs where ``runtimes.choose`` says: torch with fp16 autocast on a GPU; on a CPU by default an ONNX
+    export in OpenVINO, fp32, tokenized by the ``tokenizers`` library exactly as sentence-transformers does (the
+    model loads in well under a second, without importing sentence-transformers).
     Values are embedded in batches of similar length (less padding), and returned in the input order.
     Empty values (missing text becomes "", whitespace only, None, NaN) all get one cached embedding, the model's
     own embedding of "" computed once: the tokenizer turns all of them into the same [CLS] [SEP] input, so this

@@ -139,6 +139,14 @@ def _sample(matrix: np.ndarray, seed: int) -> np.ndarray:
     return matrix[np.sort(rows)]
 
 
+def placeholder_rows(spec: ExpertSpec, features: Features) -> np.ndarray | None:
+    """For an image expert (no indicator columns), the rows whose image is missing: its input there is the
+    placeholder's embedding, the same for every such row (``Expert.outputs``); None for any other expert."""
+    if spec.modality != "image" or spec.indicators:
+        return None
+    return features.missing[spec.columns].to_numpy().all(axis=1)
+
+
 def missing_fractions(features: Features, specs: list[ExpertSpec]) -> np.ndarray:
     """Per row, the fraction of each per-modality expert's columns that is missing: an input of the fusion
     network, next to the experts' probabilities, saying how far to trust each of them."""
