@@ -7,7 +7,7 @@ GPU, and each host should run what is fastest there. The fp32 runtimes give the 
 0.99999), fp16 and bf16 within 0.995 and 0.99 (tests/test_runtimes.py); the model records what it was trained
 with (``MultimodalEstimator.encoders_``).
 
-bf16 (``MULTIMODAL_ENCODER_PRECISION=bf16``) is 2× faster again on a CPU with AMX, at a cosine of 0.993
+bf16 (``MULTIMODAL_ENCODER_PRECISION=bf16``) is about 1.6× faster again on a CPU with AMX, at a cosine of 0.993
 at worst: an opt-in, not the default.
 
 ONNX Runtime and OpenVINO run an ONNX export of the same weights, made with torch and kept in a cache directory
