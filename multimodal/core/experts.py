@@ -235,7 +235,8 @@ class Expert:
             return _outputs(self.predictor, frame, self.classes)
         if self._placeholder_output is None:
             first = int(np.flatnonzero(placeholder)[0])
-            self._placeholder_output = _outputs(self.predictor, frame.iloc[[first]], self.classes)[0]
+            self._placeholder_output = _outputs(self.predictor, frame.iloc[[first]].reset_index(drop=True),
+                                                self.classes)[0]
         out = np.empty((len(frame), len(self._placeholder_output)))
         out[placeholder] = self._placeholder_output
         if not placeholder.all():
