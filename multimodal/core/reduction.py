@@ -39,7 +39,11 @@ class Reducer:
     def transform(self, matrix: np.ndarray) -> np.ndarray:
         """The components of ``matrix``'s rows, ``TRANSFORM_CHUNK_ROWS`` at a time."""
         if len(matrix) <= TRANSFORM_CHUNK_ROWS:
-            return (np.asarray(matrix, dtype=np.float32) - self.mean) @ self.components.T
+            # in float64, then float32: a float32 product's last bits depend on the BLAS kernel and the arrays'
+            # alignment, and rows without an image (all the placeholder's embedding, on which the experts' tree
+            # splits sit) must get bit-identical components in training and in every later prediction
+            x = np.asarray(matrix, dtype=np.float64) - self.mean.astype(np.float64)
+            return (x @ self.components.T.astype(np.float64)).astype(np.float32)
         return np.concatenate([self.transform(matrix[i:i + TRANSFORM_CHUNK_ROWS])
                                for i in range(0, len(matrix), TRANSFORM_CHUNK_ROWS)])
 
