@@ -334,11 +334,11 @@ def test_a_weighted_ensemble_fusion_runs_only_the_experts_it_weights(saved_model
     reloaded = MultimodalClassifier.load(saved)
     assert [f.name for f in (saved / "wholistic").iterdir()] == ["ensemble.json"]
 
-    def refuse(self, frame):
+    def refuse(self, frame, placeholder=None):
         raise AssertionError(f"expert {self.name} has weight 0 and must not run")
     original = Expert.outputs
-    monkeypatch.setattr(Expert, "outputs", lambda self, frame: original(self, frame) if self.name == "text"
-                        else refuse(self, frame))
+    monkeypatch.setattr(Expert, "outputs", lambda self, frame, placeholder=None: original(self, frame, placeholder)
+                        if self.name == "text" else refuse(self, frame))
     monkeypatch.setattr(Featurizer, "embedder", lambda self, modality: pytest.fail(f"{modality} was embedded"))
     proba = reloaded.predict_proba(features)
     np.testing.assert_allclose(proba.to_numpy(), expected, rtol=1e-5)
