@@ -168,7 +168,8 @@ def test_a_damaged_export_is_made_again_not_trusted(cache, real_photos, caplog):
 def test_new_weights_get_a_new_export(cache, tmp_path, monkeypatch, real_photos):
     """The export is named by the weights' bytes: weights changed in place are never run through the old graph."""
     import torch
-    torchvision = __import__("multimodal.core.images", fromlist=["x"]).import_torchvision()
+    from multimodal.core.images import import_torchvision
+    torchvision = import_torchvision()
     monkeypatch.setenv(settings.WEIGHTS_DIR.name, str(tmp_path))
     outputs = []
     for seed in (0, 1):

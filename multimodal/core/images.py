@@ -241,7 +241,7 @@ class ImageEmbedder:
         import torch
         self.device = torch.device(self.plan.device)
         self.model = image_module(self.spec).eval().to(self.device).to(memory_format=torch.channels_last)
-        self.autocast_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[self.plan.precision]
+        self.autocast_dtype = self.plan.autocast_dtype()
 
     @property
     def dim(self) -> int:

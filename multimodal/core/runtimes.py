@@ -61,6 +61,11 @@ class Plan:
     def describe(self) -> str:
         return f"{self.runtime} {self.precision} on {self.device}"
 
+    def autocast_dtype(self) -> Any:
+        """The torch autocast dtype of this plan's precision (None: fp32, no autocast); for runtime torch."""
+        import torch
+        return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[self.precision]
+
 
 def choose(runtime: str | None = None, precision: str | None = None, *, cuda: bool | None = None,
            native_bf16: bool | None = None) -> Plan:

@@ -171,7 +171,7 @@ class TextEmbedder:
         self.device = torch.device(self.plan.device)
         self.model = st.SentenceTransformer(str(self.path), device=str(self.device), local_files_only=True)
         self.model.eval()
-        self.autocast_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[self.plan.precision]
+        self.autocast_dtype = self.plan.autocast_dtype()
         dim = self.model.get_embedding_dimension()
         if dim != self.spec.dim:
             raise ValueError(f"{self.path}: the model gives {dim}-d embeddings, {self.spec.name} should give "
