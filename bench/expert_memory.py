@@ -45,7 +45,7 @@ models = {models!r}
 if models:  # only these model families of the quality's portfolio
     from multimodal.core import experts as _experts
     _portfolio = _experts.hyperparameters_for
-    _experts.hyperparameters_for = lambda quality: {{k: v for k, v in _portfolio(quality).items() if k in models}}
+    _experts.hyperparameters_for = lambda quality, modality=None: {{k: v for k, v in _portfolio(quality, modality).items() if k in models}}
 if "identity" in variant:  # AutoGluon's feature generation replaced by a pass-through (bench only: a trial)
     from autogluon.features.generators import IdentityFeatureGenerator
     from multimodal.core import experts as _experts

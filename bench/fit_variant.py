@@ -5,7 +5,7 @@ Usage::
 
     .venv/bin/python bench/fit_variant.py --data /tmp/bench-data --dataset tweets --minutes 3 --quality toy \\
         [--hp parallel_folds=true ...] [--ablate missing-fractions|missing-indicators ...] \\
-        [--expert-stack-levels 1] [--joint-weight 12] [--extra-model REALMLP] [--seed 0] \\
+        [--expert-stack-levels 1] [--joint-weight 12] [--extra-model REALMLP [--extra-model-modality image]] [--seed 0] \\
         [--max-train-rows 3000] [--max-test-rows 2000]
 
 Run variants one after another (never side by side: they would share the cores) and compare their lines.
@@ -35,6 +35,19 @@ def ablate(names: list[str]) -> None:
         classifier.missing_indicators = lambda schema, features: []
 
 
+def add_models(families: list[str], modalities: list[str]) -> None:
+    """Add AutoGluon's default configuration of ``families`` to the experts of ``modalities`` (all if empty)."""
+    import multimodal.core.experts as experts
+    original = experts.hyperparameters_for
+
+    def hyperparameters_for(quality: str, modality: str | None = None) -> dict:
+        config = original(quality, modality)
+        if not modalities or modality in modalities:
+            config = {**config, **{m: [{}] for m in families}}
+        return config
+    experts.hyperparameters_for = hyperparameters_for
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, required=True)
@@ -52,6 +65,9 @@ def main() -> int:
     parser.add_argument("--extra-model", action="append", default=[], metavar="FAMILY",
                         help="add AutoGluon's default configuration of this model family (e.g. REALMLP, TABM) to "
                              "every expert's hyperparameters")
+    parser.add_argument("--extra-model-modality", action="append", default=[], metavar="MODALITY",
+                        choices=["text", "num", "cat", "image", "joint"],
+                        help="add the --extra-model families only to the experts of these modalities")
     parser.add_argument("--max-train-rows", type=int)
     parser.add_argument("--max-test-rows", type=int)
     args = parser.parse_args()
@@ -69,11 +85,9 @@ def main() -> int:
         preset, _, folds = QUALITY[args.quality]
         QUALITY[args.quality] = (preset, args.expert_stack_levels, folds)
     if args.extra_model:
-        import multimodal.core.experts as experts
         from multimodal.core.images import import_torchvision
         import_torchvision()  # RealMLP's pytabkit imports torchvision, whose PyPI wheel needs the workaround here
-        original = experts.hyperparameters_for
-        experts.hyperparameters_for = lambda quality: {**original(quality), **{m: [{}] for m in args.extra_model}}
+        add_models(args.extra_model, args.extra_model_modality)
     train, test = read_split(args.data, args.dataset, args.max_train_rows, args.max_test_rows, seed=args.seed)
     params = dict(pair.split("=", 1) for pair in args.hp)
     estimator = MultimodalRegressor if problem_type(args.data, args.dataset) == REGRESSION else MultimodalClassifier
@@ -88,6 +102,7 @@ def main() -> int:
     print(json.dumps({"dataset": args.dataset, "seed": args.seed, "hyperparameters": params, "ablate": args.ablate,
                       "expert_stack_levels": args.expert_stack_levels, "joint_weight": args.joint_weight,
                       "extra_models": args.extra_model,
+                      "extra_model_modalities": args.extra_model_modality,
                       "fusion_choice": model.metrics_["fusion_choice"],
                       "fusion_missing_fractions": model.fusion_missing_inputs_, **headline,
                       "fit_seconds": round(fit_seconds, 1),

@@ -35,7 +35,7 @@ def test_an_expert_left_no_time_falls_back_to_a_small_model(tmp_path, monkeypatc
     from multimodal.core import experts
     pytest.importorskip("autogluon.tabular")
     # FASTAI is not installed, so AutoGluon trains nothing, as when the budget is already spent
-    monkeypatch.setattr(experts, "hyperparameters_for", lambda quality: {"FASTAI": {}})
+    monkeypatch.setattr(experts, "hyperparameters_for", lambda quality, modality=None: {"FASTAI": {}})
     rng = np.random.default_rng(0)
     frame = pd.DataFrame({"x_num": rng.normal(size=90), "y_num": rng.normal(size=90)})
     target = np.where(rng.random(90) < 0.1, 2, (frame["x_num"] > 0).astype(int))  # class 2: insufficient
@@ -51,7 +51,8 @@ def _numeric_data(monkeypatch, rows: int, seed: int, rounds: int):
     """A numeric expert's spec, frame and binary target (x_num > 0), with a LightGBM-only portfolio of ``rounds``."""
     from multimodal.core import experts
     pytest.importorskip("autogluon.tabular")
-    monkeypatch.setattr(experts, "hyperparameters_for", lambda quality: {"GBM": {"num_boost_round": rounds}})
+    monkeypatch.setattr(experts, "hyperparameters_for",
+                        lambda quality, modality=None: {"GBM": {"num_boost_round": rounds}})
     rng = np.random.default_rng(seed)
     frame = pd.DataFrame({"x_num": rng.normal(size=rows), "y_num": rng.normal(size=rows)})
     target = (frame["x_num"] > 0).astype(int).to_numpy()
@@ -163,3 +164,39 @@ def test_refit_full_predicts_with_one_model_per_bag_fitted_on_every_row(tmp_path
 def test_refit_full_auto_refits_at_best_only():
     assert refits("auto", "best") and not refits("auto", "toy") and not refits("auto", "light")
     assert refits("true", "toy") and not refits("false", "best")
+
+
+REALMLP_IN_A_FRESH_PROCESS = """
+import sys
+import numpy as np, pandas as pd
+from multimodal.core.experts import Expert, ExpertSpec, hyperparameters_for
+config = hyperparameters_for("best", "image")  # the torchvision workaround comes with it
+rng = np.random.default_rng(0)
+x = rng.normal(size=(120, 16)).astype(np.float32)
+frame = pd.DataFrame(x, columns=[f"photo_image_{i}" for i in range(16)])
+target = (x[:, 0] + x[:, 1] > 0).astype(int)
+spec = ExpertSpec("photo_image", "image", ["photo_image"])
+import multimodal.core.experts as experts
+experts.hyperparameters_for = lambda quality, modality=None: {"REALMLP": [{"n_epochs": 3}]}  # RealMLP alone, fast
+expert, oof = Expert.fit(spec, frame, target, path=__import__("pathlib").Path(sys.argv[1]) / "e", quality="toy",
+                         n_folds=2, time_limit=120, seed=0, text_columns=[])
+print(expert.predictor.model_best, list(expert.leaderboard["model"]))
+loaded = Expert.load(spec, expert.path, expert.classes)
+print(loaded.outputs(frame.head(3)).shape)
+"""
+
+
+@pytest.mark.slow
+def test_image_experts_at_best_add_realmlp_and_it_fits_where_torchvision_needs_the_workaround(tmp_path):
+    """RealMLP (pytabkit) imports torchvision, whose PyPI wheel fails to import beside the CPU torch wheel: without
+    the workaround AutoGluon would skip the model, saying only that it failed. A fresh interpreter, where nothing
+    imported torchvision before."""
+    import subprocess
+    import sys
+    assert "REALMLP" in hyperparameters_for("best", "image")
+    assert all("REALMLP" not in hyperparameters_for(q, m) for q in QUALITY for m in ("text", "num", "cat", "joint"))
+    assert "REALMLP" not in hyperparameters_for("toy", "image") and "REALMLP" not in hyperparameters_for("best")
+    done = subprocess.run([sys.executable, "-c", REALMLP_IN_A_FRESH_PROCESS, str(tmp_path)], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "RealMLP_BAG_L1" in done.stdout.splitlines()[0] and done.stdout.splitlines()[1] == "(3, 2)"

@@ -260,7 +260,7 @@ def test_a_failure_while_saving_leaves_model_dir_empty(tmp_path, small, monkeypa
     """Disk full half-way through writing the model: nothing in model/ may pass for a model."""
     from multimodal.sagemaker.training import job as training
 
-    def fake_fit(self, train, validation=None, images=None):
+    def fake_fit(self, train, validation=None, images=None, checkpoints=None):
         self.problem_type_, self.classes_, self.metrics_, self.leaderboards_ = "binary", ["a", "b"], {}, {}
         return self
 
@@ -283,7 +283,7 @@ def test_a_failure_while_saving_leaves_model_dir_empty(tmp_path, small, monkeypa
 def test_unexpected_errors_give_type_message_and_pointer_to_the_log(tmp_path, small, monkeypatch):
     from multimodal.sagemaker.training import job as training
 
-    def broken_fit(self, train, validation=None, images=None):
+    def broken_fit(self, train, validation=None, images=None, checkpoints=None):
         raise KeyError("x" * 5000)
 
     monkeypatch.setattr(MultimodalEstimator, "fit", broken_fit)
@@ -459,3 +459,44 @@ def test_a_stopped_job_leaves_a_reason_and_no_model(tmp_path):
     job = Job(root, returncode, "", log_path.read_text(), 0)
     reason = assert_failed_cleanly(job, "Training was stopped (signal SIGTERM)", "MaxRuntimeInSeconds")
     assert len(reason) <= 1024
+
+
+FINALIZER_STOP = """
+import signal, sys, time
+from multimodal.sagemaker.training.steps import JobStopped, _stop, catch_ignored_stops, forget_stops
+
+class Finalized:
+    def __del__(self):
+        _stop(signal.SIGTERM, None)
+
+class Other:
+    def __del__(self):
+        raise ValueError("not a stop")
+
+passed_on = []
+sys.unraisablehook = catch_ignored_stops(passed_on.append)
+try:
+    Finalized()  # dropped at once: its __del__ raises, Python ignores it
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:  # the job's own work, where the stop must arrive
+        sum(range(1000))
+    print("not stopped")
+except JobStopped as exc:
+    print("stopped:", exc)
+Other()
+print("passed on:", [type(u.exc_value).__name__ for u in passed_on])
+Finalized()
+forget_stops()  # the stop is being handled: not raised again
+time.sleep(0.2)
+print("forgotten")
+"""
+
+
+def test_a_stop_that_python_ignores_inside_a_finalizer_is_raised_again():
+    """Found with checkpoints: a SIGTERM that lands in a library's __del__ (xgboost's Booster, during garbage
+    collection) is printed and ignored by Python, and the job ran on to the end instead of stopping. Run in a
+    fresh interpreter, as the job is (signal timers and hooks are process-wide)."""
+    done = subprocess.run([sys.executable, "-c", FINALIZER_STOP], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.splitlines() == ["stopped: signal SIGTERM", "passed on: ['ValueError']", "forgotten"]
+    assert "arrived inside a finalizer, where Python ignores it: raising it again" in done.stderr

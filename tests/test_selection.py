@@ -3,9 +3,11 @@ import numpy as np
 import pytest
 
 from multimodal.core.selection import (
+    FusionSettings,
     WeightedEnsemble,
     choice_folds,
     compare_by_cross_validation,
+    hold_out,
     load_fusion,
     loss,
 )
@@ -120,18 +122,16 @@ def test_the_fusion_holdout_splits_many_classes_that_cannot_be_stratified(n_clas
     fewer rows than there are classes, where a stratified split is impossible (scikit-learn raises). The split
     is then made without stratifying rather than failing a fit whose experts are already trained."""
     from multimodal import MultimodalClassifier
-    model = MultimodalClassifier(validation_fraction=fraction)
-    model.target_ = ClassTarget("multiclass", list(range(n_classes)))
+    settings = FusionSettings.from_params(MultimodalClassifier(validation_fraction=fraction).get_params())
     y = np.arange(rows) % n_classes
-    fit_rows, held_out = model._hold_out(y)
+    fit_rows, held_out = hold_out(y, ClassTarget("multiclass", list(range(n_classes))), settings)
     assert len(held_out) == int(np.ceil(fraction * rows)) and len(fit_rows) + len(held_out) == rows
     assert not set(fit_rows) & set(held_out)
 
 
 def test_the_fusion_holdout_stratifies_when_it_can():
     from multimodal import MultimodalClassifier
-    model = MultimodalClassifier(validation_fraction=0.2)
-    model.target_ = ClassTarget("binary", [0, 1])
+    settings = FusionSettings.from_params(MultimodalClassifier(validation_fraction=0.2).get_params())
     y = np.array([0] * 90 + [1] * 10)
-    _, held_out = model._hold_out(y)
+    _, held_out = hold_out(y, ClassTarget("binary", [0, 1]), settings)
     assert len(held_out) == 20 and (y[held_out] == 1).sum() == 2

@@ -19,7 +19,8 @@ def test_unset_or_blank_means_the_default(setting):
     (settings.MAX_IMAGE_PIXELS, "10000", 10000), (settings.S3_TIMEOUT_SECONDS, "2.5", 2.5),
     (settings.WEIGHTS_DIR, "/w", Path("/w")), (environment.HOSTS_PORT, "8123", 8123),
     (environment.HOSTS_ADDRESSES, '{"algo-1": "127.0.0.1"}', {"algo-1": "127.0.0.1"}),
-    (environment.NODE_CPUS, "3", 3),
+    (environment.NODE_CPUS, "3", 3), (environment.CHECKPOINTS, "/mnt/ckpt", Path("/mnt/ckpt")),
+    (environment.CHECKPOINTS, "OFF", "off"),
 ], ids=lambda v: getattr(v, "name", None))
 def test_a_value_is_read_with_its_type(setting, raw, expected):
     assert setting.read({setting.name: raw}) == expected

@@ -155,10 +155,12 @@ def _in_order(parts: list[Rows], replicated: bool) -> Rows:
 
 def fit_experts_on_cluster(jobs: list[ExpertJob], frames: Callable[[ExpertSpec], pd.DataFrame],
                            options: Callable[[ExpertSpec], dict], budget: TimeBudget, workdir: Path,
-                           parallel_folds: str) -> tuple[list[tuple[Expert, np.ndarray]], dict]:
+                           parallel_folds: str, on_fitted: Callable[[ExpertJob, Expert, np.ndarray], None] | None = None
+                           ) -> tuple[list[tuple[Expert, np.ndarray]], dict]:
     """One task per expert, spread over the nodes: ((expert, out-of-fold outputs) in the order of ``jobs``, each
     expert's host and seconds). ``frames(spec)`` is the expert's input frame, ``options(spec)`` the keyword
-    arguments of ``Expert.fit``; the experts are unpacked under ``workdir``."""
+    arguments of ``Expert.fit``; the experts are unpacked under ``workdir`` as they arrive, and handed to
+    ``on_fitted`` then."""
     import ray
     nodes = _alive_nodes()
     cpus = max(1, int(min(n["Resources"].get("CPU", 1) for n in nodes)))
@@ -171,23 +173,28 @@ def fit_experts_on_cluster(jobs: list[ExpertJob], frames: Callable[[ExpertSpec],
                  "lands on", job.spec.name, len(job.spec.columns), job.lacking, shares[job.spec.name], cpus)
         ref = task.options(num_cpus=cpus, scheduling_strategy="SPREAD", max_retries=0).remote(
             job.spec, frame, job.target, shares[job.spec.name], cpus, options(job.spec))
-        refs[ref] = f"expert {job.spec.name}"
+        refs[ref] = job
     log.info("%d expert(s) submitted to %d node(s) with %d CPU(s) each%s", len(jobs), len(nodes), cpus,
              "" if parallel_folds == "false" else "; each expert's folds are fitted one after another on its "
              "node (parallel_folds applies to single-instance jobs)")
-    outputs = {refs[ref]: out for ref, out in _gather(refs).items()}
     names = {n["NodeID"]: _host(n) for n in ray.nodes()}
-    results, report = [], {}
-    for job in jobs:
-        archive, oof, classes, leaderboard, node_id, seconds = outputs[f"expert {job.spec.name}"]
+    fitted, report = {}, {}
+
+    def arrived(ref: Any, output: tuple) -> None:
+        job = refs[ref]
+        archive, oof, classes, leaderboard, node_id, seconds = output
         path = workdir / artifact.EXPERTS_DIR / job.spec.name
         _unpack(archive, path)
         expert = Expert.load(job.spec, path, classes)
         expert.leaderboard = leaderboard
-        results.append((expert, oof))
+        fitted[job.spec.name] = (expert, oof)
         report[job.spec.name] = {"host": names.get(node_id, node_id), "node_id": node_id, "seconds": seconds}
         log.info("expert %s: fitted on %s in %.1f s", job.spec.name, report[job.spec.name]["host"], seconds)
-    return results, report
+        if on_fitted is not None:
+            on_fitted(job, expert, oof)
+
+    _gather({ref: f"expert {job.spec.name}" for ref, job in refs.items()}, arrived)
+    return [fitted[job.spec.name] for job in jobs], report
 
 
 def _expert_task(spec: ExpertSpec, frame: pd.DataFrame, target: np.ndarray, time_limit: float, cpus: int,
@@ -251,9 +258,10 @@ def _use_cpus(cpus: int) -> None:
     torch.set_num_threads(cpus)
 
 
-def _gather(refs: dict[Any, str]) -> dict[Any, Any]:
+def _gather(refs: dict[Any, str], arrived: Callable[[Any, Any], None] | None = None) -> dict[Any, Any]:
     """The results of ``refs`` (each with what it does), failing as soon as one task fails or a node that was
-    alive at the start leaves the cluster while tasks are pending."""
+    alive at the start leaves the cluster while tasks are pending. ``arrived(ref, result)`` is called as each
+    result comes."""
     import ray
     from ray.exceptions import RayError, RayTaskError
     watched = {n["NodeID"]: _host(n) for n in _alive_nodes()}
@@ -280,6 +288,8 @@ def _gather(refs: dict[Any, str]) -> dict[Any, Any]:
                                        "that host's log (it stopped, ran out of memory or lost the network)") from None
                 raise ClusterError(f"{what} failed on the Ray cluster: {type(exc).__name__}: "
                                    f"{str(exc).split('. ')[0]}") from None
+            if arrived is not None:
+                arrived(ref, results[ref])
         lost = _lost(watched) if pending else []
         if lost:
             _cancel(pending)

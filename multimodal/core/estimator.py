@@ -22,6 +22,7 @@ import pandas as pd
 
 from . import persistence, selection
 from .artifact import CLASSIFICATION, REGRESSION
+from .checkpoints import Checkpoints
 from .cluster import ClusterData
 from .errors import DataError, HyperparameterError, NotFittedError
 from .executors import executor_for
@@ -30,6 +31,7 @@ from .featurize import Featurizer
 from .hyperparameters import defaults, init_signature, parameter_docs, resolve, specification, time_budget_seconds
 from .imagerefs import ImageSource
 from .ingest import Rows
+from .resume import NoCheckpoints, fit_checkpoints
 from .schema import ID_COLUMN, LABEL_COLUMN, Features, modality_missing_fraction, prepare_features
 from .selection import WeightedEnsemble
 from .targets import ClassesOnly, Target, choose_problem_type, family_of, fit_target
@@ -141,7 +143,8 @@ class MultimodalEstimator:
     # ------------------------------------------------------------------------------------------ fitting
 
     def fit(self, train: TrainingData, validation: pd.DataFrame | Iterable[pd.DataFrame] | None = None, *,
-            images: str | Path | None = None) -> "MultimodalEstimator":
+            images: str | Path | None = None, checkpoints: str | Path | Checkpoints | None = None
+            ) -> "MultimodalEstimator":
         """Fit on ``train`` (the training CSV's columns, ``label`` included) within the time budget.
 
         ``train`` is a DataFrame, an iterable of DataFrames (consecutive batches of rows with the same columns:
@@ -155,28 +158,46 @@ class MultimodalEstimator:
         ``_image`` values are base64, ``s3://`` URIs, or paths relative to the directory ``images`` (the rule:
         ``multimodal.core.imagerefs``). One that gives no image fails the fit, naming it, or with
         ``bad_images="missing"`` counts as a missing image and is listed in ``bad_images_``.
+
+        ``checkpoints``: a directory (or a ``Checkpoints``) keeping each finished piece (embedded rows, each expert,
+        the fusion), so that the same fit started again resumes; the budget counts every attempt's time.
         """
-        budget = TimeBudget(time_budget_seconds(self.get_params()))
         self._forget_fit()
+        kept = fit_checkpoints(checkpoints, train, validation, images)
+        budget = TimeBudget(time_budget_seconds(self.get_params()), spent=kept.open(self.get_params()))
+        try:
+            return self._fit(train, validation, images, budget, kept)
+        except BaseException:  # a stop (SIGTERM) included: the next attempt counts the time spent so far
+            kept.spent(budget.elapsed())
+            raise
+
+    def _fit(self, train: TrainingData, validation: Any, images: str | Path | None, budget: TimeBudget,
+             kept: NoCheckpoints) -> "MultimodalEstimator":
         timings: dict[str, float] = {}
         executor = executor_for(train, self.parallel_folds)
         self._get_featurizer().bad_images = self.bad_images_ = []
-        self.views_, train_rows, validation_rows = executor.read(self._get_featurizer(), train, validation, images)
+        self.views_, train_rows, validation_rows = kept.read(executor, self._get_featurizer(), train, validation,
+                                                             images, budget)
         self.schema_ = self.views_.schema
         self.encoders_ = self._get_featurizer().encoders(self.views_)
         train_split, validation_split = self._label(train_rows, validation_rows)
         del train_rows, validation_rows
         timings["embed"] = budget.elapsed()
         t = time.monotonic()
-        oof = self._fit_experts(train_split, budget, executor)
+        oof, keys = self._fit_experts(train_split, budget, executor, kept)
         timings["experts"] = time.monotonic() - t
         t = time.monotonic()
-        self._fit_fusion(train_split, oof, validation_split, budget)
+        restored = kept.fusion(keys, oof, validation_split)
+        if restored is None:
+            self._fit_fusion(train_split, oof, validation_split, budget)
+            kept.save_fusion(self, budget.elapsed())
+        self.__dict__.update(restored or {})
         timings["fusion"] = time.monotonic() - t
         timings["total"] = budget.elapsed()
         self.metrics_["timings_seconds"] = {k: round(v, 2) for k, v in timings.items()}
         self.metrics_["time_budget_seconds"] = budget.total
         self.metrics_["bad_images"] = len(self.bad_images_)
+        self.metrics_.update({"checkpoints": kept.summary()} if kept.summary() else {})
         if self.bad_images_:
             log.warning("%d image value(s) gave no image and were counted as missing images (bad_images=missing; "
                         "listed in bad_images_)", len(self.bad_images_))
@@ -230,9 +251,10 @@ class MultimodalEstimator:
         families = self._families()
         return families.pop() if len(families) == 1 else choose_problem_type(labels)
 
-    def _fit_experts(self, train: _Split, budget: TimeBudget, executor: Any) -> np.ndarray:
-        """One bagged expert per modality; sets ``experts_`` and ``leaderboards_``; returns the experts'
-        out-of-fold outputs side by side (the fusion's training inputs)."""
+    def _fit_experts(self, train: _Split, budget: TimeBudget, executor: Any, kept: NoCheckpoints
+                     ) -> tuple[np.ndarray, list[str | None]]:
+        """One bagged expert per modality (or kept by an earlier attempt); sets ``experts_`` and ``leaderboards_``;
+        returns the experts' out-of-fold outputs side by side (the fusion's training inputs) and their keys."""
         self._workdir = Path(tempfile.mkdtemp(prefix="multimodal-"))
         weakref.finalize(self, shutil.rmtree, self._workdir, ignore_errors=True)
         specs = expert_specs(self.schema_, indicators=self.missing_indicators_, joint=self.joint_expert)
@@ -243,12 +265,13 @@ class MultimodalEstimator:
         jobs = [job for job in (self._expert_job(spec, train) for spec in specs) if job is not None]
         if not jobs:
             raise DataError("every feature column is empty in every training row: nothing to learn from")
-        results = executor.fit_experts(
-            jobs, lambda spec: self.views_.frame(spec, train.features, train.embeddings), self.expert_options,
-            budget, self._workdir)
+
+        results, keys = kept.fit_experts(
+            executor, jobs, lambda spec: self.views_.frame(spec, train.features, train.embeddings),
+            self.expert_options, budget, self._workdir)
         self.experts_ = [expert for expert, _ in results]
         self.leaderboards_ = {expert.name: expert.leaderboard for expert, _ in results}
-        return self._inputs([oof for _, oof in results], train.features)
+        return self._inputs([oof for _, oof in results], train.features), keys
 
     def _expert_job(self, spec: ExpertSpec, train: _Split) -> ExpertJob | None:
         """What ``spec``'s expert learns (the target's ``expert_target``); None when its modality is missing in
@@ -268,50 +291,27 @@ class MultimodalEstimator:
                     text_columns=self.views_.raw_text_columns(spec), regression=self.target_.regressor)
 
     def _fit_fusion(self, train: _Split, x: np.ndarray, validation: _Split | None, budget: TimeBudget) -> None:
-        """The fusion on the out-of-fold inputs ``x``: the network or the weighted ensemble of the experts, chosen
-        by cross-validation (``multimodal.core.selection``); sets ``fusion_`` and ``metrics_``."""
-        y, target, settings = train.y, self.target_, selection.FusionSettings.from_params(self.get_params())
-        if validation is not None:
-            fit_rows = np.arange(len(y))
-            x_val, y_val = self._fusion_inputs(validation.features, validation.embeddings), validation.y
-            source = "validation data"
-        else:
-            fit_rows, held_out = self._hold_out(y)
-            x_val, y_val = x[held_out], y[held_out]
-            source = f"{len(held_out)} training rows held out from the fusion network (out-of-fold)"
-        folds = selection.choice_folds(y, target, self.seed)  # none when there are too few rows: the ensemble
-        # each cross-validation network gets the share of the fusion's time the final one gets
-        share = budget.fusion_seconds() / (len(folds) + 1)
-        comparison = selection.compare_by_cross_validation(
-            x, target.fusion_target(y), target,
-            {"network": lambda xs, ys: selection.train_network(xs, ys, target, settings, share, quiet=True)[0],
-             "ensemble": self._fit_ensemble}, folds) if folds else None
-        network, curve = selection.train_network(x[fit_rows], target.fusion_target(y[fit_rows]), target, settings,
-                                                 max(budget.left(), share), x_val, target.fusion_target(y_val))
-        ensemble = self._fit_ensemble(x[fit_rows], target.fusion_target(y[fit_rows]))
-        self.fusion_, choice = selection.choose_fusion(network, ensemble, comparison, x_val,
-                                                       target.fusion_target(y_val), target,
-                                                       [e.name for e in self.experts_])
+        """The fusion on the out-of-fold inputs ``x`` (``selection.fit_fusion``); sets ``fusion_`` and
+        ``metrics_``."""
+        y, target = train.y, self.target_
+        given = None if validation is None else (
+            self._fusion_inputs(validation.features, validation.embeddings), validation.y)
+        fitted = selection.fit_fusion(x, y, given, target, selection.FusionSettings.from_params(self.get_params()),
+                                      [e.classes for e in self.experts_], [e.name for e in self.experts_],
+                                      budget.fusion_seconds(), budget.left)
+        self.fusion_, fit_rows, x_val, y_val = fitted.fusion, fitted.fit_rows, fitted.x_val, fitted.y_val
         self.metrics_ = {
             "train": self._scores(y[fit_rows], x[fit_rows]),
             "validation": self._scores(y_val, x_val),
-            "validation_source": source,
-            "fusion_curve": curve,
-            "fusion_choice": choice,
+            "validation_source": fitted.source,
+            "fusion_curve": fitted.curve,
+            "fusion_choice": fitted.choice,
             "rows": {"train": int(len(y)), "validation": int(len(y_val))},
         }
         report = target.report(y, y_val, lambda: target.predicted(self.fusion_.predict(x_val)))
         if "validation_predictions" in report:
             self.validation_predictions_ = report.pop("validation_predictions")
         self.metrics_.update(report)
-
-    def _hold_out(self, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(rows to fit, rows held out): ``validation_fraction`` of ``y``'s rows, stratified as the target says."""
-        return selection.hold_out(y, self.target_, selection.FusionSettings.from_params(self.get_params()))
-
-    def _fit_ensemble(self, x: np.ndarray, target: np.ndarray) -> WeightedEnsemble:
-        layout = self.target_.ensemble_layout([e.classes for e in self.experts_])
-        return WeightedEnsemble.fit(x, target, layout, self.target_)
 
     # ------------------------------------------------------------------------------------------ features
 

@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 Frames = Callable[[ExpertSpec], pd.DataFrame]  # an expert's input frame of the training rows
 Options = Callable[[ExpertSpec], dict[str, Any]]  # Expert.fit's keyword arguments from the hyperparameters
 Fitted = list[tuple[Expert, np.ndarray]]  # (expert, its out-of-fold outputs), in the order of the jobs
+OnFitted = Callable[[ExpertJob, Expert, np.ndarray], None]  # called as soon as each expert is fitted
 
 
 class LocalExecutor:
@@ -42,7 +43,7 @@ class LocalExecutor:
         return read_local(featurizer, train, validation, images)
 
     def fit_experts(self, jobs: list[ExpertJob], frames: Frames, options: Options, budget: TimeBudget,
-                    workdir: Path) -> Fitted:
+                    workdir: Path, on_fitted: OnFitted | None = None) -> Fitted:
         strategy = fold_strategy(self.parallel_folds)
         results = []
         with local_ray(strategy):
@@ -53,6 +54,8 @@ class LocalExecutor:
                 results.append(Expert.fit(job.spec, frames(job.spec), job.target,
                                           path=workdir / artifact.EXPERTS_DIR / job.spec.name, time_limit=share,
                                           fold_strategy=strategy, **options(job.spec)))
+                if on_fitted is not None:
+                    on_fitted(job, *results[-1])
         return results
 
 
@@ -79,9 +82,9 @@ class RayClusterExecutor:
         return featurizer.views(schema), rows, validation_rows
 
     def fit_experts(self, jobs: list[ExpertJob], frames: Frames, options: Options, budget: TimeBudget,
-                    workdir: Path) -> Fitted:
+                    workdir: Path, on_fitted: OnFitted | None = None) -> Fitted:
         results, self.report["experts"] = fit_experts_on_cluster(jobs, frames, options, budget, workdir,
-                                                                 self.parallel_folds)
+                                                                 self.parallel_folds, on_fitted)
         return results
 
 

@@ -47,6 +47,12 @@ def refits(refit_full: str, quality: str) -> bool:
     return refit_full == "true" or (refit_full == "auto" and quality in REFIT_QUALITIES)
 
 
+# Model families added to AutoGluon's preset for the experts of one modality at one quality: RealMLP (pytabkit,
+# AutoGluon's realmlp extra) led the image expert's leaderboard on 1,280 embedding features at best and lifted the
+# fused model on clothing by +1.5 and +0.6 points (log-loss -0.030 and -0.046), seeds 0 and 1; in every expert it
+# made both regression sets worse (docs/benchmarks.md, "RealMLP inside the experts at best").
+ADDED_MODELS = {("best", "image"): {"REALMLP": [{}]}}
+
 # best_quality_v150's early stop: stop trying portfolio configurations after this many without improvement
 # (by the number of training rows), so that a long portfolio does not spend the whole share on small gains.
 BEST_CALLBACKS = [["EarlyStoppingCountCallback",
@@ -92,16 +98,26 @@ class ExpertJob:
     lacking: int
 
 
-def hyperparameters_for(quality: str) -> dict:
+def hyperparameters_for(quality: str, modality: str | None = None) -> dict:
+    """AutoGluon's models for an expert of ``modality`` at ``quality`` (None: the preset alone)."""
     from autogluon.tabular.configs.hyperparameter_configs import (
         get_hyperparameter_config,
     )
-    config = dict(get_hyperparameter_config(QUALITY[quality][0]))
+    config = {**get_hyperparameter_config(QUALITY[quality][0]), **ADDED_MODELS.get((quality, modality), {})}
+    if "REALMLP" in config:
+        _import_realmlp_dependencies()
     try:  # FASTAI needs the autogluon.tabular[fastai] extra, which this product does not install
         import fastai  # noqa: F401
     except ImportError:
         config.pop("FASTAI", None)
     return config
+
+
+def _import_realmlp_dependencies() -> None:
+    """pytabkit (RealMLP) imports torchvision, whose PyPI wheel fails to import beside the CPU torch wheel unless
+    worked around first; AutoGluon would then skip the model, saying only that it failed."""
+    from .images import import_torchvision
+    import_torchvision()
 
 
 def modality_labels(y: np.ndarray, insufficient: np.ndarray, n_classes: int) -> np.ndarray:
@@ -166,7 +182,7 @@ class Expert:
             **({"callbacks": BEST_CALLBACKS} if quality == "best" else {}))
         predictor = cls._new_predictor(work, classes)
         refused = not _fit_in_time(predictor, data, time_limit=max(time_limit, 1.0),
-                                   hyperparameters=hyperparameters_for(quality), **common)
+                                   hyperparameters=hyperparameters_for(quality, spec.modality), **common)
         for seconds, rounds in FALLBACKS:
             if not refused and predictor.model_names():
                 break
@@ -219,6 +235,8 @@ class Expert:
     def load(cls, spec: ExpertSpec, path: Path, classes: list[int]) -> "Expert":
         from autogluon.tabular import TabularPredictor
         predictor = TabularPredictor.load(str(path), verbosity=0, require_py_version_match=False)
+        if any("RealMLP" in name for name in predictor.model_names()):
+            _import_realmlp_dependencies()
         quantiles.install()  # the neural network's per-request transform, 40× faster with the same floats
         persist(predictor, path)
         return cls(spec, predictor, classes, path)

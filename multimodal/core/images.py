@@ -107,6 +107,12 @@ def import_torchvision() -> types.ModuleType:
     return torchvision
 
 
+def allow_torchvision_import() -> None:
+    """``import_torchvision``'s workaround put in place before anything imports torchvision, without importing it
+    (or torch): for processes where a library imports it (Ray's workers fitting RealMLP, through pytabkit)."""
+    sys.modules.setdefault("torchvision._meta_registrations", types.ModuleType("torchvision._meta_registrations"))
+
+
 @dataclass(frozen=True)
 class EncoderSpec:
     name: str

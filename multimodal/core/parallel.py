@@ -82,7 +82,9 @@ def local_ray(strategy: str) -> Iterator[None]:
     cpus = cpu_count()
     store = object_store_bytes()
     ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False,
-             logging_level=logging.ERROR, object_store_memory=store, _temp_dir=temp_dir)
+             logging_level=logging.ERROR, object_store_memory=store, _temp_dir=temp_dir,
+             # RealMLP's pytabkit imports torchvision in the fold processes (multimodal.core.images)
+             runtime_env={"worker_process_setup_hook": "multimodal.core.images.allow_torchvision_import"})
     log.info("Ray started for parallel folds: %d CPUs, object store %.0f MB, under %s", cpus, store / 1e6, temp_dir)
     try:
         yield

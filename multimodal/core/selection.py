@@ -214,3 +214,49 @@ def choose_fusion(network: Any, ensemble: WeightedEnsemble, comparison: dict | N
     choice = {"chosen": chosen, "cross_validation": comparison, "validation_loss": held_out,
               "ensemble_weights": weights}
     return (network if chosen == "network" else ensemble), choice
+
+
+@dataclass
+class FittedFusion:
+    """The chosen fusion and how it was chosen; ``fit_rows`` and (``x_val``, ``y_val``, ``source``): the rows it
+    was fitted on and the rows it was validated on."""
+
+    fusion: Any
+    choice: dict
+    curve: dict
+    fit_rows: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    source: str
+
+
+def fit_fusion(x: np.ndarray, y: np.ndarray, validation: tuple[np.ndarray, np.ndarray] | None, target: "Target",
+               settings: FusionSettings, expert_classes: list[list[int]], expert_names: list[str],
+               seconds: float, seconds_left: Callable[[], float]) -> FittedFusion:
+    """The fusion on the experts' out-of-fold outputs ``x``: the network or the weighted ensemble of the experts,
+    chosen by cross-validation (``choose_fusion``). ``validation``: the fusion inputs and targets of validation
+    rows, else rows of ``x`` are held out. ``seconds``: the fusion's time; ``seconds_left``: what the budget has
+    left when the final network starts."""
+    if validation is not None:
+        fit_rows, (x_val, y_val) = np.arange(len(y)), validation
+        source = "validation data"
+    else:
+        fit_rows, held_out = hold_out(y, target, settings)
+        x_val, y_val = x[held_out], y[held_out]
+        source = f"{len(held_out)} training rows held out from the fusion network (out-of-fold)"
+    layout = target.ensemble_layout(expert_classes)
+
+    def ensemble(xs: np.ndarray, ys: np.ndarray) -> WeightedEnsemble:
+        return WeightedEnsemble.fit(xs, ys, layout, target)
+
+    folds = choice_folds(y, target, settings.seed)  # none when there are too few rows: the ensemble
+    share = seconds / (len(folds) + 1)  # each cross-validation network gets the share the final one gets
+    comparison = compare_by_cross_validation(
+        x, target.fusion_target(y), target,
+        {"network": lambda xs, ys: train_network(xs, ys, target, settings, share, quiet=True)[0],
+         "ensemble": ensemble}, folds) if folds else None
+    network, curve = train_network(x[fit_rows], target.fusion_target(y[fit_rows]), target, settings,
+                                   max(seconds_left(), share), x_val, target.fusion_target(y_val))
+    fused, choice = choose_fusion(network, ensemble(x[fit_rows], target.fusion_target(y[fit_rows])), comparison,
+                                  x_val, target.fusion_target(y_val), target, expert_names)
+    return FittedFusion(fused, choice, curve, fit_rows, x_val, y_val, source)

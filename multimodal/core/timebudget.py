@@ -19,9 +19,10 @@ class TimeBudget:
     """The seconds of one ``fit``: embedding first, then the experts in turn, shared by ``EXPERT_TIME_WEIGHT``
     (time one leaves unused passes to the next), with a reserve kept for the fusion network."""
 
-    def __init__(self, seconds: float) -> None:
+    def __init__(self, seconds: float, spent: float = 0.0) -> None:
+        """``spent``: seconds of this budget earlier attempts of the same fit used (checkpoints)."""
         self.total = float(seconds)
-        self.started = time.monotonic()
+        self.started = time.monotonic() - spent
         self.fusion_reserve = min(max(0.1 * self.total, 10.0), 120.0)
 
     def elapsed(self) -> float:

@@ -51,8 +51,21 @@ RAY_PORT = Setting("MULTIMODAL_RAY_PORT", 6379, tcp_port, "the TCP port of the R
 NODE_CPUS = Setting("MULTIMODAL_NODE_CPUS", None, positive_int,
                     "the CPUs a host offers the Ray cluster (unset: all of them)")
 TRAINING_JOB_NAME = Setting("TRAINING_JOB_NAME", "(local)", str, "the training job's name (SageMaker sets it)")
+CHECKPOINTS_OFF = "off"
+
+
+def checkpoint_directory(raw: str) -> Path | str:
+    return CHECKPOINTS_OFF if raw.lower() == CHECKPOINTS_OFF else Path(raw)
+
+
+# SageMaker copies a job's CheckpointConfig.S3Uri into its LocalPath (/opt/ml/checkpoints unless set otherwise)
+# before the container starts, and syncs it back to S3 while it runs. Unset: <ml root>/checkpoints, used when it
+# exists (SageMaker creates it for a job with a CheckpointConfig).
+CHECKPOINTS = Setting("MULTIMODAL_CHECKPOINTS", None, checkpoint_directory,
+                      "the training job's checkpoint directory: CheckpointConfig's LocalPath when it is not "
+                      f"/opt/ml/checkpoints, or {CHECKPOINTS_OFF!r} to keep no checkpoints")
 TRAINING_SETTINGS = (ML_ROOT, HOSTS_PORT, HOSTS_TIMEOUT, HOSTS_BIND, HOSTS_ADDRESSES, RAY_PORT, NODE_CPUS,
-                     TRAINING_JOB_NAME)
+                     TRAINING_JOB_NAME, CHECKPOINTS)
 
 
 def ml_root(environ: Mapping[str, str] | None = None) -> Path:

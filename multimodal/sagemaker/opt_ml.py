@@ -64,6 +64,12 @@ class Paths:
     def failure_file(self) -> Path:
         return self.output_dir / "failure"
 
+    @property
+    def checkpoint_dir(self) -> Path:
+        """SageMaker's default CheckpointConfig LocalPath (``multimodal.sagemaker.environment.CHECKPOINTS``
+        names another)."""
+        return self.root / "checkpoints"
+
 
 # ---------------------------------------------------------------------------------------------- configuration files
 

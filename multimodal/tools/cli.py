@@ -90,7 +90,8 @@ def _local_train(args: argparse.Namespace) -> int:
                            out=Path(args.out), hyperparameters=hyperparameters, image=args.image, docker=args.docker,
                            read_only=args.read_only, instance_count=args.instance_count,
                            distribution=args.distribution, cpus_per_instance=args.cpus_per_instance,
-                           images=Path(args.images) if args.images else None, images_mode=args.images_mode)
+                           images=Path(args.images) if args.images else None, images_mode=args.images_mode,
+                           checkpoints=Path(args.checkpoints) if args.checkpoints else None)
     except (ValueError, FileNotFoundError) as exc:
         raise SystemExit(f"multimodal local train: {exc}") from None
 
@@ -297,6 +298,9 @@ def _add_local(commands: Any) -> None:
                        help="S3DistributionType of the channels: every host gets every file, or every N-th file")
     train.add_argument("--cpus-per-instance", type=_positive,
                        help="CPUs each host offers to Ray (default: this machine's CPUs / instance count)")
+    train.add_argument("--checkpoints", metavar="DIR",
+                       help="a directory standing for the job's CheckpointConfig (managed spot training): finished "
+                            "work is kept there, and the same job run again with it resumes")
     train.set_defaults(func=_local_train)
     _add_transform(local_commands)
 

@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Mapping
 
 from multimodal.sagemaker.contract import CSV, IMAGE_CONTENT_TYPE
-from multimodal.sagemaker.environment import HOSTS_ADDRESSES, HOSTS_PORT, ML_ROOT, NODE_CPUS, RAY_PORT, child_environment
+from multimodal.sagemaker.environment import (CHECKPOINTS, CHECKPOINTS_OFF, HOSTS_ADDRESSES, HOSTS_PORT, ML_ROOT,
+                                              NODE_CPUS, RAY_PORT, child_environment)
 from multimodal.sagemaker.opt_ml import (FAILURE_LIMIT, HYPERPARAMETERS_FILE, IMAGES_CHANNEL, INPUT_DATA_CONFIG_FILE,
                                          RESOURCE_CONFIG_FILE, TRAIN_CHANNEL, VALIDATION_CHANNEL, Paths)
 
@@ -125,8 +126,12 @@ class Instance:
 def local_train(*, train: Path, out: Path, hyperparameters: Mapping[str, str], validation: Path | None = None,
                 image: str | None = None, docker: str = "docker", read_only: bool = False, instance_count: int = 1,
                 distribution: str = "FullyReplicated", cpus_per_instance: int | None = None,
-                images: Path | None = None, images_mode: str = "File") -> int:
+                images: Path | None = None, images_mode: str = "File", checkpoints: Path | None = None) -> int:
     """Run a training job locally; returns its exit code (the first host's). Artifacts land in ``out``.
+
+    ``checkpoints``: a directory that stands for the job's CheckpointConfig (created if missing): the host that
+    trains keeps its finished work there, and a job run again with the same directory resumes from it, as a
+    managed spot training job restarted by SageMaker does.
 
     With ``instance_count`` > 1 the hosts algo-1 … algo-N each get their own /opt/ml (``out/opt_ml/algo-k``) and
     resourceconfig.json, and run as processes on loopback addresses 127.0.0.k (names mapped through
@@ -143,30 +148,40 @@ def local_train(*, train: Path, out: Path, hyperparameters: Mapping[str, str], v
     for stale in ("model.tar.gz", "output.tar.gz", "failure"):
         (out / stale).unlink(missing_ok=True)
     cpus = cpus_per_instance or max(1, (os.cpu_count() or 1) // instance_count)
+    if checkpoints is not None:
+        checkpoints.mkdir(parents=True, exist_ok=True)
+        log.info("checkpoint directory: %s (the training host's %s)", checkpoints,
+                 Paths(ML_ROOT.default).checkpoint_dir)
     started = time.monotonic()
     if image:
-        codes = _train_in_containers(image, docker, hosts, roots, read_only, cpus if instance_count > 1 else None)
+        codes = _train_in_containers(image, docker, hosts, roots, read_only, cpus if instance_count > 1 else None,
+                                     checkpoints)
     else:
-        codes = _train_in_processes(hosts, roots, cpus if instance_count > 1 else None)
+        codes = _train_in_processes(hosts, roots, cpus if instance_count > 1 else None, checkpoints)
     code = codes[0]
     log.info("training job finished with exit code %d in %.0f s%s", code, time.monotonic() - started,
              f" (hosts: {', '.join(f'{h} {c}' for h, c in zip(hosts, codes))})" if instance_count > 1 else "")
     return _package(roots[0], out, code)
 
 
-def _train_in_processes(hosts: list[str], roots: list[Path], cpus: int | None) -> list[int]:
+def _train_in_processes(hosts: list[str], roots: list[Path], cpus: int | None, checkpoints: Path | None
+                        ) -> list[int]:
     env = child_environment()
     if len(hosts) > 1:
         env.update({HOSTS_ADDRESSES.name: json.dumps({h: f"127.0.0.{k + 1}" for k, h in enumerate(hosts)}),
                     HOSTS_PORT.name: str(free_port()), RAY_PORT.name: str(free_port()), NODE_CPUS.name: str(cpus)})
+    # only the head trains and keeps checkpoints; the others get none, so that nothing they do could write there
+    kept = {CHECKPOINTS.name: str(checkpoints.resolve()) if checkpoints else CHECKPOINTS_OFF}
     instances = [Instance(h, r, subprocess.Popen([sys.executable, "-m", "multimodal.sagemaker.training"],
-                                                 env={**env, ML_ROOT.name: str(r.resolve())}, stdin=subprocess.DEVNULL))
-                 for h, r in zip(hosts, roots)]
+                                                 env={**env, ML_ROOT.name: str(r.resolve()),
+                                                      **(kept if k == 0 else {CHECKPOINTS.name: CHECKPOINTS_OFF})},
+                                                 stdin=subprocess.DEVNULL))
+                 for k, (h, r) in enumerate(zip(hosts, roots))]
     return _wait_all(instances)
 
 
 def _train_in_containers(image: str, docker: str, hosts: list[str], roots: list[Path], read_only: bool,
-                         cpus: int | None) -> list[int]:
+                         cpus: int | None, checkpoints: Path | None) -> list[int]:
     suffix = uuid.uuid4().hex[:8]
     # --network none: SageMaker's network isolation, and proof that nothing is fetched at run time; several
     # instances share a network of their own (internal: no route out), where each resolves the others' names.
@@ -179,6 +194,8 @@ def _train_in_containers(image: str, docker: str, hosts: list[str], roots: list[
         for host, root in zip(hosts, roots):
             command = [docker, "run", "--rm", "--name", f"multimodal-train-{suffix}-{host}", "--network", network,
                        *(READ_ONLY_FLAGS if read_only else []), "-v", f"{root.resolve()}:{ML_ROOT.default}"]
+            if checkpoints is not None and host == hosts[0]:
+                command += ["-v", f"{checkpoints.resolve()}:{Paths(ML_ROOT.default).checkpoint_dir}"]
             if len(hosts) > 1:
                 command += ["--hostname", host, "--network-alias", host, *SHM_FLAGS, "--cpus", str(cpus),
                             "-e", f"{NODE_CPUS.name}={cpus}"]

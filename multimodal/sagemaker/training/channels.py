@@ -38,6 +38,7 @@ from multimodal.sagemaker.opt_ml import Paths
 log = logging.getLogger(__name__)
 
 INPUT_MODES = ("File", "FastFile", "Pipe")
+SHARDED = "ShardedByS3Key"  # the S3DistributionType that gives each host its own share of the files
 CSV_SUFFIXES = (".csv", ".csv.gz")
 GZIP_MAGIC = b"\x1f\x8b"
 QUOTING_HINT = ("a field that contains commas, double quotes or line breaks must be enclosed in double quotes, "

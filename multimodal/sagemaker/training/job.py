@@ -25,6 +25,9 @@ A thin layer over MultimodalEstimator. Paths are under ``/opt/ml``, or ``$MULTIM
                                      confusion_matrix.png (classes) or predicted_vs_actual.png and
                                      residuals.png (regression)
   output/failure                     on failure: what is wrong and how to fix it (the job's FailureReason)
+  checkpoints/                       optional (CheckpointConfig's LocalPath, or $MULTIMODAL_CHECKPOINTS): the
+                                     head keeps finished work there and a restarted job resumes from it
+                                     (checkpointing.py, multimodal.core.checkpoints)
 
 Here: which host does what (one host trains; with several, the head trains on a Ray cluster of all of them and
 the others wait for its result). The steps of the host that trains are ``steps`` (configure, run, fail); the
@@ -56,7 +59,7 @@ from multimodal.sagemaker.opt_ml import Paths, read_hosts, shortened, write_fail
 from .head_client import HeadClient
 from .head_server import HeadStatusServer
 from .hosts import HostsError, bind_from_env, port_from_env, timeout_from_env
-from .steps import LOG_HINT, JobStopped, Stopwatch, _stop, configure, fail, run
+from .steps import LOG_HINT, JobStopped, Stopwatch, _stop, catch_ignored_stops, configure, fail, run
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     quiet_tensorflow()
     paths = Paths.from_env()
     previous = {signum: signal.signal(signum, _stop) for signum in (signal.SIGTERM, signal.SIGINT)}
+    previous_hook, sys.unraisablehook = sys.unraisablehook, catch_ignored_stops(sys.unraisablehook)
     hosts: list[str] = []
     try:
         try:
@@ -176,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
             return lead(paths, clock, current, hosts)
         return train_or_fail(paths, clock)[0]
     finally:
+        sys.unraisablehook = previous_hook
         for signum, handler in previous.items():
             # With several hosts SIGTERM stays ignored: the process exits right after this (see settled()).
             signal.signal(signum, signal.SIG_IGN if len(hosts) > 1 and signum == signal.SIGTERM else handler)

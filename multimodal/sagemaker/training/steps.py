@@ -12,7 +12,7 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from multimodal.core.errors import ClusterError, DataError, HyperparameterError, TimeBudgetError
 from multimodal.core.hyperparameters import resolve, time_budget_seconds
@@ -34,11 +34,13 @@ from multimodal.sagemaker.opt_ml import (
 )
 
 from .channels import (
+    SHARDED,
     ChannelConfig,
     ChannelReader,
     discover_channels,
     load_input_data_config,
 )
+from .checkpointing import job_checkpoints
 from .hosts import HostsError
 from .imagechannel import ImagesDirectory, ReferenceCheck, check_references
 from .imagechannel import failure as image_failure
@@ -48,8 +50,6 @@ if TYPE_CHECKING:
 
 # the job's own logger: its lines keep the name they had before the job was split
 log = logging.getLogger("multimodal.sagemaker.training.job")
-
-SHARDED = "ShardedByS3Key"
 
 LOG_HINT = "The traceback is in the training job's log (CloudWatch /aws/sagemaker/TrainingJobs)"
 
@@ -140,13 +140,22 @@ def run(paths: Paths, clock: Stopwatch, job: JobConfig, cluster: "RayCluster | N
     images = ImagesDirectory(paths.data_dir if cluster is None else None) if IMAGES_CHANNEL in configs else None
     check = check_image_channel(configs, paths, hyperparameters["bad_images"]) if images else None
     clock.lap("image check")
+    checkpoints = job_checkpoints(paths, configs, hosts=1 if cluster is None else len(cluster.hosts))
     from multimodal.core.estimator import MultimodalEstimator
     model = MultimodalEstimator(**hyperparameters)
-    if cluster is None:
-        model.fit(readers[TRAIN_CHANNEL](), readers[VALIDATION_CHANNEL]() if VALIDATION_CHANNEL in readers else None,
-                  images=images() if images else None)
-    else:
-        model.fit(cluster.data(readers, images=images, replicated=configs[TRAIN_CHANNEL].distribution != SHARDED))
+    try:
+        if cluster is None:
+            model.fit(readers[TRAIN_CHANNEL](),
+                      readers[VALIDATION_CHANNEL]() if VALIDATION_CHANNEL in readers else None,
+                      images=images() if images else None, checkpoints=checkpoints)
+        else:
+            model.fit(cluster.data(readers, images=images, replicated=configs[TRAIN_CHANNEL].distribution != SHARDED),
+                      checkpoints=checkpoints)
+    except JobStopped:
+        if checkpoints is not None and checkpoints.saved + checkpoints.resumed:
+            log.warning("stopped: %s kept in %s for the job's restart", ", ".join(checkpoints.saved +
+                        checkpoints.resumed), checkpoints.directory)
+        raise
     log.info("stage read and fit: %.1f s of a %d s budget (job elapsed %.1f s)", clock.lap("read and fit"), budget,
              clock.elapsed())
 
@@ -247,11 +256,43 @@ def failure_reason(exc: BaseException, clock: Stopwatch) -> str:
 def _stop(signum: int, frame: Any) -> None:
     raise JobStopped(f"signal {signal.Signals(signum).name}")
 
+
+# A stop raised while Python runs a finalizer (a library object's __del__ during garbage collection: seen with
+# xgboost's Booster) is printed and ignored by Python, and the job would run on until SIGKILL. The hook catches that
+# case alone and raises the stop again 50 ms later, in the job's own code.
+_ignored_stops: list[JobStopped] = []
+
+
+def catch_ignored_stops(previous: Callable[[Any], None]) -> Callable[[Any], None]:
+    """A ``sys.unraisablehook`` that raises again a ``JobStopped`` Python ignored; others go to ``previous``."""
+    def hook(unraisable: Any) -> None:
+        if not isinstance(unraisable.exc_value, JobStopped):
+            previous(unraisable)
+            return
+        log.warning("the stop request (%s) arrived inside a finalizer, where Python ignores it: raising it again",
+                    unraisable.exc_value)
+        _ignored_stops.append(unraisable.exc_value)
+        signal.signal(signal.SIGALRM, _raise_ignored_stop)
+        signal.setitimer(signal.ITIMER_REAL, 0.05)
+    return hook
+
+
+def _raise_ignored_stop(signum: int, frame: Any) -> None:
+    if _ignored_stops:
+        raise _ignored_stops.pop()
+
+
+def forget_stops() -> None:
+    """A stop is being handled: one ignored earlier must not be raised again."""
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    _ignored_stops.clear()
+
 def fail(paths: Paths, clock: Stopwatch, exc: BaseException) -> str:
     """Clean up after a failure on a host that trains: an empty model/ and output/failure. Returns the reason."""
     if isinstance(exc, SystemExit) and not exc.code:
         raise exc
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second stop request must not interrupt the clean-up
+    forget_stops()
     log.error("training failed after %.1f s:\n%s", clock.elapsed(), "".join(traceback.format_exception(exc)))
     empty_directory(paths.model_dir)
     reason = failure_reason(exc, clock)
