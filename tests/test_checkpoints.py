@@ -147,6 +147,16 @@ HYPERPARAMETERS = {"quality": "toy", "n_folds": 2, "n_mins": 0, "n_secs": 40, "n
                    "image_model": "efficientnet_lite0"}
 
 
+def accuracy_over_majority(model: MultimodalClassifier, test: pd.DataFrame) -> float:
+    """The model's accuracy on ``test``, asserted at least 0.1 above the majority class's share (about 2 binomial
+    standard errors on 100 rows): a resume that mixed up the classes or an expert's inputs would not beat it. These
+    fits (150 rows, 40 s, toy) score 0.45-0.7 on the seed-22 rows, whose majority share is 0.29."""
+    accuracy = float((model.predict(test.drop(columns="label")) == test["label"]).mean())
+    majority = float(test["label"].value_counts(normalize=True).iloc[0])
+    assert accuracy >= majority + 0.1, (accuracy, majority)
+    return accuracy
+
+
 class Stopped(BaseException):
     """Stands for the training job's JobStopped (SIGTERM): a BaseException no library swallows."""
 
@@ -191,14 +201,12 @@ def test_a_stopped_fit_resumes_with_what_it_finished_and_counts_its_time(tmp_pat
     assert resumed.metrics_["timings_seconds"]["total"] >= spent  # the budget counts the stopped attempt
     assert f"{spent:.0f} s of the time budget already spent" in caplog.text
     # same experts, and as accurate as a fit never stopped, within noise: 3 standard errors of the difference of
-    # two accuracies on 100 rows is about 0.2; a resume that mixed up classes or experts' inputs would be near
-    # chance (4 classes: 0.25-0.35) where these fits reach about 0.7
-    accuracy = float((resumed.predict(test.drop(columns="label")) == test["label"]).mean())
+    # two accuracies on 100 rows is about 0.2
+    accuracy = accuracy_over_majority(resumed, test)
     calls.clear()
     uninterrupted = MultimodalClassifier(**HYPERPARAMETERS).fit(data)
     assert sorted(calls) == sorted(uninterrupted.expert_names_) == sorted(resumed.expert_names_)
-    baseline = float((uninterrupted.predict(test.drop(columns="label")) == test["label"]).mean())
-    assert abs(accuracy - baseline) <= 0.2 and accuracy > 0.5, (accuracy, baseline)
+    assert abs(accuracy - accuracy_over_majority(uninterrupted, test)) <= 0.2
 
     calls.clear()
     again = MultimodalClassifier(**HYPERPARAMETERS).fit(data, checkpoints=tmp_path)
@@ -287,8 +295,7 @@ def test_a_training_job_stopped_after_its_first_experts_resumes_from_its_checkpo
     metrics = json.loads((root / "output" / "data" / "metrics.json").read_text())
     resumed = metrics["checkpoints"]["resumed"]
     assert resumed[0] == "rows" and sorted(resumed[1: 1 + len(kept)]) == kept
-    test = make_dataset(100, seed=22)
-    assert float((model.predict(test.drop(columns="label")) == test["label"]).mean()) > 0.5
+    accuracy_over_majority(model, make_dataset(100, seed=22))
     assert time.monotonic() - started < 400
 
 

@@ -191,7 +191,8 @@ class MultimodalEstimator:
         if restored is None:
             self._fit_fusion(train_split, oof, validation_split, budget)
             kept.save_fusion(self, budget.elapsed())
-        self.__dict__.update(restored or {})
+        for name, value in (restored or {}).items():  # fusion_, metrics_ (and validation_predictions_)
+            setattr(self, name, value)
         timings["fusion"] = time.monotonic() - t
         timings["total"] = budget.elapsed()
         self.metrics_["timings_seconds"] = {k: round(v, 2) for k, v in timings.items()}
@@ -265,7 +266,6 @@ class MultimodalEstimator:
         jobs = [job for job in (self._expert_job(spec, train) for spec in specs) if job is not None]
         if not jobs:
             raise DataError("every feature column is empty in every training row: nothing to learn from")
-
         results, keys = kept.fit_experts(
             executor, jobs, lambda spec: self.views_.frame(spec, train.features, train.embeddings),
             self.expert_options, budget, self._workdir)
