@@ -74,3 +74,18 @@ def test_the_server_never_imports_ray(serving_model_dir):
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "ray imported: False" in out.stdout
+
+
+def test_the_fold_processes_can_import_torchvision_for_realmlp():
+    """RealMLP (pytabkit) imports torchvision inside the fold processes; the set-up hook of our Ray instance puts
+    the workaround for its PyPI wheel in place there (multimodal.core.images.allow_torchvision_import)."""
+    script = ("import ray\n"
+              "from multimodal.core.parallel import local_ray\n"
+              "def probe():\n"
+              "    import torchvision\n"
+              "    return torchvision.__version__\n"
+              "with local_ray('parallel_local'):\n"
+              "    print('torchvision', ray.get(ray.remote(probe).remote()))\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "torchvision 0.28.0" in out.stdout, out.stdout
