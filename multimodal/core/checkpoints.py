@@ -222,25 +222,36 @@ class Checkpoints:
     # ------------------------------------------------------------------------------------------ pickled pieces
 
     def save_object(self, name: str, key: str, value: Any, **details: Any) -> None:
-        def write(directory: Path) -> None:
-            with open(directory / "object.pkl", "wb") as f:
-                pickle.dump(value, f, protocol=pickle.HIGHEST_PROTOCOL)
-        self.save(name, key, write, **details)
+        self.save(name, key, lambda directory: write_pickle(directory / "object.pkl", value), **details)
 
     def load_object(self, name: str, key: str) -> Any | None:
-        """The value saved by ``save_object`` for ``key``, or None. The file is unpickled only after its SHA-256
-        matched the manifest (whose key this fit computed)."""
+        """The value saved by ``save_object`` for ``key``, or None (see ``load``)."""
+        return self.load(name, key, lambda entry: read_pickle(entry / "object.pkl"))
+
+    def load(self, name: str, key: str, read: Callable[[Path], Any]) -> Any | None:
+        """``read(entry)`` of entry ``name`` made for ``key``; None when there is none, it is not whole, or it does
+        not load (logged: it will be made again). ``read`` runs only after every file's SHA-256 matched the
+        manifest, whose key this fit computed: nothing is unpickled before."""
         entry = self.find(name, key)
         if entry is None:
             return None
         try:
-            with open(entry / "object.pkl", "rb") as f:
-                return pickle.load(f)
+            return read(entry)
         except Exception as exc:  # noqa: BLE001 - e.g. pickled by other library versions: make it again
             self.resumed.remove(name)
             log.warning("checkpoint %s ignored: it does not load (%s: %s); it will be made again", name,
                         type(exc).__name__, exc)
             return None
+
+
+def write_pickle(path: Path, value: Any) -> None:
+    with open(path, "wb") as f:
+        pickle.dump(value, f, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def read_pickle(path: Path) -> Any:
+    with open(path, "rb") as f:
+        return pickle.load(f)
 
 
 def _check_entry(entry: Path, key: str) -> str | None:

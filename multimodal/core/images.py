@@ -102,7 +102,7 @@ def import_torchvision() -> types.ModuleType:
             raise
     for name in [n for n in sys.modules if n == "torchvision" or n.startswith("torchvision.")]:
         del sys.modules[name]
-    sys.modules["torchvision._meta_registrations"] = types.ModuleType("torchvision._meta_registrations")
+    allow_torchvision_import()
     import torchvision
     return torchvision
 

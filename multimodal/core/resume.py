@@ -10,7 +10,6 @@ experts' keys, its inputs and every hyperparameter. Every key includes this code
 from __future__ import annotations
 
 import logging
-import pickle
 import shutil
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,16 @@ import numpy as np
 import pandas as pd
 
 from . import artifact, runtimes
-from .checkpoints import Checkpoints, array_digest, code_version, digest, frame_digest, listing_digest
+from .checkpoints import (
+    Checkpoints,
+    array_digest,
+    code_version,
+    digest,
+    frame_digest,
+    listing_digest,
+    read_pickle,
+    write_pickle,
+)
 from .executors import Frames, Options
 from .experts import Expert, ExpertJob
 from .ingest import Rows
@@ -156,32 +164,26 @@ class FitCheckpoints(NoCheckpoints):
 
     def expert(self, job: ExpertJob, key: str, workdir: Path) -> tuple[Expert, np.ndarray] | None:
         """The expert of ``job`` as an earlier attempt fitted it, unpacked under ``workdir``; None if not kept."""
-        name = f"expert-{job.spec.name}"
-        entry = self.store.find(name, key)
-        if entry is None:
-            return None
-        try:
-            with open(entry / "expert.pkl", "rb") as f:
-                state = pickle.load(f)
+        def read(entry: Path) -> tuple[Expert, np.ndarray]:
+            state = read_pickle(entry / "expert.pkl")
             path = workdir / job.spec.name
             shutil.rmtree(path, ignore_errors=True)
             shutil.copytree(entry / "predictor", path)
             expert = Expert.load(job.spec, path, state["classes"])
-        except Exception as exc:  # noqa: BLE001 - a piece that does not load is fitted again
-            self.store.resumed.remove(name)
-            log.warning("checkpoint %s ignored: it does not load (%s: %s); the expert is fitted again", name,
-                        type(exc).__name__, exc)
-            return None
-        expert.leaderboard = state["leaderboard"]
-        log.info("expert %s: fitted by an earlier attempt (checkpoint %s): not fitted again", job.spec.name, name)
-        return expert, state["oof"]
+            expert.leaderboard = state["leaderboard"]
+            return expert, state["oof"]
+
+        name = f"expert-{job.spec.name}"
+        kept = self.store.load(name, key, read)
+        if kept is not None:
+            log.info("expert %s: fitted by an earlier attempt (checkpoint %s): not fitted again", job.spec.name, name)
+        return kept
 
     def save_expert(self, key: str, expert: Expert, oof: np.ndarray) -> None:
         def write(directory: Path) -> None:
             shutil.copytree(expert.path, directory / "predictor")
-            with open(directory / "expert.pkl", "wb") as f:
-                pickle.dump({"classes": expert.classes, "oof": oof, "leaderboard": expert.leaderboard}, f,
-                        protocol=pickle.HIGHEST_PROTOCOL)
+            write_pickle(directory / "expert.pkl", {"classes": expert.classes, "oof": oof,
+                                                    "leaderboard": expert.leaderboard})
         self.store.save(f"expert-{expert.name}", key, write, expert=expert.name)
 
     # ------------------------------------------------------------------------------------------ fusion
@@ -192,19 +194,11 @@ class FitCheckpoints(NoCheckpoints):
         None if not kept."""
         rows = None if validation is None else [frame_digest(validation.features.values), array_digest(validation.y)]
         self._fusion_key = digest(code_version(), expert_keys, array_digest(x), rows, self.params)
-        entry = self.store.find(FUSION, self._fusion_key)
-        if entry is None:
-            return None
-        try:
-            with open(entry / "state.pkl", "rb") as f:
-                state = pickle.load(f)
-            state["fusion_"] = load_fusion(entry / "fusion")
-        except Exception as exc:  # noqa: BLE001 - fitted again
-            self.store.resumed.remove(FUSION)
-            log.warning("checkpoint %s ignored: it does not load (%s: %s); the fusion is fitted again", FUSION,
-                        type(exc).__name__, exc)
-            return None
-        log.info("fusion: fitted by an earlier attempt (checkpoint %s): not fitted again", FUSION)
+        state = self.store.load(FUSION, self._fusion_key,
+                                lambda entry: {**read_pickle(entry / "state.pkl"),
+                                               "fusion_": load_fusion(entry / "fusion")})
+        if state is not None:
+            log.info("fusion: fitted by an earlier attempt (checkpoint %s): not fitted again", FUSION)
         return state
 
     def save_fusion(self, model: Any, seconds: float) -> None:
@@ -216,8 +210,7 @@ class FitCheckpoints(NoCheckpoints):
             state = {"metrics_": model.metrics_}
             if hasattr(model, "validation_predictions_"):
                 state["validation_predictions_"] = model.validation_predictions_
-            with open(directory / "state.pkl", "wb") as f:
-                pickle.dump(state, f, protocol=pickle.HIGHEST_PROTOCOL)
+            write_pickle(directory / "state.pkl", state)
         self.store.save(FUSION, self._fusion_key, write)
         self.spent(seconds)
 

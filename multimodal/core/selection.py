@@ -255,8 +255,8 @@ def fit_fusion(x: np.ndarray, y: np.ndarray, validation: tuple[np.ndarray, np.nd
         x, target.fusion_target(y), target,
         {"network": lambda xs, ys: train_network(xs, ys, target, settings, share, quiet=True)[0],
          "ensemble": ensemble}, folds) if folds else None
-    network, curve = train_network(x[fit_rows], target.fusion_target(y[fit_rows]), target, settings,
-                                   max(seconds_left(), share), x_val, target.fusion_target(y_val))
-    fused, choice = choose_fusion(network, ensemble(x[fit_rows], target.fusion_target(y[fit_rows])), comparison,
-                                  x_val, target.fusion_target(y_val), target, expert_names)
+    y_fit, y_held = target.fusion_target(y[fit_rows]), target.fusion_target(y_val)
+    network, curve = train_network(x[fit_rows], y_fit, target, settings, max(seconds_left(), share), x_val, y_held)
+    fused, choice = choose_fusion(network, ensemble(x[fit_rows], y_fit), comparison, x_val, y_held, target,
+                                  expert_names)
     return FittedFusion(fused, choice, curve, fit_rows, x_val, y_val, source)
