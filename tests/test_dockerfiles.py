@@ -99,10 +99,11 @@ def test_the_sagemaker_command_is_an_executable_on_path(command):
     assert any(f'[ "$(command -v {command})" = /usr/local/bin/{command} ]' in step for step in steps), steps
 
 
-def test_the_inference_image_may_bind_to_the_port_sagemaker_chooses():
+def test_the_inference_image_may_bind_to_the_port_sagemaker_chooses_and_serve_multi_model_endpoints():
     steps = instructions(lines(DOCKERFILES["serve"]))
-    assert any("com.amazonaws.sagemaker.capabilities.accept-bind-to-port=true" in s for s in steps if
-               s.startswith("LABEL"))
+    labels = " ".join(s for s in steps if s.startswith("LABEL"))
+    assert "com.amazonaws.sagemaker.capabilities.accept-bind-to-port=true" in labels
+    assert "com.amazonaws.sagemaker.capabilities.multi-models=true" in labels
     assert "EXPOSE 8080" in steps
 
 

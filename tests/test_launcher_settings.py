@@ -78,3 +78,19 @@ def test_batch_transform_variables_size_the_server(tmp_path, monkeypatch):
     client = create_app(StandInModel(), settings=config.server_settings(), background=False).test_client()
     assert client.get("/execution-parameters").get_json() == {"MaxConcurrentTransforms": 4,
                                                               "BatchStrategy": "MULTI_RECORD", "MaxPayloadInMB": 6}
+
+
+def test_a_multi_model_endpoint_has_one_worker_with_every_core_and_a_memory_budget(tmp_path, monkeypatch):
+    monkeypatch.setattr(serve, "cpu_count", lambda: 8)
+    monkeypatch.setattr(serve, "available_memory", lambda: 10 * 2**30)
+    env = {"MULTIMODAL_ML_ROOT": str(tmp_path), "SAGEMAKER_MULTI_MODEL": "true"}  # no model/ at start
+    config = serve.read_config(env)
+    assert config.multi_model and config.workers == 1 and config.threads == 8
+    assert config.models_memory_bytes == 8 * 2**30  # 0.8 × what is available
+    config = serve.read_config({**env, "SAGEMAKER_MODEL_SERVER_WORKERS": "4", "MULTIMODAL_MODELS_MEMORY_MB": "3000"})
+    assert config.workers == 1 and "4 worker(s) asked for are not used" in config.workers_reason
+    assert config.models_memory_bytes == 3000 * 2**20
+    assert not serve.read_config({"MULTIMODAL_ML_ROOT": str(tmp_path)}).multi_model
+    for bad in ({"SAGEMAKER_MULTI_MODEL": "sometimes"}, {"MULTIMODAL_MODELS_MEMORY_MB": "0"}):
+        with pytest.raises(serve.ConfigError):
+            serve.read_config({**env, **bad})

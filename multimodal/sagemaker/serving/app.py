@@ -17,8 +17,10 @@ See ``launcher`` for the environment variables and the gunicorn set-up, ``front`
 """
 from __future__ import annotations
 
+import io
 import json
 import logging
+import threading
 import time
 from typing import Any, Callable
 
@@ -27,12 +29,13 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from multimodal.sagemaker.contract import (
     CSV,
+    DEFAULT_MAX_PAYLOAD_MB,
     JSON,
     JSONLINES,
     MEDIA_TYPES,
 )
 
-from . import decode, records
+from . import decode, encode, records
 from .errors import (
     BadRequest,
     HTTPProblem,
@@ -42,12 +45,15 @@ from .errors import (
 )
 from .front import to_drain
 from .model_slot import ModelSlot, Watchdog
-from .server_settings import ServerSettings
+from .server_settings import MIB, ServerSettings
 from .kinds import kind_of
 
 log = logging.getLogger(__name__)
 
 
+# Bodies up to the default payload are parsed and predicted whole; larger ones (an async endpoint's, up to 1 GB)
+# slice by slice, so that a request's working memory follows the slice and not the body (decode.slices).
+SLICE_BYTES = int(DEFAULT_MAX_PAYLOAD_MB * MIB)
 PING_STATE = "multimodal.ping"  # app.extensions key: () -> (HTTP status, body) of /ping, for the asyncio front
 
 
@@ -70,32 +76,41 @@ def create_app(model_or_loader: Any, *, settings: ServerSettings | None = None, 
     settings = settings or ServerSettings()
     slot = ModelSlot(model_or_loader, on_failure=on_load_failure, on_ready=on_ready, load_timeout=settings.load_timeout,
                      description=description, check=settings.check_model)
-    service = _Service(slot, settings, Watchdog(settings.request_timeout, on_hang), server_started)
-    app = Flask("multimodal")
-    app.config["MAX_CONTENT_LENGTH"] = settings.max_payload_bytes
+    service = Service(slot, settings, Watchdog(settings.request_timeout, on_hang), server_started)
+    app = flask_app(settings, service.ping_state)
     app.extensions["multimodal"] = slot
-    app.extensions[PING_STATE] = service.ping_state
-    app.json.sort_keys = False  # type: ignore[attr-defined]
     app.add_url_rule("/ping", view_func=service.ping, methods=["GET"])
     app.add_url_rule("/execution-parameters", view_func=service.execution_parameters, methods=["GET"])
     app.add_url_rule("/invocations", view_func=service.invocations, methods=["POST"])
-    app.register_error_handler(HTTPProblem, _problem_response)
-    app.register_error_handler(RequestEntityTooLarge, lambda exc: _problem_response(PayloadTooLarge(
-        f"the body is over the payload limit of {settings.max_payload_mb:g} MB ({settings.max_payload_bytes:,} "
-        "bytes): send fewer records per request")))
-    app.register_error_handler(HTTPException, lambda exc: _problem_response(
-        _problem(exc.code or 500, exc.description or exc.name)))
-    app.register_error_handler(Exception, _unexpected)
     slot.start(background=background)
     return app
 
 
-class _Service:
+def flask_app(settings: ServerSettings, ping_state: Callable[[], tuple[int, str]]) -> Flask:
+    """A Flask app with the server's error responses and payload limit, and no routes yet."""
+    app = Flask("multimodal")
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_payload_bytes
+    app.extensions[PING_STATE] = ping_state
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.register_error_handler(HTTPProblem, _problem_response)
+    app.register_error_handler(RequestEntityTooLarge, lambda exc: _problem_response(PayloadTooLarge(
+        f"the body is over the payload limit of {settings.body_limit_mb:g} MB ({settings.max_payload_bytes:,} "
+        "bytes): send fewer records per request")))
+    app.register_error_handler(HTTPException, lambda exc: _problem_response(
+        _problem(exc.code or 500, exc.description or exc.name)))
+    app.register_error_handler(Exception, _unexpected)
+    return app
+
+
+class Service:
     """The routes of one app: its model slot, settings and request watchdog."""
 
-    def __init__(self, slot: ModelSlot, settings: ServerSettings, watchdog: Watchdog,
+    def __init__(self, slot: ModelSlot | None, settings: ServerSettings, watchdog: Watchdog,
                  server_started: Callable[[], bool] | None) -> None:
         self.slot, self.settings, self.watchdog, self.server_started = slot, settings, watchdog, server_started
+        # Each model's requests run on its slot's thread; where several models share a process (multi-model
+        # endpoints) this keeps their predictions one at a time, within the process's compute threads.
+        self.predicting = threading.Lock()
 
     def ping_state(self) -> tuple[int, str]:
         """(HTTP status, body) of /ping; cheap enough for the asyncio front to call on its event loop."""
@@ -120,6 +135,10 @@ class _Service:
                         else settings.max_payload_mb})
 
     def invocations(self) -> Response:
+        return self.respond(self.slot)
+
+    def respond(self, slot: ModelSlot, name: str | None = None) -> Response:
+        """The answer of ``slot``'s model to this request (/invocations, or a multi-model endpoint's invoke)."""
         started = time.monotonic()
         accept = _response_type()
         if accept is None:
@@ -130,10 +149,10 @@ class _Service:
         if content_type is None:
             raise UnsupportedMediaType(f"unsupported Content-Type {kind!r}; send one of {', '.join(MEDIA_TYPES)}")
         body = _read_body(self.settings.max_payload_bytes)
-        model = self.slot.wait(self.settings.load_timeout)
-        text, batch = self.slot.run(self._handle, model, body, content_type, options.get("charset"), accept)
-        log.info("invocation: %d record(s), %d bad, %s → %s, %.0f ms", len(batch), len(batch.errors),
-                 content_type, accept, 1000 * (time.monotonic() - started))
+        model = slot.wait(self.settings.load_timeout)
+        text, n_records, n_bad = slot.run(self._handle, model, body, content_type, options.get("charset"), accept)
+        log.info("invocation%s: %d record(s), %d bad, %s → %s, %.0f ms", f" of model {name}" if name else "",
+                 n_records, n_bad, content_type, accept, 1000 * (time.monotonic() - started))
         response = Response(text, status=200, mimetype=accept)
         if accept == CSV:
             columns = kind_of(model).columns(model.schema_.id_column, self.settings.csv_probabilities)
@@ -141,11 +160,25 @@ class _Service:
         return response
 
     def _handle(self, model: Any, body: bytes, content_type: str, charset: str | None,
-                accept: str) -> tuple[str, records.Batch]:
-        """Parse, check, predict and format one request (on the model thread): the body text and the batch."""
+                accept: str) -> tuple[str, int, int]:
+        """Parse, check, predict and format one request (on the model thread), slice by slice when it is large
+        (``decode.slices``): the body text, the number of records and of bad ones."""
+        pieces = decode.slices(body, content_type, SLICE_BYTES)
+        texts, records_seen, bad = [], 0, 0
+        for number, (piece, first) in enumerate(pieces, 1):
+            text, batch = self._handle_slice(model, piece, first, content_type, charset, accept)
+            texts.append(text)
+            records_seen, bad = records_seen + len(batch), bad + len(batch.errors)
+            if len(pieces) > 1:
+                log.info("invocation: slice %d of %d done (%d records so far, %d bad)", number, len(pieces),
+                         records_seen, bad)
+        return encode.join(texts, accept), records_seen, bad
+
+    def _handle_slice(self, model: Any, body: bytes, first: int, content_type: str, charset: str | None,
+                      accept: str) -> tuple[str, records.Batch]:
         schema = model.schema_
         batch = decode.parse(body, content_type, schema.prediction_header, id_column=schema.id_column,
-                             charset=charset)
+                             charset=charset, first=first)
         modalities = {c.name: c.modality for c in schema.columns}
         images = self.settings.image_dir
         records.validate(batch, modalities, image_dir=images)
@@ -153,7 +186,7 @@ class _Service:
         if batch.errors and fail_fast:
             raise BadRequest(batch.error_summary())
         kind = kind_of(model)
-        with self.watchdog:
+        with self.predicting, self.watchdog:
             outcome = records.predict(model, kind, batch, modalities, fail_fast=fail_fast, images=images)
         if outcome is None:
             raise BadRequest(batch.error_summary())
@@ -195,6 +228,10 @@ def _read_body(limit: int) -> bytes:
         if length > limit:
             _discard(stream, to_drain(limit, declared=length))
             raise RequestEntityTooLarge()
+        if isinstance(stream, io.BytesIO) and stream.tell() == 0:  # the asyncio front's body, already whole:
+            held = stream.getvalue()  # the very bytes object, not a copy (an async endpoint's body is 1 GB)
+            if len(held) == length:
+                return held
         return request.get_data(cache=False)
     if not environ.get("wsgi.input_terminated"):
         return b""  # no length and a server that does not end the stream: nothing can be read safely

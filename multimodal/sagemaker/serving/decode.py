@@ -22,6 +22,7 @@ from multimodal.sagemaker.contract import (
     CSV,
     JSON,
     JSONLINES,
+    RECORD_SEPARATOR,
     allow_long_csv_fields,
     split_records,
 )
@@ -75,9 +76,12 @@ def _check_count(n: int) -> None:
                            "per request (empty lines count as records)")
 
 
-def parse_csv(body: bytes, columns: Sequence[str], *, id_column: str | None, charset: str | None = None) -> Batch:
-    """Headerless CSV, one record per line, each line parsed on its own as RFC 4180."""
-    _check_not_empty(body)
+def parse_csv(body: bytes, columns: Sequence[str], *, id_column: str | None, charset: str | None = None,
+              first: int = 0) -> Batch:
+    """Headerless CSV, one record per line, each line parsed on its own as RFC 4180. ``first``: the records
+    before this slice of the body (``slices``)."""
+    if not first:
+        _check_not_empty(body)
     allow_long_csv_fields()
     encoding = _decoder(charset)
     columns = list(columns)
@@ -85,14 +89,15 @@ def parse_csv(body: bytes, columns: Sequence[str], *, id_column: str | None, cha
     id_index = columns.index(id_column) if id_column in columns else None
     lines = split_records(body)
     _check_count(len(lines))
-    batch = Batch(columns=columns, kind="line")
+    batch = Batch(columns=columns, kind="line", first=first)
     for position, raw in enumerate(lines):
         if raw.endswith(b"\r"):
             raw = raw[:-1]
         fields: list[str] | None = None
         problem = None
+        starts_body = position == 0 and not first
         try:
-            text = raw.decode(encoding if position == 0 else encoding.replace("-sig", ""))
+            text = raw.decode(encoding if starts_body else encoding.replace("-sig", ""))
         except UnicodeDecodeError as exc:
             text, problem = None, f"the bytes are not valid {encoding.replace('-sig', '')} (byte {exc.start + 1})"
         if text is not None:
@@ -117,7 +122,7 @@ def parse_csv(body: bytes, columns: Sequence[str], *, id_column: str | None, cha
                 names = {f.strip() for f in fields}
                 if LABEL_COLUMN in names and len(names & set(columns)) >= len(columns) / 2:
                     problem += "; this line looks like a header: send records only"
-        elif fields is not None and position == 0 and [f.strip() for f in fields] == columns:
+        elif fields is not None and starts_body and [f.strip() for f in fields] == columns:
             problem = "this line is the header: send records only, without a header line"
         batch.ids.append(fields[id_index] if fields is not None and id_index is not None and id_index < len(fields)
                          else "")
@@ -220,17 +225,18 @@ def _json_kind(obj: Any) -> str:
 
 
 def parse_jsonlines(body: bytes, columns: Sequence[str], *, id_column: str | None,
-                    charset: str | None = None) -> Batch:
-    """One JSON object per line (split on b'\\n' only)."""
-    _check_not_empty(body)
+                    charset: str | None = None, first: int = 0) -> Batch:
+    """One JSON object per line (split on b'\\n' only); ``first`` as for ``parse_csv``."""
+    if not first:
+        _check_not_empty(body)
     encoding = _decoder(charset)
     columns = list(columns)
     lines = split_records(body)
     _check_count(len(lines))
-    batch = Batch(columns=columns, kind="line")
+    batch = Batch(columns=columns, kind="line", first=first)
     for position, raw in enumerate(lines):
         try:
-            text = raw.decode(encoding if position == 0 else encoding.replace("-sig", ""))
+            text = raw.decode(encoding if position == 0 and not first else encoding.replace("-sig", ""))
             obj = _loads(text) if text.strip() else _EMPTY
         except UnicodeDecodeError as exc:
             obj, problem = _EMPTY, f"the bytes are not valid {encoding.replace('-sig', '')} (byte {exc.start + 1})"
@@ -304,5 +310,27 @@ PARSERS = {CSV: parse_csv, JSONLINES: parse_jsonlines, JSON: parse_json}
 
 
 def parse(body: bytes, content_type: str, columns: Sequence[str], *, id_column: str | None,
-          charset: str | None = None) -> Batch:
-    return PARSERS[content_type](body, columns, id_column=id_column, charset=charset)
+          charset: str | None = None, first: int = 0) -> Batch:
+    if content_type == JSON:  # a JSON document is never sliced
+        return parse_json(body, columns, id_column=id_column, charset=charset)
+    return PARSERS[content_type](body, columns, id_column=id_column, charset=charset, first=first)
+
+
+def slices(body: bytes, content_type: str, size: int) -> list[tuple[bytes, int]]:
+    """``body`` as slices of whole records of about ``size`` bytes, each with the number of records before it:
+    a large body (an async endpoint's) is parsed and predicted slice by slice, so that the memory a request
+    takes follows the slice, not the body. A body of at most ``size`` bytes, or a JSON document, is one slice.
+    Records are split on b'\\n' exactly as ``split_records`` splits them."""
+    if len(body) <= size or content_type == JSON:
+        return [(body, 0)]
+    pieces, start, records = [], 0, 0
+    while start < len(body):
+        end = body.rfind(RECORD_SEPARATOR, start, start + size)
+        if end == -1:  # one record longer than a slice: it is a slice of its own
+            end = body.find(RECORD_SEPARATOR, start + size)
+        end = len(body) if end == -1 else end + 1
+        piece = body[start:end]
+        pieces.append((piece, records))
+        records += piece.count(RECORD_SEPARATOR) + (0 if piece.endswith(RECORD_SEPARATOR) else 1)
+        start = end
+    return pieces

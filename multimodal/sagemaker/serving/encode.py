@@ -15,6 +15,7 @@ import json
 from typing import Any, Iterable, Sequence
 
 from multimodal.core.schema import LABEL_COLUMN, PREDICTION
+from multimodal.sagemaker.contract import JSON
 
 from .records import Outcome, Predictions
 
@@ -130,3 +131,14 @@ def format_regression_json(outcome: Predictions, *, with_id: bool, id_column: st
 def regression_csv_columns(*, with_id: bool, id_column: str) -> list[str]:
     """Names of the regression CSV output columns (the X-Output-Columns response header)."""
     return ([id_column] if with_id else []) + [PREDICTION]
+
+
+def join(bodies: Sequence[str], accept: str) -> str:
+    """The response bodies of consecutive slices of one request (``decode.slices``) as the body the whole request
+    formatted at once would be: records one per line, or one JSON list."""
+    if len(bodies) == 1:
+        return bodies[0]
+    if accept == JSON:
+        inner = [b[1:-1] for b in bodies if b[1:-1]]  # each is "[…]", written with json.dumps's ", " separator
+        return "[" + ", ".join(inner) + "]"
+    return RECORD_SEPARATOR.join(bodies)

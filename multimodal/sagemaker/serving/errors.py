@@ -40,6 +40,24 @@ class UnsupportedMediaType(HTTPProblem):
 
 
 class NotReady(HTTPProblem):
-    """503: the model is not loaded (yet, or at all)."""
+    """503: the model is not loaded (yet, or at all), or failed to load."""
 
     status = 503
+
+
+class NotFound(HTTPProblem):
+    """404: no such model (multi-model endpoints: not loaded, or nothing at the URL asked to load)."""
+
+    status = 404
+
+
+class Conflict(HTTPProblem):
+    """409: a model of that name is already loaded (or loading)."""
+
+    status = 409
+
+
+class InsufficientMemory(HTTPProblem):
+    """507: loading the model would exceed the memory budget; SageMaker unloads others and asks again."""
+
+    status = 507

@@ -26,9 +26,12 @@ Environment variables: the server's whole interface (hyperparameters play no par
 | `MULTIMODAL_KEEPALIVE` | `5` | seconds an idle keep-alive connection is kept |
 | `MULTIMODAL_MODEL_LOAD_TIMEOUT` | `900` | seconds a worker may take to load the model and make its trial prediction; longer is a failed start (exit 3) |
 | `SAGEMAKER_MAX_PAYLOAD_IN_MB` | `6` | `MaxPayloadInMB` of `/execution-parameters`; larger bodies (MB = 2²⁰ bytes) get 413. `MaxConcurrentTransforms` = workers, capped so that it × `MaxPayloadInMB` ≤ 100 |
+| `MULTIMODAL_MAX_PAYLOAD_MB` | — (`SAGEMAKER_MAX_PAYLOAD_IN_MB`) | the largest body taken (MB, at most 1024), when it should differ from the batch payload: an async endpoint's requests reach 1 GB. A body over 6 MB is parsed and predicted in slices of about 6 MB of whole records, so a request's working memory follows the slice (the body itself is held once or twice); records are numbered from the body's start in errors |
 | `MULTIMODAL_CSV_PROBABILITIES` | `false` | `true`: CSV responses gain one probability column per class after `ID,label`, in the order of the model's classes (the `classes` list of `model_config.json`: sorted labels); the response header `X-Output-Columns` names the columns. A regression model has no classes: with `true` it refuses to load (exit 3) rather than answer without the promised columns |
 | `MULTIMODAL_BAD_RECORDS` | `fail` | `fail`: a request with a bad record gets 400 naming it; `emit`: the bad record's output is `ID,ERROR: <reason>` (JSON: `{"ID": …, "label": null, "probabilities": null, "error": "<reason>"}`) and the other records are predicted |
 | `MULTIMODAL_ML_ROOT` | `/opt/ml` | the model is read from `<root>/model` |
+| `SAGEMAKER_MULTI_MODEL` | `false` | set to `true` by SageMaker on a multi-model endpoint (the image carries the label `com.amazonaws.sagemaker.capabilities.multi-models=true`): no model at start; SageMaker's model API (`POST /models`, `GET /models`, `GET`/`DELETE /models/<name>`, `POST /models/<name>/invoke`) loads, lists, unloads and invokes models, each answering as a single-model endpoint would (see `multi_model`). One worker process holds every model (the worker-count settings are not used), with every core's compute threads |
+| `MULTIMODAL_MODELS_MEMORY_MB` | 0.8 × the memory available at start | multi-model endpoints: the resident memory (MB = 2²⁰ bytes) the loaded models may take the worker to; a load past it gets 507, and SageMaker unloads other models and loads again |
 | `MULTIMODAL_LOG_LEVEL` | `info` | log level of the server and gunicorn (`info` logs one line per invocation) |
 | `MULTIMODAL_CACHE_DIR` | `$TMPDIR/multimodal-cache` | where `KERAS_HOME`, `TORCH_HOME`, `MPLCONFIGDIR`, `TORCHINDUCTOR_CACHE_DIR` and `XDG_CACHE_HOME` point unless already set: nothing is written to `$HOME` |
 | `MULTIMODAL_MAX_IMAGE_PIXELS` | `40000000` | larger images are rejected (see `multimodal.core.images`) |
@@ -78,7 +81,14 @@ from multimodal.sagemaker.contract import (
 )
 from multimodal.sagemaker.environment import ML_ROOT, ml_root
 
-from .server_settings import DEFAULT_LOAD_TIMEOUT, ServerSettings, bad_records_mode
+from .server_settings import (
+    DEFAULT_LOAD_TIMEOUT,
+    ServerSettings,
+    bad_records_mode,
+    env_bool,
+    env_int,
+    env_megabytes,
+)
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +116,10 @@ CACHE_VARIABLES = {"KERAS_HOME": "keras", "TORCH_HOME": "torch", "MPLCONFIGDIR":
 
 
 IMAGE_DIR_ENV = "MULTIMODAL_IMAGE_DIR"
+MULTI_MODEL_ENV = "SAGEMAKER_MULTI_MODEL"  # set by SageMaker for an image labelled ...capabilities.multi-models
+MODELS_MEMORY_ENV = "MULTIMODAL_MODELS_MEMORY_MB"
+MAX_BODY_ENV = "MULTIMODAL_MAX_PAYLOAD_MB"
+MAX_BODY_MB = 1024  # an async endpoint's largest payload (1 GB, through S3)
 
 
 @dataclass
@@ -122,6 +136,7 @@ class ServeConfig:
     keepalive: int
     load_timeout: int
     max_payload_mb: float
+    max_body_mb: float | None
     batch_strategy: str
     csv_probabilities: bool
     bad_records: str
@@ -130,10 +145,12 @@ class ServeConfig:
     cache_dir: Path
     cores: int
     memory: dict = field(default_factory=dict)
+    multi_model: bool = False
+    models_memory_bytes: int = 0  # multi-model endpoints: the RSS the loaded models may take the worker to
 
     def server_settings(self) -> ServerSettings:
         return ServerSettings(workers=self.workers, max_payload_mb=self.max_payload_mb,
-                              batch_strategy=self.batch_strategy,
+                              max_body_mb=self.max_body_mb, batch_strategy=self.batch_strategy,
                               csv_probabilities=self.csv_probabilities, bad_records=self.bad_records,
                               request_timeout=self.timeout, load_timeout=self.load_timeout, image_dir=self.image_dir)
 
@@ -154,39 +171,20 @@ def default_workers(cores: int, available: int, per_worker: int) -> int:
 
 # ---------------------------------------------------------------------------------------------- configuration
 
-def _int(environ: Mapping[str, str], names: tuple[str, ...], default: int | None, *, minimum: int = 1) -> int | None:
-    for name in names:
-        raw = environ.get(name, "").strip()
-        if raw:
-            try:
-                value = int(float(raw)) if float(raw).is_integer() else None
-            except ValueError:
-                value = None
-            if value is None or value < minimum:
-                raise ConfigError(f"{name}={raw!r}: expected an integer ≥ {minimum}")
-            return value
-    return default
-
-
-def _bool(environ: Mapping[str, str], name: str) -> bool:
-    raw = environ.get(name, "").strip().lower()
-    if raw in ("", "0", "false", "no", "off"):
-        return False
-    if raw in ("1", "true", "yes", "on"):
-        return True
-    raise ConfigError(f"{name}={raw!r}: expected true or false")
-
-
 def read_config(environ: Mapping[str, str] | None = None) -> ServeConfig:
     environ = os.environ if environ is None else environ
     root = ml_root(environ)
     model_dir = root / "model"
     cores = cpu_count()
     memory = {"available_bytes": available_memory()}
-    batch = _bool(environ, "SAGEMAKER_BATCH")
-    concurrent = _int(environ, ("SAGEMAKER_MAX_CONCURRENT_TRANSFORMS",), None)
-    workers = _int(environ, ("SAGEMAKER_MODEL_SERVER_WORKERS", "MODEL_SERVER_WORKERS"), None)
-    if workers is not None:
+    batch = env_bool(environ, "SAGEMAKER_BATCH")
+    concurrent = env_int(environ, ("SAGEMAKER_MAX_CONCURRENT_TRANSFORMS",), None)
+    workers = env_int(environ, ("SAGEMAKER_MODEL_SERVER_WORKERS", "MODEL_SERVER_WORKERS"), None)
+    multi_model = env_bool(environ, MULTI_MODEL_ENV)
+    if multi_model:  # SageMaker loads a model by one request, which one worker receives: it holds every model
+        ignored = f"; the {workers} worker(s) asked for are not used" if workers not in (None, 1) else ""
+        workers, reason = 1, "multi-model endpoint: one worker holds every model" + ignored
+    elif workers is not None:
         reason = "set by the environment"
     else:
         per_worker = model_memory_estimate(model_dir) if model_dir.is_dir() else int(WORKER_BASE_BYTES)
@@ -198,7 +196,7 @@ def read_config(environ: Mapping[str, str] | None = None) -> ServeConfig:
             # A batch transform sends at most MaxConcurrentTransforms requests at once: more workers would only
             # load the model for nothing (slower start, less memory); each worker gets more compute threads.
             workers, reason = concurrent, f"batch transform, SAGEMAKER_MAX_CONCURRENT_TRANSFORMS={concurrent}"
-    threads = _int(environ, ("MULTIMODAL_THREADS",), max(1, cores // workers))
+    threads = env_int(environ, ("MULTIMODAL_THREADS",), max(1, cores // workers))
     payload_raw = environ.get("SAGEMAKER_MAX_PAYLOAD_IN_MB", "").strip()
     try:
         max_payload_mb = float(payload_raw) if payload_raw else DEFAULT_MAX_PAYLOAD_MB
@@ -206,6 +204,7 @@ def read_config(environ: Mapping[str, str] | None = None) -> ServeConfig:
         raise ConfigError(f"SAGEMAKER_MAX_PAYLOAD_IN_MB={payload_raw!r}: expected a number of MB") from None
     if not 0 < max_payload_mb <= PAYLOAD_BUDGET_MB:
         raise ConfigError(f"SAGEMAKER_MAX_PAYLOAD_IN_MB={payload_raw!r}: expected a number in (0, {PAYLOAD_BUDGET_MB}]")
+    max_body_mb = env_megabytes(environ, MAX_BODY_ENV, MAX_BODY_MB)
     # as the platform spells it (MULTI_RECORD), or as CreateTransformJob does (MultiRecord)
     raw_strategy = (environ.get("SAGEMAKER_BATCH_STRATEGY") or MULTI_RECORD).strip()
     strategy = batch_strategy(raw_strategy)
@@ -223,30 +222,35 @@ def read_config(environ: Mapping[str, str] | None = None) -> ServeConfig:
         parse_allow_list(core_settings.S3_ALLOW.read(environ))
     except DataError as exc:
         raise ConfigError(str(exc)) from None
+    models_mb = env_int(environ, (MODELS_MEMORY_ENV,), None)
+    models_memory = models_mb * 2**20 if models_mb else int(MEMORY_FRACTION * memory["available_bytes"])
     log_level = (environ.get("MULTIMODAL_LOG_LEVEL") or "info").strip().lower()
     if log_level not in ("debug", "info", "warning", "error", "critical"):
         raise ConfigError(f"MULTIMODAL_LOG_LEVEL={log_level!r}: expected debug, info, warning, error or critical")
     return ServeConfig(
         model_dir=model_dir,
         host=(environ.get("MULTIMODAL_BIND_HOST") or DEFAULT_HOST).strip(),
-        port=_int(environ, ("SAGEMAKER_BIND_TO_PORT",), DEFAULT_PORT),
+        port=env_int(environ, ("SAGEMAKER_BIND_TO_PORT",), DEFAULT_PORT),
         workers=workers,
         workers_reason=reason,
         threads=threads,
-        http_threads=_int(environ, ("MULTIMODAL_HTTP_THREADS",), DEFAULT_HTTP_THREADS, minimum=2),
-        timeout=_int(environ, ("SAGEMAKER_MODEL_SERVER_TIMEOUT", "MODEL_SERVER_TIMEOUT"), DEFAULT_TIMEOUT),
-        graceful_timeout=_int(environ, ("MULTIMODAL_GRACEFUL_TIMEOUT",), DEFAULT_GRACEFUL_TIMEOUT),
-        keepalive=_int(environ, ("MULTIMODAL_KEEPALIVE",), DEFAULT_KEEPALIVE),
-        load_timeout=_int(environ, ("MULTIMODAL_MODEL_LOAD_TIMEOUT",), DEFAULT_LOAD_TIMEOUT),
+        http_threads=env_int(environ, ("MULTIMODAL_HTTP_THREADS",), DEFAULT_HTTP_THREADS, minimum=2),
+        timeout=env_int(environ, ("SAGEMAKER_MODEL_SERVER_TIMEOUT", "MODEL_SERVER_TIMEOUT"), DEFAULT_TIMEOUT),
+        graceful_timeout=env_int(environ, ("MULTIMODAL_GRACEFUL_TIMEOUT",), DEFAULT_GRACEFUL_TIMEOUT),
+        keepalive=env_int(environ, ("MULTIMODAL_KEEPALIVE",), DEFAULT_KEEPALIVE),
+        load_timeout=env_int(environ, ("MULTIMODAL_MODEL_LOAD_TIMEOUT",), DEFAULT_LOAD_TIMEOUT),
         max_payload_mb=max_payload_mb,
+        max_body_mb=max_body_mb,
         batch_strategy=strategy,
-        csv_probabilities=_bool(environ, "MULTIMODAL_CSV_PROBABILITIES"),
+        csv_probabilities=env_bool(environ, "MULTIMODAL_CSV_PROBABILITIES"),
         bad_records=bad_records,
         image_dir=Path(image_dir) if image_dir else None,
         log_level=log_level,
         cache_dir=Path(environ.get("MULTIMODAL_CACHE_DIR") or Path(tempfile.gettempdir()) / "multimodal-cache"),
         cores=cores,
         memory=memory,
+        multi_model=multi_model,
+        models_memory_bytes=models_memory,
     )
 
 
@@ -289,11 +293,11 @@ def worker_app(config: ServeConfig, state_dir: Path) -> Any:
     from .app import PING_STATE, create_app
     from .front import Front
 
-    def load() -> Any:
+    def load(directory: Path = config.model_dir) -> Any:
         set_torch_threads(config.threads)
         # the base class: the model directory says whether it is a classifier or a regression model
         from multimodal.core.estimator import MultimodalEstimator
-        model = MultimodalEstimator.load(config.model_dir)
+        model = MultimodalEstimator.load(directory)
         set_torch_threads(config.threads)
         return model
 
@@ -324,8 +328,14 @@ def worker_app(config: ServeConfig, state_dir: Path) -> Any:
                 started[0] = True
         return started[0]
 
-    app = create_app(load, settings=config.server_settings(), on_load_failure=failed, on_ready=ready,
-                     on_hang=hung, server_started=server_started, description=f"the model in {config.model_dir}")
+    if config.multi_model:
+        from .multi_model import create_multi_model_app
+        app = create_multi_model_app(load, settings=config.server_settings(), memory_limit=config.models_memory_bytes,
+                                     on_hang=hung)
+        ready()  # serving at once: models come with the requests that load them
+    else:
+        app = create_app(load, settings=config.server_settings(), on_load_failure=failed, on_ready=ready,
+                         on_hang=hung, server_started=server_started, description=f"the model in {config.model_dir}")
     return Front(app, ping=app.extensions[PING_STATE], max_body=config.server_settings().max_payload_bytes,
                  threads=config.http_threads)
 
@@ -420,19 +430,20 @@ def main(argv: list[str] | None = None) -> int:
         log.error("invalid configuration: %s", exc)
         return EXIT_CONFIG
     configure_logging(config.log_level, with_process=True)
-    if not (config.model_dir / CONFIG_FILE).is_file():
+    if not config.multi_model and not (config.model_dir / CONFIG_FILE).is_file():
         log.error("no model to serve: %s/%s not found. SageMaker extracts model.tar.gz into /opt/ml/model; set "
                   "%s to serve a model directory <root>/model elsewhere", config.model_dir, CONFIG_FILE, ML_ROOT.name)
         return EXIT_LOAD_FAILED
     prepare_environment(config)
+    what = (f"models loaded on request, within {config.models_memory_bytes / 2**20:.0f} MB of RSS (multi-model)"
+            if config.multi_model else str(config.model_dir))
     log.info("serving %s on %s:%d: %d worker(s) [%s], %d compute thread(s) and %d HTTP threads each, "
              "timeout %d s, graceful timeout %d s, max payload %g MB, bad records: %s, CSV probabilities: %s",
-             config.model_dir, config.host, config.port, config.workers, config.workers_reason, config.threads,
-             config.http_threads, config.timeout, config.graceful_timeout, config.max_payload_mb,
+             what, config.host, config.port, config.workers, config.workers_reason, config.threads,
+             config.http_threads, config.timeout, config.graceful_timeout, config.server_settings().body_limit_mb,
              config.bad_records, config.csv_probabilities)
     run_gunicorn(config)
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

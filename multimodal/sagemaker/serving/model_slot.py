@@ -99,7 +99,17 @@ class ModelSlot:
 
     def run(self, function: Callable[..., Any], *args: Any) -> Any:
         """Run ``function(*args)`` on the model thread, after any request before it."""
-        return self._thread.submit(function, *args).result()
+        try:
+            future = self._thread.submit(function, *args)
+        except RuntimeError:  # closed (a multi-model endpoint unloaded it) after the request found it
+            raise NotReady(f"{self.description} was unloaded") from None
+        return future.result()
+
+    def close(self) -> None:
+        """Let the requests already running finish, then drop the model (a multi-model endpoint's unload)."""
+        self._thread.shutdown(wait=True)
+        self.model = None
+        self._ready.clear()
 
     def wait(self, timeout: float | None) -> Any:
         self._done.wait(timeout)

@@ -40,10 +40,12 @@ class RecordError:
 @dataclass
 class Batch:
     """The records of one request: their fields (``""`` = missing; None for an unreadable record), IDs and the
-    errors found so far, by position. Records are named ``line N`` (CSV, JSON lines) or ``record N`` (JSON)."""
+    errors found so far, by position. Records are named ``line N`` (CSV, JSON lines) or ``record N`` (JSON),
+    counted from the body's start: a slice of a large body starts at record ``first + 1``."""
 
     columns: list[str]
     kind: str
+    first: int = 0
     rows: list[list[str] | None] = field(default_factory=list)
     ids: list[Any] = field(default_factory=list)
     errors: dict[int, RecordError] = field(default_factory=dict)
@@ -52,7 +54,7 @@ class Batch:
         return len(self.rows)
 
     def where(self, position: int) -> str:
-        return f"{self.kind} {position + 1}"
+        return f"{self.kind} {self.first + position + 1}"
 
     def fail(self, position: int, problem: str, column: str | None = None) -> None:
         """Mark a record bad (the first problem found is the one reported)."""

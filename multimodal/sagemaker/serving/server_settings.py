@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
-from multimodal.sagemaker.contract import DEFAULT_MAX_PAYLOAD_MB, MULTI_RECORD, PAYLOAD_BUDGET_MB
+from multimodal.sagemaker.contract import DEFAULT_MAX_PAYLOAD_MB, MULTI_RECORD, PAYLOAD_BUDGET_MB, ConfigError
 
 MIB = 1024 * 1024
 DEFAULT_LOAD_TIMEOUT = 900  # seconds for loading + the trial prediction before the load counts as failed
@@ -34,6 +34,7 @@ class ServerSettings:
     request_timeout: float | None = None  # a prediction running longer calls on_hang (the worker is restarted)
     load_timeout: float | None = DEFAULT_LOAD_TIMEOUT  # loading + trial prediction longer: a failed load
     image_dir: Path | None = None  # where relative _image paths point (MULTIMODAL_IMAGE_DIR); None: refused
+    max_body_mb: float | None = None  # MULTIMODAL_MAX_PAYLOAD_MB: bodies up to this, when not max_payload_mb
 
     def __post_init__(self) -> None:
         try:
@@ -48,9 +49,53 @@ class ServerSettings:
         kind_of(model).check_settings(self.csv_probabilities)
 
     @property
+    def body_limit_mb(self) -> float:
+        """The largest body taken (MB): ``max_body_mb`` (async endpoints), else the batch payload limit."""
+        return self.max_body_mb or self.max_payload_mb
+
+    @property
     def max_payload_bytes(self) -> int:
-        return int(self.max_payload_mb * MIB)
+        return int(self.body_limit_mb * MIB)
 
     @property
     def max_concurrent_transforms(self) -> int:
         return max(1, min(self.workers, int(PAYLOAD_BUDGET_MB // max(self.max_payload_mb, 1))))
+
+
+# ---------------------------------------------------------------------------------------------- environment
+# How the launcher reads a variable; a value that cannot be used is a ConfigError naming it.
+
+def env_int(environ: Mapping[str, str], names: tuple[str, ...], default: int | None, *, minimum: int = 1) -> int | None:
+    for name in names:
+        raw = environ.get(name, "").strip()
+        if raw:
+            try:
+                value = int(float(raw)) if float(raw).is_integer() else None
+            except ValueError:
+                value = None
+            if value is None or value < minimum:
+                raise ConfigError(f"{name}={raw!r}: expected an integer ≥ {minimum}")
+            return value
+    return default
+
+
+def env_bool(environ: Mapping[str, str], name: str) -> bool:
+    raw = environ.get(name, "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise ConfigError(f"{name}={raw!r}: expected true or false")
+
+
+def env_megabytes(environ: Mapping[str, str], name: str, most: float) -> float | None:
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value <= most:
+        raise ConfigError(f"{name}={raw!r}: expected a number of MB in (0, {most:g}]")
+    return value
