@@ -17,7 +17,8 @@ from support import assert_learnt
 from multimodal import MultimodalClassifier
 from multimodal.tools.synthetic import make_dataset
 
-pytestmark = [pytest.mark.slow, pytest.mark.docker]
+# the first test builds the images (333 s from cached layers in CI here; from nothing, several times that)
+pytestmark = [pytest.mark.slow, pytest.mark.docker, pytest.mark.timeout(3000)]
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE_IMAGE = "multimodal-base:bookworm"

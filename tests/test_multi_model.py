@@ -52,8 +52,8 @@ def stand_in_app(memory: Memory, limit: int = 10_000 * MB, fail: set[str] | None
     models = app.extensions["multimodal.models"]
     original = models._drop
 
-    def drop(entry):  # the stand-in's memory goes with it
-        original(entry)
+    def drop(entry, wait=True):  # the stand-in's memory goes with it
+        original(entry, wait)
         if entry.slot.load_seconds is not None:
             memory.loaded -= 1
     models._drop = drop
@@ -96,6 +96,8 @@ def test_loading_a_loaded_name_is_409_and_bad_load_requests_are_4xx(tmp_path):
     assert load(client, "a", urls["a"]).status_code == 200
     again = load(client, "a", urls["a"])
     assert again.status_code == 409 and "already loaded" in again.get_data(as_text=True)
+    elsewhere = load(client, "a", str(tmp_path / "nowhere"))  # the name decides, before the url is looked at
+    assert elsewhere.status_code == 409
     for body in ({"model_name": "b"}, {"url": urls["a"]}, {"model_name": "", "url": urls["a"]}, ["a"]):
         assert client.post("/models", json=body).status_code == 400
     assert client.post("/models", data=b"{not json", headers={"Content-Type": "application/json"}).status_code == 400
@@ -111,6 +113,24 @@ def test_a_model_that_fails_to_load_is_not_kept_and_can_be_loaded_again(tmp_path
     assert answer.status_code == 503 and "a broken model" in answer.get_data(as_text=True)
     assert client.get("/models").get_json() == {"models": []}
     failing.clear()
+    assert load(client, "a", urls["a"]).status_code == 200
+
+
+def test_a_load_past_the_load_timeout_is_503_at_the_timeout_and_the_name_can_be_loaded_again(tmp_path):
+    import time
+    urls = model_dirs(tmp_path, ["a"])
+    slow = [2.0]
+
+    def load_slowly(directory: Path):
+        time.sleep(slow[0])
+        return StandInModel()
+    client = create_multi_model_app(load_slowly, settings=ServerSettings(load_timeout=0.5), memory_limit=1 << 40,
+                                    rss=Memory()).test_client()
+    started = time.monotonic()
+    answer = load(client, "a", urls["a"])
+    assert answer.status_code == 503 and "took more than 0.5 s" in answer.get_data(as_text=True)
+    assert time.monotonic() - started < 1.5  # not held until the slow load ends
+    slow[0] = 0.0
     assert load(client, "a", urls["a"]).status_code == 200
 
 

@@ -67,7 +67,7 @@ class ModelSlot:
     def _check_timeout(self) -> None:
         if not self._done.is_set():
             self._fail(TimeoutError(f"loading {self.description} and its trial prediction took more than "
-                                    f"{self._load_timeout:.0f} s"))
+                                    f"{self._load_timeout:g} s"))
 
     def _load(self) -> None:
         started = time.monotonic()
@@ -105,9 +105,10 @@ class ModelSlot:
             raise NotReady(f"{self.description} was unloaded") from None
         return future.result()
 
-    def close(self) -> None:
-        """Let the requests already running finish, then drop the model (a multi-model endpoint's unload)."""
-        self._thread.shutdown(wait=True)
+    def close(self, wait: bool = True) -> None:
+        """Drop the model (a multi-model endpoint's unload) once the requests already running have finished, or
+        at once with ``wait=False`` (a load that failed or timed out: its thread ends when the load does)."""
+        self._thread.shutdown(wait=wait)
         self.model = None
         self._ready.clear()
 

@@ -84,6 +84,7 @@ class Models:
 
     def load(self, name: str, url: str) -> Entry:
         """Load and warm up the model at ``url`` as ``name``; the request waits, /ping does not."""
+        self._refuse_loaded(name)
         directory = Path(url)
         if not (directory / CONFIG_FILE).is_file():
             raise NotFound(f"no model at {url!r}: {CONFIG_FILE} not found there (the url must be the directory "
@@ -96,15 +97,14 @@ class Models:
                          description=f"model {name} ({url})", check=self.settings.check_model)
         entry = Entry(name, url, slot)
         with self.lock:
-            if name in self.entries:
-                raise Conflict(f"model {name} is already loaded (from {self.entries[name].url})")
+            self._refuse_loaded(name)
             self.entries[name] = entry
         started = time.monotonic()
         slot.start()
         try:
             slot.wait(self.settings.load_timeout)
         except NotReady as exc:
-            self._drop(entry)
+            self._drop(entry, wait=False)
             raise NotReady(f"model {name} cannot be served: {exc.message.removeprefix('the model ')}") from None
         after = self.rss()
         entry.memory_bytes = max(after - before, 0)
@@ -115,6 +115,11 @@ class Models:
                  name, url, time.monotonic() - started, entry.memory_bytes / 2**20, after / 2**20,
                  self.memory_limit / 2**20, len(self.entries))
         return entry
+
+    def _refuse_loaded(self, name: str) -> None:
+        entry = self.entries.get(name)
+        if entry is not None:
+            raise Conflict(f"model {name} is already loaded (from {entry.url})")
 
     def _over_budget(self, name: str, how: str) -> str:
         return (f"not enough memory for model {name}: {how}, over the budget of {self.memory_limit / 2**20:.0f} MB "
@@ -134,11 +139,11 @@ class Models:
         log.info("model %s unloaded (process %.0f MB → %.0f MB, %d model(s) left)", name, before / 2**20,
                  self.rss() / 2**20, len(self.entries))
 
-    def _drop(self, entry: Entry) -> None:
+    def _drop(self, entry: Entry, wait: bool = True) -> None:
         with self.lock:
             if self.entries.get(entry.name) is entry:
                 del self.entries[entry.name]
-        entry.slot.close()
+        entry.slot.close(wait)
         release_memory()
 
     def page(self, token: str | None, limit: int) -> tuple[list[Entry], str | None]:
