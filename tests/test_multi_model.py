@@ -129,7 +129,7 @@ def test_a_load_past_the_load_timeout_is_503_at_the_timeout_and_the_name_can_be_
     started = time.monotonic()
     answer = load(client, "a", urls["a"])
     assert answer.status_code == 503 and "took more than 0.5 s" in answer.get_data(as_text=True)
-    assert time.monotonic() - started < 1.5  # not held until the slow load ends
+    assert time.monotonic() - started < 1.9  # not held until the slow load (2 s) ends
     slow[0] = 0.0
     assert load(client, "a", urls["a"]).status_code == 200
 

@@ -101,8 +101,9 @@ class Models:
             self.entries[name] = entry
         started = time.monotonic()
         slot.start()
-        try:
-            slot.wait(self.settings.load_timeout)
+        timeout = self.settings.load_timeout
+        try:  # the slot's own timer fails the load at its timeout; a second more lets that outcome arrive first
+            slot.wait(None if timeout is None else timeout + 1)
         except NotReady as exc:
             self._drop(entry, wait=False)
             raise NotReady(f"model {name} cannot be served: {exc.message.removeprefix('the model ')}") from None
