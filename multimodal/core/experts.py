@@ -18,6 +18,7 @@ import pandas as pd
 
 from . import quantiles
 from .errors import TimeBudgetError
+from .resources import directory_size
 
 log = logging.getLogger(__name__)
 
@@ -355,7 +356,7 @@ def persist(predictor: Any, path: Path, max_memory: float = PERSIST_MAX_MEMORY) 
     does.
     """
     from autogluon.common.utils.resource_utils import ResourceManager
-    required = sum(f.stat().st_size for f in (path / "models").rglob("*") if f.is_file())
+    required = directory_size(path / "models")
     available = ResourceManager.get_available_virtual_mem()
     if required > max_memory * available:
         log.warning("expert at %s: not persisting its models in memory: they need about %.0f MB, over %.0f %% of "

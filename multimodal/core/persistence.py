@@ -19,6 +19,7 @@ from . import artifact, runtimes
 from .experts import Expert, ExpertSpec, shared_autogluon_metadata
 from .jsonsafe import to_json
 from .reduction import Reducer
+from .resources import directory_size
 from .schema import Schema
 from .selection import load_fusion
 from .targets import target_from_config
@@ -63,7 +64,7 @@ def save(model: Any, path: Path) -> int:
     tmp = path / (artifact.CONFIG_FILE + ".tmp")
     tmp.write_text(json.dumps(to_json(config), indent=2), encoding="utf-8")
     tmp.replace(path / artifact.CONFIG_FILE)
-    size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    size = directory_size(path)
     log.info("saved model to %s (%.1f MB)", path, size / 1e6)
     return size
 

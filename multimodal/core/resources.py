@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+from pathlib import Path
 
 
 def _read(path: str) -> str | None:
@@ -48,3 +49,8 @@ def available_memory() -> int:
             available = min(available, max(int(limit) - int(usage or 0), 0))
             break
     return available
+
+
+def directory_size(path: Path) -> int:
+    """Bytes of the files under ``path`` (a model directory: what loading it reads, a floor of what it takes)."""
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())

@@ -22,6 +22,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from . import runtimes, settings
+from .resources import directory_size
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +115,7 @@ def fetch_text_model(name: str, directory: Path) -> Path:
     finally:
         shutil.rmtree(partial, ignore_errors=True)
     target.chmod(0o755)
-    size = sum(f.stat().st_size for f in target.rglob("*") if f.is_file())
+    size = directory_size(target)
     log.info("copied text model %s (%.0f MB) from %s to %s", name, size / 1e6, source, target)
     return target
 

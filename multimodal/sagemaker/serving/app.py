@@ -77,21 +77,22 @@ def create_app(model_or_loader: Any, *, settings: ServerSettings | None = None, 
     slot = ModelSlot(model_or_loader, on_failure=on_load_failure, on_ready=on_ready, load_timeout=settings.load_timeout,
                      description=description, check=settings.check_model)
     service = Service(slot, settings, Watchdog(settings.request_timeout, on_hang), server_started)
-    app = flask_app(settings, service.ping_state)
+    app = flask_app(settings, service)
     app.extensions["multimodal"] = slot
-    app.add_url_rule("/ping", view_func=service.ping, methods=["GET"])
-    app.add_url_rule("/execution-parameters", view_func=service.execution_parameters, methods=["GET"])
-    app.add_url_rule("/invocations", view_func=service.invocations, methods=["POST"])
     slot.start(background=background)
     return app
 
 
-def flask_app(settings: ServerSettings, ping_state: Callable[[], tuple[int, str]]) -> Flask:
-    """A Flask app with the server's error responses and payload limit, and no routes yet."""
+def flask_app(settings: ServerSettings, service: Service) -> Flask:
+    """A Flask app with the server's error responses, payload limit and the routes every server has
+    (/ping, /execution-parameters, /invocations) answered by ``service``."""
     app = Flask("multimodal")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_payload_bytes
-    app.extensions[PING_STATE] = ping_state
+    app.extensions[PING_STATE] = service.ping_state
     app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.add_url_rule("/ping", view_func=service.ping, methods=["GET"])
+    app.add_url_rule("/execution-parameters", view_func=service.execution_parameters, methods=["GET"])
+    app.add_url_rule("/invocations", view_func=service.invocations, methods=["POST"])
     app.register_error_handler(HTTPProblem, _problem_response)
     app.register_error_handler(RequestEntityTooLarge, lambda exc: _problem_response(PayloadTooLarge(
         f"the body is over the payload limit of {settings.body_limit_mb:g} MB ({settings.max_payload_bytes:,} "

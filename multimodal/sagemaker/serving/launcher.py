@@ -70,7 +70,7 @@ from multimodal.core import settings as core_settings
 from multimodal.core.artifact import CONFIG_FILE
 from multimodal.core.errors import DataError
 from multimodal.core.imagerefs import parse_allow_list
-from multimodal.core.resources import available_memory, cpu_count
+from multimodal.core.resources import available_memory, cpu_count, directory_size
 from multimodal.logs import configure_logging
 from multimodal.sagemaker.contract import (
     DEFAULT_MAX_PAYLOAD_MB,
@@ -83,6 +83,7 @@ from multimodal.sagemaker.environment import ML_ROOT, ml_root
 
 from .server_settings import (
     DEFAULT_LOAD_TIMEOUT,
+    MIB,
     ServerSettings,
     bad_records_mode,
     env_bool,
@@ -157,10 +158,6 @@ class ServeConfig:
 
 # ---------------------------------------------------------------------------------------------- resources
 
-def directory_size(path: Path) -> int:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-
-
 def model_memory_estimate(model_dir: Path) -> int:
     return int(WORKER_BASE_BYTES + directory_size(model_dir))
 
@@ -197,13 +194,7 @@ def read_config(environ: Mapping[str, str] | None = None) -> ServeConfig:
             # load the model for nothing (slower start, less memory); each worker gets more compute threads.
             workers, reason = concurrent, f"batch transform, SAGEMAKER_MAX_CONCURRENT_TRANSFORMS={concurrent}"
     threads = env_int(environ, ("MULTIMODAL_THREADS",), max(1, cores // workers))
-    payload_raw = environ.get("SAGEMAKER_MAX_PAYLOAD_IN_MB", "").strip()
-    try:
-        max_payload_mb = float(payload_raw) if payload_raw else DEFAULT_MAX_PAYLOAD_MB
-    except ValueError:
-        raise ConfigError(f"SAGEMAKER_MAX_PAYLOAD_IN_MB={payload_raw!r}: expected a number of MB") from None
-    if not 0 < max_payload_mb <= PAYLOAD_BUDGET_MB:
-        raise ConfigError(f"SAGEMAKER_MAX_PAYLOAD_IN_MB={payload_raw!r}: expected a number in (0, {PAYLOAD_BUDGET_MB}]")
+    max_payload_mb = env_megabytes(environ, "SAGEMAKER_MAX_PAYLOAD_IN_MB", PAYLOAD_BUDGET_MB) or DEFAULT_MAX_PAYLOAD_MB
     max_body_mb = env_megabytes(environ, MAX_BODY_ENV, MAX_BODY_MB)
     # as the platform spells it (MULTI_RECORD), or as CreateTransformJob does (MultiRecord)
     raw_strategy = (environ.get("SAGEMAKER_BATCH_STRATEGY") or MULTI_RECORD).strip()
@@ -223,7 +214,7 @@ def read_config(environ: Mapping[str, str] | None = None) -> ServeConfig:
     except DataError as exc:
         raise ConfigError(str(exc)) from None
     models_mb = env_int(environ, (MODELS_MEMORY_ENV,), None)
-    models_memory = models_mb * 2**20 if models_mb else int(MEMORY_FRACTION * memory["available_bytes"])
+    models_memory = models_mb * MIB if models_mb else int(MEMORY_FRACTION * memory["available_bytes"])
     log_level = (environ.get("MULTIMODAL_LOG_LEVEL") or "info").strip().lower()
     if log_level not in ("debug", "info", "warning", "error", "critical"):
         raise ConfigError(f"MULTIMODAL_LOG_LEVEL={log_level!r}: expected debug, info, warning, error or critical")
@@ -435,7 +426,7 @@ def main(argv: list[str] | None = None) -> int:
                   "%s to serve a model directory <root>/model elsewhere", config.model_dir, CONFIG_FILE, ML_ROOT.name)
         return EXIT_LOAD_FAILED
     prepare_environment(config)
-    what = (f"models loaded on request, within {config.models_memory_bytes / 2**20:.0f} MB of RSS (multi-model)"
+    what = (f"models loaded on request, within {config.models_memory_bytes / MIB:.0f} MB of RSS (multi-model)"
             if config.multi_model else str(config.model_dir))
     log.info("serving %s on %s:%d: %d worker(s) [%s], %d compute thread(s) and %d HTTP threads each, "
              "timeout %d s, graceful timeout %d s, max payload %g MB, bad records: %s, CSV probabilities: %s",

@@ -29,11 +29,12 @@ from typing import Any, Callable
 from flask import Flask, Response, jsonify, request
 
 from multimodal.core.artifact import CONFIG_FILE
+from multimodal.core.resources import directory_size
 
 from .app import Service, flask_app
 from .errors import BadRequest, Conflict, InsufficientMemory, NotFound, NotReady
 from .model_slot import ModelSlot, Watchdog
-from .server_settings import ServerSettings
+from .server_settings import MIB, ServerSettings
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +58,6 @@ def release_memory() -> None:
         pass
 
 
-def directory_bytes(path: Path) -> int:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-
-
 @dataclass
 class Entry:
     name: str
@@ -70,7 +67,7 @@ class Entry:
 
     def describe(self) -> dict[str, Any]:
         return {"modelName": self.name, "modelUrl": self.url, "state": self.slot.state,
-                "loadSeconds": self.slot.load_seconds, "memoryMB": round(self.memory_bytes / 2**20, 1)}
+                "loadSeconds": self.slot.load_seconds, "memoryMB": round(self.memory_bytes / MIB, 1)}
 
 
 class Models:
@@ -89,10 +86,10 @@ class Models:
         if not (directory / CONFIG_FILE).is_file():
             raise NotFound(f"no model at {url!r}: {CONFIG_FILE} not found there (the url must be the directory "
                            "SageMaker extracted the model's model.tar.gz into)")
-        before, files = self.rss(), directory_bytes(directory)
+        before, files = self.rss(), directory_size(directory)
         if before + files > self.memory_limit:
-            raise InsufficientMemory(self._over_budget(name, f"its files ({files / 2**20:.0f} MB) would take "
-                                                             f"the process from {before / 2**20:.0f} MB"))
+            raise InsufficientMemory(self._over_budget(name, f"its files ({files / MIB:.0f} MB) would take "
+                                                             f"the process from {before / MIB:.0f} MB"))
         slot = ModelSlot(lambda: self.loader(directory), load_timeout=self.settings.load_timeout,
                          description=f"model {name} ({url})", check=self.settings.check_model)
         entry = Entry(name, url, slot)
@@ -111,10 +108,10 @@ class Models:
         entry.memory_bytes = max(after - before, 0)
         if after > self.memory_limit:
             self._drop(entry)
-            raise InsufficientMemory(self._over_budget(name, f"loaded, it took the process to {after / 2**20:.0f} MB"))
+            raise InsufficientMemory(self._over_budget(name, f"loaded, it took the process to {after / MIB:.0f} MB"))
         log.info("model %s loaded from %s in %.1f s (%+.0f MB; process %.0f MB of a %.0f MB budget, %d model(s))",
-                 name, url, time.monotonic() - started, entry.memory_bytes / 2**20, after / 2**20,
-                 self.memory_limit / 2**20, len(self.entries))
+                 name, url, time.monotonic() - started, entry.memory_bytes / MIB, after / MIB,
+                 self.memory_limit / MIB, len(self.entries))
         return entry
 
     def _refuse_loaded(self, name: str) -> None:
@@ -123,7 +120,7 @@ class Models:
             raise Conflict(f"model {name} is already loaded (from {entry.url})")
 
     def _over_budget(self, name: str, how: str) -> str:
-        return (f"not enough memory for model {name}: {how}, over the budget of {self.memory_limit / 2**20:.0f} MB "
+        return (f"not enough memory for model {name}: {how}, over the budget of {self.memory_limit / MIB:.0f} MB "
                 f"(MULTIMODAL_MODELS_MEMORY_MB) with {len(self.entries)} model(s) loaded; unload some")
 
     def get(self, name: str) -> Entry:
@@ -137,8 +134,8 @@ class Models:
         entry = self.get(name)
         before = self.rss()
         self._drop(entry)
-        log.info("model %s unloaded (process %.0f MB → %.0f MB, %d model(s) left)", name, before / 2**20,
-                 self.rss() / 2**20, len(self.entries))
+        log.info("model %s unloaded (process %.0f MB → %.0f MB, %d model(s) left)", name, before / MIB,
+                 self.rss() / MIB, len(self.entries))
 
     def _drop(self, entry: Entry, wait: bool = True) -> None:
         with self.lock:
@@ -220,11 +217,8 @@ def create_multi_model_app(loader: Callable[[Path], Any], *, settings: ServerSet
     settings = settings or ServerSettings()
     models = Models(loader, settings, memory_limit, rss)
     service = _MultiModelService(models, settings, Watchdog(settings.request_timeout, on_hang))
-    app = flask_app(settings, service.ping_state)
+    app = flask_app(settings, service)
     app.extensions["multimodal.models"] = models
-    app.add_url_rule("/ping", view_func=service.ping, methods=["GET"])
-    app.add_url_rule("/execution-parameters", view_func=service.execution_parameters, methods=["GET"])
-    app.add_url_rule("/invocations", view_func=service.invocations, methods=["POST"])
     app.add_url_rule("/models", view_func=service.load, methods=["POST"])
     app.add_url_rule("/models", view_func=service.list, methods=["GET"])
     app.add_url_rule("/models/<path:name>", view_func=service.describe, methods=["GET"])
