@@ -5,9 +5,12 @@ import csv
 import io
 import json
 import socket
+import subprocess
 import threading
 import time
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
 
 import numpy as np
 import pandas as pd
@@ -125,3 +128,11 @@ class S3Server:
             self.process.wait(timeout=10)
         except Exception:
             self.process.kill()
+
+
+def sh(*command: str, timeout: int, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Runs ``command`` in the repository root without standard input; fails the test with its output's tail."""
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+                            stdin=subprocess.DEVNULL, env=env)
+    assert result.returncode == 0, f"{' '.join(command)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result

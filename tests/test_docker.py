@@ -3,7 +3,6 @@ containers with no network. Starts dockerd itself when none is reachable (tools/
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from support import assert_learnt
+from support import assert_learnt, sh
 
 from multimodal import MultimodalClassifier
 from multimodal.tools.synthetic import make_dataset
@@ -21,38 +20,6 @@ from multimodal.tools.synthetic import make_dataset
 pytestmark = [pytest.mark.slow, pytest.mark.docker, pytest.mark.timeout(3000)]
 
 ROOT = Path(__file__).resolve().parents[1]
-BASE_IMAGE = "multimodal-base:bookworm"
-PREFIX, TAG = "multimodal-ci", "test"
-
-
-def _sh(*command: str, timeout: int, env: dict | None = None) -> subprocess.CompletedProcess:
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
-                            stdin=subprocess.DEVNULL, env=env)
-    assert result.returncode == 0, f"{' '.join(command)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    return result
-
-
-@pytest.fixture(scope="module")
-def docker_env():
-    exports = _sh("bash", "tools/docker-up.sh", timeout=600).stdout
-    env = os.environ.copy()
-    for line in exports.splitlines():
-        if line.startswith("export DOCKER_HOST="):
-            env["DOCKER_HOST"] = line.split("=", 1)[1].strip().strip("'\"")
-    _sh("bash", "tools/base-image.sh", BASE_IMAGE, timeout=900, env=env)
-    return env
-
-
-@pytest.fixture(scope="module")
-def images(docker_env):
-    args = ["bash", "build_push.sh", "--name-prefix", PREFIX, "--tag", TAG, "--base-image", BASE_IMAGE,
-            "--no-fetch-weights"]
-    if Path("/opt/wheels").is_dir():  # the machine's CPU PyTorch wheel: no CUDA packages in the images
-        args += ["--wheels", "/opt/wheels"]
-    _sh(*args, timeout=3000, env=docker_env)
-    return f"{PREFIX}-training:{TAG}", f"{PREFIX}-inference:{TAG}"
-
-
 @pytest.fixture
 def recording_docker(tmp_path, docker_env):
     """A docker CLI that records each command line, so the test can see how containers were started."""
@@ -70,12 +37,12 @@ def test_train_and_batch_transform_in_the_images_without_network_on_a_read_only_
     train.to_csv(tmp_path / "train.csv", index=False)
     test.drop(columns="label").to_csv(tmp_path / "test.csv", index=False, header=False)
     cli = [sys.executable, "-m", "multimodal.tools.cli", "local"]
-    _sh(*cli, "train", "--train", str(tmp_path / "train.csv"), "--out", str(tmp_path / "job"), "--image",
+    sh(*cli, "train", "--train", str(tmp_path / "train.csv"), "--out", str(tmp_path / "job"), "--image",
         training_image, "--docker", str(docker), "--hp", "quality=toy", "--hp", "image_model=efficientnet_lite0",
         "--hp", "n_mins=3", "--hp", "n_folds=2", "--hp", "text_model=minilm", "--hp", "parallel_folds=true",
         "--read-only", timeout=900, env=docker_env)
     assert (tmp_path / "job" / "model.tar.gz").is_file()
-    _sh(*cli, "transform", "--model", str(tmp_path / "job" / "model.tar.gz"), "--image", inference_image,
+    sh(*cli, "transform", "--model", str(tmp_path / "job" / "model.tar.gz"), "--image", inference_image,
         "--network-none", "--read-only", "--docker", str(docker), "--output", str(tmp_path / "out"),
         str(tmp_path / "test.csv"), timeout=900, env=docker_env)
     predicted = pd.read_csv(tmp_path / "out" / "test.csv.out", header=None, names=["ID", "label"], dtype=str)
@@ -93,9 +60,9 @@ def test_serving_image_publishes_only_on_loopback(images, recording_docker, dock
     rows = make_dataset(30, seed=34, with_images=False).drop(columns="label")
     rows.to_csv(tmp_path / "rows.csv", index=False, header=False)
     cli = [sys.executable, "-m", "multimodal.tools.cli", "local"]
-    _sh(*cli, "train", "--train", str(tmp_path / "train.csv"), "--out", str(tmp_path / "job"), "--hp",
+    sh(*cli, "train", "--train", str(tmp_path / "train.csv"), "--out", str(tmp_path / "job"), "--hp",
         "quality=toy", "--hp", "n_secs=60", "--hp", "n_folds=2", timeout=600, env=docker_env)
-    _sh(*cli, "transform", "--model", str(tmp_path / "job" / "model.tar.gz"), "--image", inference_image,
+    sh(*cli, "transform", "--model", str(tmp_path / "job" / "model.tar.gz"), "--image", inference_image,
         "--docker", str(docker), "--output", str(tmp_path / "out"), str(tmp_path / "rows.csv"), timeout=600,
         env=docker_env)
     assert len((tmp_path / "out" / "rows.csv.out").read_text().splitlines()) == 30
@@ -112,7 +79,7 @@ def test_two_training_containers_on_a_network_of_their_own_train_one_model(image
     train, test = make_dataset(240, seed=35), make_dataset(80, seed=36)
     train.to_csv(tmp_path / "train.csv", index=False)
     cli = [sys.executable, "-m", "multimodal.tools.cli", "local"]
-    _sh(*cli, "train", "--train", str(tmp_path / "train.csv"), "--out", str(tmp_path / "job"), "--image",
+    sh(*cli, "train", "--train", str(tmp_path / "train.csv"), "--out", str(tmp_path / "job"), "--image",
         training_image, "--docker", str(docker), "--instance-count", "2", "--cpus-per-instance", "1", "--hp",
         "quality=toy", "--hp", "image_model=efficientnet_lite0", "--hp", "n_secs=60", "--hp", "n_folds=2",
         "--read-only", timeout=900, env=docker_env)
@@ -149,12 +116,12 @@ def test_images_as_files_in_the_containers_without_network(images, recording_doc
     cli = [sys.executable, "-m", "multimodal.tools.cli", "local"]
     hps = ["--hp", "quality=toy", "--hp", "image_model=efficientnet_lite0", "--hp", "n_secs=60", "--hp",
            "n_folds=2"]
-    _sh(*cli, "train", "--train", str(tmp_path / "train.csv"), "--images", str(pictures), "--images-mode",
+    sh(*cli, "train", "--train", str(tmp_path / "train.csv"), "--images", str(pictures), "--images-mode",
         "FastFile", "--out", str(tmp_path / "job"), "--image", training_image, "--docker", str(docker), *hps,
         "--read-only", timeout=900, env=docker_env)
     metrics = json.loads((tmp_path / "job" / "opt_ml" / "output" / "data" / "metrics.json").read_text())
     assert metrics["job"]["channels"]["images"]["bad_references"] == 0
-    _sh(*cli, "transform", "--model", str(tmp_path / "job" / "model.tar.gz"), "--image", inference_image,
+    sh(*cli, "transform", "--model", str(tmp_path / "job" / "model.tar.gz"), "--image", inference_image,
         "--network-none", "--read-only", "--images", str(pictures), "--docker", str(docker), "--output",
         str(tmp_path / "out"), str(tmp_path / "test.csv"), timeout=900, env=docker_env)
     predicted = pd.read_csv(tmp_path / "out" / "test.csv.out", header=None, names=["ID", "label"], dtype=str)

@@ -58,6 +58,7 @@ def test_batch_transform_variables_size_the_server(tmp_path, monkeypatch):
     (tmp_path / "model").mkdir()
     monkeypatch.setattr(serve, "cpu_count", lambda: 16)
     monkeypatch.setattr(serve, "available_memory", lambda: 64 * 10 ** 9)
+    monkeypatch.setattr(serve, "memory_limit", lambda: 64 * 10 ** 9)
     base = {"MULTIMODAL_ML_ROOT": str(tmp_path)}
     assert serve.read_config(base).workers == 16  # an endpoint: as many as cores and memory allow
     config = serve.read_config({**base, "SAGEMAKER_BATCH": "true", "SAGEMAKER_MAX_CONCURRENT_TRANSFORMS": "1",
@@ -94,3 +95,18 @@ def test_a_multi_model_endpoint_has_one_worker_with_every_core_and_a_memory_budg
     for bad in ({"SAGEMAKER_MULTI_MODEL": "sometimes"}, {"MULTIMODAL_MODELS_MEMORY_MB": "0"}):
         with pytest.raises(serve.ConfigError):
             serve.read_config({**env, **bad})
+
+
+@pytest.mark.parametrize("limit_mb, expected", [(1024, 1), (6144, 1), (8192, 4)])
+def test_a_container_of_a_serverless_endpoints_size_starts_one_worker(tmp_path, monkeypatch, limit_mb, expected):
+    """Serverless endpoints have 1-6 GiB and no worker setting: one worker with every core, whatever is free."""
+    (tmp_path / "model").mkdir()
+    monkeypatch.setattr(serve, "cpu_count", lambda: 4)
+    monkeypatch.setattr(serve, "memory_limit", lambda: limit_mb * 2**20)
+    monkeypatch.setattr(serve, "available_memory", lambda: int(limit_mb * 2**20 * 0.9))
+    config = serve.read_config({"MULTIMODAL_ML_ROOT": str(tmp_path)})
+    assert (config.workers, config.threads) == (expected, 4 // expected)
+    if expected == 1:
+        assert "serverless" in config.workers_reason and f"{limit_mb / 1024:.1f} GiB" in config.workers_reason
+    # an explicit worker count still wins
+    assert serve.read_config({"MULTIMODAL_ML_ROOT": str(tmp_path), "SAGEMAKER_MODEL_SERVER_WORKERS": "2"}).workers == 2

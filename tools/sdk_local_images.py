@@ -4,8 +4,8 @@
 Usage (the SDK is not a dependency of the product: give its interpreter)::
 
     eval "$(tools/docker-up.sh)"
-    python3 -m venv /tmp/sdk-venv && /tmp/sdk-venv/bin/pip install "sagemaker==2.257.7"   # and docker-compose
-    /tmp/sdk-venv/bin/python tools/sdk_local_images.py --training-image multimodal-ci-training:test \\
+    SDK_PYTHON=$(tools/sdk-venv.sh)   # the SDK pinned in tools/sdk-constraints.txt, and docker-compose
+    $SDK_PYTHON tools/sdk_local_images.py --training-image multimodal-ci-training:test \\
         --inference-image multimodal-ci-inference:test [--work /tmp/sdk-local-images]
 
 1. A training job (``Estimator(instance_type="local")``) with a ``train`` channel whose ``photo_image`` values are

@@ -51,6 +51,16 @@ def available_memory() -> int:
     return available
 
 
+def memory_limit() -> int:
+    """Bytes this process may use at most: the machine's memory (MemTotal), capped by the cgroup limit."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    for limit_file in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        limit = _read(limit_file)
+        if limit and limit.isdigit() and int(limit) < 1 << 60:
+            return min(total, int(limit))
+    return total
+
+
 def directory_size(path: Path) -> int:
     """Bytes of the files under ``path`` (a model directory: what loading it reads, a floor of what it takes)."""
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())

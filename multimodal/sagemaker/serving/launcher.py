@@ -15,7 +15,7 @@ Environment variables: the server's whole interface (hyperparameters play no par
 |---|---|---|
 | `SAGEMAKER_BIND_TO_PORT` | `8080` | port to listen on; SageMaker sets it only for images labelled `com.amazonaws.sagemaker.capabilities.accept-bind-to-port=true` |
 | `MULTIMODAL_BIND_HOST` | `0.0.0.0` | address to listen on |
-| `SAGEMAKER_MODEL_SERVER_WORKERS`, then `MODEL_SERVER_WORKERS` | min(cores, ⌊0.8 × available memory ÷ (1.2 GB + model directory size)⌋), at least 1; in a batch transform at most `SAGEMAKER_MAX_CONCURRENT_TRANSFORMS` | worker processes, each with its own copy of the model (one worker measured 0.50 GB RSS warm, 0.91 GB peak after a 6 MB request, small model with an image column). Cores and memory honour the CPU affinity and cgroup limits |
+| `SAGEMAKER_MODEL_SERVER_WORKERS`, then `MODEL_SERVER_WORKERS` | 1 when the container has at most 6 GiB of memory (every serverless endpoint); otherwise min(cores, ⌊0.8 × available memory ÷ (1.2 GB + model directory size)⌋), at least 1; in a batch transform at most `SAGEMAKER_MAX_CONCURRENT_TRANSFORMS` | worker processes, each with its own copy of the model (one worker measured 0.50 GB RSS warm, 0.91 GB peak after a 6 MB request, small model with an image column; see "Serverless endpoints" in the README for larger models). Cores and memory honour the CPU affinity and cgroup limits |
 | `SAGEMAKER_BATCH` | `false` | set to `true` by batch transform: the worker count is then capped by `SAGEMAKER_MAX_CONCURRENT_TRANSFORMS` |
 | `SAGEMAKER_MAX_CONCURRENT_TRANSFORMS` | — | set by batch transform (MaxConcurrentTransforms): no more workers than requests that can arrive at once, so fewer model copies load at start and each worker gets more compute threads (one transform at a time: one worker with every core) |
 | `SAGEMAKER_BATCH_STRATEGY` | `MULTI_RECORD` | set by batch transform; reported as `BatchStrategy` by `/execution-parameters` (`MULTI_RECORD` or `SINGLE_RECORD`; every request may carry one record or many either way) |
@@ -70,7 +70,7 @@ from multimodal.core import settings as core_settings
 from multimodal.core.artifact import CONFIG_FILE
 from multimodal.core.errors import DataError
 from multimodal.core.imagerefs import parse_allow_list
-from multimodal.core.resources import available_memory, cpu_count, directory_size
+from multimodal.core.resources import available_memory, cpu_count, directory_size, memory_limit
 from multimodal.logs import configure_logging
 from multimodal.sagemaker.contract import (
     DEFAULT_MAX_PAYLOAD_MB,
@@ -104,6 +104,7 @@ DEFAULT_HTTP_THREADS = 8
 # TensorFlow is never loaded: before that, 1.26 GB warm and 1.42–2.1 GB peak).
 WORKER_BASE_BYTES = 1.2e9  # sized for the peak, not the warm figure
 MEMORY_FRACTION = 0.8
+SMALL_MEMORY_BYTES = 6 * 2**30  # a serverless endpoint's largest MemorySizeInMB (6144): one worker up to this
 EXIT_LOAD_FAILED = 3  # the server's status when the model cannot be served (gunicorn's WORKER_BOOT_ERROR)
 # A worker that cannot load the model exits with this; the arbiter's child_exit hook then halts the server with
 # EXIT_LOAD_FAILED. (Exiting with 3 itself makes gunicorn halt too, but two workers failing at once then crash
@@ -166,6 +167,33 @@ def default_workers(cores: int, available: int, per_worker: int) -> int:
     return max(1, min(cores, int(available * MEMORY_FRACTION // max(per_worker, 1))))
 
 
+def worker_count(environ: Mapping[str, str], cores: int, memory: dict, model_dir: Path) -> tuple[int, str, bool]:
+    """(workers, why, multi-model endpoint?): from the environment, else from the cores and the memory."""
+    batch = env_bool(environ, "SAGEMAKER_BATCH")
+    concurrent = env_int(environ, ("SAGEMAKER_MAX_CONCURRENT_TRANSFORMS",), None)
+    workers = env_int(environ, ("SAGEMAKER_MODEL_SERVER_WORKERS", "MODEL_SERVER_WORKERS"), None)
+    if env_bool(environ, MULTI_MODEL_ENV):  # SageMaker loads a model by one request, which one worker receives
+        ignored = f"; the {workers} worker(s) asked for are not used" if workers not in (None, 1) else ""
+        return 1, "multi-model endpoint: one worker holds every model" + ignored, True
+    if workers is not None:
+        return workers, "set by the environment", False
+    if memory["limit_bytes"] <= SMALL_MEMORY_BYTES:
+        # Every serverless endpoint (at most 6 GB, and SageMaker adds containers for concurrency), and the
+        # smallest instances: one model copy, with every core's threads, leaves room for a large request.
+        return 1, (f"{memory['limit_bytes'] / 2**30:.1f} GiB of memory, at most a serverless endpoint's "
+                   f"{SMALL_MEMORY_BYTES / 2**30:g} GiB: one worker"), False
+    per_worker = model_memory_estimate(model_dir) if model_dir.is_dir() else int(WORKER_BASE_BYTES)
+    memory["per_worker_estimate_bytes"] = per_worker
+    workers = default_workers(cores, memory["available_bytes"], per_worker)
+    reason = (f"min({cores} cores, {MEMORY_FRACTION:g} × {memory['available_bytes'] / 1e9:.1f} GB available / "
+              f"{per_worker / 1e9:.2f} GB per worker)")
+    if batch and concurrent is not None and concurrent < workers:
+        # A batch transform sends at most MaxConcurrentTransforms requests at once: more workers would only
+        # load the model for nothing (slower start, less memory); each worker gets more compute threads.
+        workers, reason = concurrent, f"batch transform, SAGEMAKER_MAX_CONCURRENT_TRANSFORMS={concurrent}"
+    return workers, reason, False
+
+
 # ---------------------------------------------------------------------------------------------- configuration
 
 def read_config(environ: Mapping[str, str] | None = None) -> ServeConfig:
@@ -173,26 +201,8 @@ def read_config(environ: Mapping[str, str] | None = None) -> ServeConfig:
     root = ml_root(environ)
     model_dir = root / "model"
     cores = cpu_count()
-    memory = {"available_bytes": available_memory()}
-    batch = env_bool(environ, "SAGEMAKER_BATCH")
-    concurrent = env_int(environ, ("SAGEMAKER_MAX_CONCURRENT_TRANSFORMS",), None)
-    workers = env_int(environ, ("SAGEMAKER_MODEL_SERVER_WORKERS", "MODEL_SERVER_WORKERS"), None)
-    multi_model = env_bool(environ, MULTI_MODEL_ENV)
-    if multi_model:  # SageMaker loads a model by one request, which one worker receives: it holds every model
-        ignored = f"; the {workers} worker(s) asked for are not used" if workers not in (None, 1) else ""
-        workers, reason = 1, "multi-model endpoint: one worker holds every model" + ignored
-    elif workers is not None:
-        reason = "set by the environment"
-    else:
-        per_worker = model_memory_estimate(model_dir) if model_dir.is_dir() else int(WORKER_BASE_BYTES)
-        memory["per_worker_estimate_bytes"] = per_worker
-        workers = default_workers(cores, memory["available_bytes"], per_worker)
-        reason = (f"min({cores} cores, {MEMORY_FRACTION:g} × {memory['available_bytes'] / 1e9:.1f} GB available / "
-                  f"{per_worker / 1e9:.2f} GB per worker)")
-        if batch and concurrent is not None and concurrent < workers:
-            # A batch transform sends at most MaxConcurrentTransforms requests at once: more workers would only
-            # load the model for nothing (slower start, less memory); each worker gets more compute threads.
-            workers, reason = concurrent, f"batch transform, SAGEMAKER_MAX_CONCURRENT_TRANSFORMS={concurrent}"
+    memory = {"available_bytes": available_memory(), "limit_bytes": memory_limit()}
+    workers, reason, multi_model = worker_count(environ, cores, memory, model_dir)
     threads = env_int(environ, ("MULTIMODAL_THREADS",), max(1, cores // workers))
     max_payload_mb = env_megabytes(environ, "SAGEMAKER_MAX_PAYLOAD_IN_MB", PAYLOAD_BUDGET_MB) or DEFAULT_MAX_PAYLOAD_MB
     max_body_mb = env_megabytes(environ, MAX_BODY_ENV, MAX_BODY_MB)
