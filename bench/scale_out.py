@@ -89,11 +89,13 @@ def row(result: dict, test: pd.DataFrame) -> dict:
     stages = metrics["job"]["stages_seconds"]
     cluster = metrics.get("cluster", {})
     experts = {name: e["host"] for name, e in cluster.get("experts", {}).items()}
+    details = {name: {k: e.get(k) for k in ("host", "planned_host", "time_limit", "seconds")}
+               for name, e in cluster.get("experts", {}).items()}
     return {"nodes": result["nodes"], "train_rows": metrics["rows"]["train"], "wall_s": round(result["wall"], 1),
             "cluster_start_s": stages.get("Ray cluster", 0.0), "read_embed_s": timings.get("embed"),
             "experts_s": timings.get("experts"), "fusion_s": timings.get("fusion"),
             "accuracy": round(accuracy(result["model"], test), 4),
-            "experts_on": ", ".join(f"{n}@{h}" for n, h in experts.items()) or "(one host)"}
+            "experts_on": ", ".join(f"{n}@{h}" for n, h in experts.items()) or "(one host)", "experts": details}
 
 
 def table(rows: list[dict]) -> str:
@@ -106,6 +108,41 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def expert_table(rows: list[dict]) -> str:
+    """Where each expert of the multi-node runs was planned, where it ran, its time limit and its seconds."""
+    lines = ["| nodes | expert | planned on | ran on | time limit (s) | seconds |", "|---|---|---|---|---:|---:|"]
+    for r in rows:
+        for name, e in r["experts"].items():
+            lines.append(f"| {r['nodes']} | {name} | {e['planned_host']} | {e['host']} | {e['time_limit']} | "
+                         f"{e['seconds']} |")
+    return "\n".join(lines)
+
+
+def projection(rows: list[dict], hosts: list[int]) -> str:
+    """Job wall on more hosts, replaying the placement on the experts' measured seconds (a multi-node run's, each
+    on one core) with embedding divided among the hosts and the rest (start, fusion, saving) as on one node."""
+    from multimodal.core.placement import makespan
+    single = next((r for r in rows if r["nodes"] == 1), None)
+    multi = next((r for r in rows if r["nodes"] > 1 and r["experts"]), None)
+    if single is None or multi is None:
+        return ""
+    seconds = {name: e["seconds"] for name, e in multi["experts"].items()}
+    modalities = {name: _modality(name) for name in seconds}
+    fixed = single["wall_s"] - single["read_embed_s"] - single["experts_s"]
+    lines = ["| hosts | projected job wall (s) | experts (s) | speed-up over 1 node (measured) |", "|---|---:|---:|---:|"]
+    for k in hosts:
+        experts = makespan(seconds, k, modalities)
+        wall = fixed + single["read_embed_s"] / k + experts
+        lines.append(f"| {k} | {wall:.0f} | {experts:.0f} | {single['wall_s'] / wall:.2f}× |")
+    return "\n".join(lines)
+
+
+def _modality(name: str) -> str:
+    if name == "joint" or name in ("text", "num", "cat"):
+        return name
+    return "image"
+
+
 def machine() -> str:
     model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                   if line.startswith("model name")), platform.processor())
@@ -114,11 +151,12 @@ def machine() -> str:
     return f"{os.cpu_count()} cores of {model} ({', '.join(extras)}), Python {platform.python_version()}"
 
 
-def write_docs(text: str) -> None:
+def write_docs(text: str, section: str) -> None:
+    """``text`` (which starts with ``section``) in place of that section of docs/benchmarks.md, else at its end."""
     content = DOCS.read_text() if DOCS.exists() else ""
-    if SECTION in content:
-        start = content.index(SECTION)
-        nxt = content.find("\n## ", start + len(SECTION))
+    if section in content:
+        start = content.index(section)
+        nxt = content.find("\n## ", start + len(section))
         content = content[:start] + text.rstrip() + "\n" + (content[nxt:] if nxt >= 0 else "")
     else:
         content = content.rstrip() + "\n\n" + text.rstrip() + "\n"
@@ -146,16 +184,20 @@ def main() -> None:
         result = run_job(args.work, args.data / "train.csv", nodes, hyperparameters, args.timeout)
         rows.append(row(result, test))
         log.info("%d node(s): %s", nodes, rows[-1])
-    text = table(rows)
+    text = table(rows) + "\n\n" + expert_table([r for r in rows if r["experts"]])
+    projected = projection(rows, [1, 2, 3, 4])
+    if projected:
+        text += "\n\nProjected to more hosts by the same placement (measured per-expert seconds):\n\n" + projected
     print(text)
     if args.write_docs:
         command = "python bench/scale_out.py --data " + str(args.data) + " --nodes " + " ".join(map(str, args.nodes))
         command += "".join(f" --hp {h}" for h in args.hp)
-        write_docs(f"{SECTION}\n\nMachine: {machine()}. Command: `{command} --write-docs`. Data: "
+        section = f"{SECTION}: {args.data.name}, experts placed by cost (issue 23)"
+        write_docs(f"{section}\n\nMachine: {machine()}. Command: `{command} --write-docs`. Data: "
                    f"`{args.data.name}` ({rows[0]['train_rows']} training rows, {len(test)} test rows). Hyperparameters: "
                    f"{', '.join(f'{k}={v}' for k, v in hyperparameters.items())}. Each node is a `multimodal-train` "
                    "process pinned to its own core (`taskset`), offering 1 CPU to Ray; 1 node is a single-host job "
-                   "(no Ray cluster).\n\n" + text + "\n")
+                   "(no Ray cluster).\n\n" + text + "\n", section)
 
 
 if __name__ == "__main__":

@@ -170,7 +170,7 @@ def test_a_host_killed_mid_job_fails_the_head_with_a_reason_in_bounded_time(tmp_
     with hosts_running(free_port(HEAD)) as start:
         head = start(head_root)
         extra = start(extra_root)
-        wait_until(lambda: "expert(s) submitted to 2 node(s)" in head.text or head.process.poll() is not None, 180,
+        wait_until(lambda: "expert(s) placed on 2 node(s)" in head.text or head.process.poll() is not None, 180,
                    "the head to submit the experts")
         time.sleep(3)
         extra.kill_tree()

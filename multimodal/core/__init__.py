@@ -3,7 +3,7 @@
 
 * the estimator's parts: ``targets`` (classes or a number: ``problem_type``, decided once into a
   ``ClassTarget`` or ``NumberTarget``), ``featurize`` (rows prepared and embedded), ``executors`` (where reading
-  and the experts run: this machine, or a Ray cluster through ``cluster``), ``selection`` (the fusion's fit: the
+  and the experts run: this machine, or a Ray cluster through ``cluster``, which node fits which expert: ``placement``), ``selection`` (the fusion's fit: the
   network or the weighted ensemble), ``persistence`` (the model directory written and read; its names in
   ``artifact``);
 * rows and columns: ``schema`` (column roles from header suffixes, imputation, label encoding, the number

@@ -11,8 +11,11 @@ leaderboard), and it fits the fusion network and saves the model.
   rows (``ClusterData.replicated``, SageMaker's FullyReplicated), node k of n prepares and embeds batches k,
   k+n, k+2n, …; otherwise (ShardedByS3Key) each node takes every batch of its own rows. Only the prepared
   non-image columns and the embeddings travel to the driver, never the images.
-* Experts: one task each, heaviest first, spread over the nodes, each asking for a node's CPUs so that one
-  expert runs per node at a time; its folds are fitted one after another inside the task (AutoGluon's
+* Experts: one task each, pinned to the node ``placement.Placement`` chose (longest first onto the least
+  loaded node; a node with nothing queued takes the last queued expert of the busiest), asking for the node's
+  CPUs: one expert runs per node at a time, and a node's next expert is submitted when its last one is done,
+  with its share of the time then left among that node's queue. Its folds are fitted one after another inside
+  the task (AutoGluon's
   ``parallel_local`` would submit them to the whole cluster and leave fold models on other machines' disks;
   its distributed mode needs S3 or a shared file system, which network isolation rules out).
 * Failures: a task that fails fails ``fit`` with the node's host name and the reason (a ``DataError`` on a node
@@ -41,7 +44,8 @@ from .errors import ClusterError, DataError, TimeBudgetError
 from .experts import Expert, ExpertJob, ExpertSpec
 from .ingest import Rows, concat
 from .schema import Schema
-from .timebudget import EXPERT_TIME_WEIGHT, TimeBudget
+from .placement import Placement
+from .timebudget import TimeBudget
 
 log = logging.getLogger(__name__)
 
@@ -157,43 +161,65 @@ def fit_experts_on_cluster(jobs: list[ExpertJob], frames: Callable[[ExpertSpec],
                            options: Callable[[ExpertSpec], dict], budget: TimeBudget, workdir: Path,
                            parallel_folds: str, on_fitted: Callable[[ExpertJob, Expert, np.ndarray], None] | None = None
                            ) -> tuple[list[tuple[Expert, np.ndarray]], dict]:
-    """One task per expert, spread over the nodes: ((expert, out-of-fold outputs) in the order of ``jobs``, each
-    expert's host and seconds). ``frames(spec)`` is the expert's input frame, ``options(spec)`` the keyword
-    arguments of ``Expert.fit``; the experts are unpacked under ``workdir`` as they arrive, and handed to
-    ``on_fitted`` then."""
+    """One task per expert, each pinned to the node ``Placement`` chose for it: ((expert, out-of-fold outputs) in
+    the order of ``jobs``, each expert's host, planned host, time limit and seconds). A node's next expert is
+    submitted when its last one is done, with its share of the time left then. ``frames(spec)`` is the expert's
+    input frame, ``options(spec)`` the keyword arguments of ``Expert.fit``; the experts are unpacked under
+    ``workdir`` as they arrive, and handed to ``on_fitted`` then."""
     import ray
-    nodes = _alive_nodes()
-    cpus = max(1, int(min(n["Resources"].get("CPU", 1) for n in nodes)))
-    shares = budget.concurrent_shares([j.spec for j in jobs], slots=len(nodes))
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+    nodes = [n for n in _alive_nodes() if n["Resources"].get("CPU", 0) >= 1]  # a node without CPUs fits nothing
+    cpus = max(1, int(min(n["Resources"]["CPU"] for n in nodes)))
+    names = {n["NodeID"]: _host(n) for n in nodes}
+    placement = Placement.plan([j.spec for j in jobs], sorted(names, key=names.get))
+    by_name = {job.spec.name: job for job in jobs}
+    log.info("%d expert(s) placed on %d node(s) with %d CPU(s) each: %s%s", len(jobs), len(nodes), cpus,
+             "; ".join(f"{names[n]}: {', '.join(s.name for s in q) or 'nothing'}" for n, q in placement.queues.items()),
+             "" if parallel_folds == "false" else " (each expert's folds one after another on its node: "
+             "parallel_folds applies to single-instance jobs)")
     task = ray.remote(_expert_task)
-    refs = {}
-    for job in sorted(jobs, key=lambda j: -EXPERT_TIME_WEIGHT[j.spec.modality]):
-        frame = ray.put(frames(job.spec))
-        log.info("expert %s: %d column(s), %d rows lack this modality, time limit %.0f s, %d CPU(s) on the node it "
-                 "lands on", job.spec.name, len(job.spec.columns), job.lacking, shares[job.spec.name], cpus)
-        ref = task.options(num_cpus=cpus, scheduling_strategy="SPREAD", max_retries=0).remote(
-            job.spec, frame, job.target, shares[job.spec.name], cpus, options(job.spec))
-        refs[ref] = job
-    log.info("%d expert(s) submitted to %d node(s) with %d CPU(s) each%s", len(jobs), len(nodes), cpus,
-             "" if parallel_folds == "false" else "; each expert's folds are fitted one after another on its "
-             "node (parallel_folds applies to single-instance jobs)")
-    names = {n["NodeID"]: _host(n) for n in ray.nodes()}
+    refs: dict[Any, tuple[ExpertJob, str, float]] = {}
     fitted, report = {}, {}
 
-    def arrived(ref: Any, output: tuple) -> None:
-        job = refs[ref]
-        archive, oof, classes, leaderboard, node_id, seconds = output
+    def submit(node_id: str) -> dict[Any, str]:
+        spec = placement.next(node_id)
+        if spec is None:
+            return {}
+        job = by_name[spec.name]
+        left = budget.left() - budget.fusion_reserve
+        share = placement.share(spec, node_id, left)
+        if share > left:
+            log.warning("time budget nearly spent: %.0f s left; giving %s the minimum of %.0f s on %s, so training "
+                        "will overrun the budget. Raise n_mins/n_hours.", max(left, 0), spec.name, share,
+                        names[node_id])
+        log.info("expert %s: %d column(s), %d rows lack this modality, time limit %.0f s, on %s", spec.name,
+                 len(spec.columns), job.lacking, share, names[node_id])
+        affinity = NodeAffinitySchedulingStrategy(node_id=node_id, soft=False)
+        ref = task.options(num_cpus=cpus, scheduling_strategy=affinity, max_retries=0).remote(
+            spec, ray.put(frames(spec)), job.target, share, cpus, options(spec))
+        refs[ref] = (job, node_id, share)
+        return {ref: f"expert {spec.name} on host {names[node_id]}"}
+
+    def arrived(ref: Any, output: tuple) -> dict[Any, str]:
+        job, node_id, share = refs[ref]
+        archive, oof, classes, leaderboard, _, seconds = output
         path = workdir / artifact.EXPERTS_DIR / job.spec.name
         _unpack(archive, path)
         expert = Expert.load(job.spec, path, classes)
         expert.leaderboard = leaderboard
         fitted[job.spec.name] = (expert, oof)
-        report[job.spec.name] = {"host": names.get(node_id, node_id), "node_id": node_id, "seconds": seconds}
-        log.info("expert %s: fitted on %s in %.1f s", job.spec.name, report[job.spec.name]["host"], seconds)
+        report[job.spec.name] = {"host": names[node_id], "node_id": node_id, "seconds": seconds,
+                                 "time_limit": round(share, 1),
+                                 "planned_host": names[placement.planned[job.spec.name]]}
+        log.info("expert %s: fitted on %s in %.1f s", job.spec.name, names[node_id], seconds)
         if on_fitted is not None:
             on_fitted(job, expert, oof)
+        return submit(node_id)
 
-    _gather({ref: f"expert {job.spec.name}" for ref, job in refs.items()}, arrived)
+    first = {}
+    for node_id in placement.queues:
+        first.update(submit(node_id))
+    _gather(first, arrived)
     return [fitted[job.spec.name] for job in jobs], report
 
 
@@ -258,14 +284,15 @@ def _use_cpus(cpus: int) -> None:
     torch.set_num_threads(cpus)
 
 
-def _gather(refs: dict[Any, str], arrived: Callable[[Any, Any], None] | None = None) -> dict[Any, Any]:
+def _gather(refs: dict[Any, str], arrived: Callable[[Any, Any], dict[Any, str] | None] | None = None
+            ) -> dict[Any, Any]:
     """The results of ``refs`` (each with what it does), failing as soon as one task fails or a node that was
     alive at the start leaves the cluster while tasks are pending. ``arrived(ref, result)`` is called as each
-    result comes."""
+    result comes; the tasks it returns (ref → what it does) are waited for too."""
     import ray
     from ray.exceptions import RayError, RayTaskError
     watched = {n["NodeID"]: _host(n) for n in _alive_nodes()}
-    pending, results = list(refs), {}
+    refs, pending, results = dict(refs), list(refs), {}
     while pending:
         done, pending = ray.wait(pending, num_returns=len(pending), timeout=POLL_SECONDS)
         for ref in done:
@@ -288,8 +315,10 @@ def _gather(refs: dict[Any, str], arrived: Callable[[Any, Any], None] | None = N
                                        "that host's log (it stopped, ran out of memory or lost the network)") from None
                 raise ClusterError(f"{what} failed on the Ray cluster: {type(exc).__name__}: "
                                    f"{str(exc).split('. ')[0]}") from None
-            if arrived is not None:
-                arrived(ref, results[ref])
+            more = arrived(ref, results[ref]) if arrived is not None else None
+            if more:
+                refs.update(more)
+                pending.extend(more)
         lost = _lost(watched) if pending else []
         if lost:
             _cancel(pending)

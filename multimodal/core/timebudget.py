@@ -43,21 +43,6 @@ class TimeBudget:
             share = MIN_EXPERT_SECONDS * weight
         return share
 
-    def concurrent_shares(self, specs: list[ExpertSpec], slots: int) -> dict[str, float]:
-        """Seconds for each of ``specs`` when ``slots`` of them run at a time (one per machine of a cluster),
-        longest first: each gets its weight's share of ``slots`` times what is left, at most all of it. With as
-        many slots as experts, each has all the time left; with fewer, the shares fill the slots."""
-        left = max(self.left() - self.fusion_reserve, 0.0)
-        total = sum(EXPERT_TIME_WEIGHT[s.modality] for s in specs)
-        shares = {}
-        for spec in specs:
-            weight = EXPERT_TIME_WEIGHT[spec.modality]
-            shares[spec.name] = max(left * min(1.0, slots * weight / total), MIN_EXPERT_SECONDS * weight)
-        if left < MIN_EXPERT_SECONDS * max(EXPERT_TIME_WEIGHT[s.modality] for s in specs):
-            log.warning("time budget nearly spent: %.0f s left for %d expert(s); each gets its minimum, so "
-                        "training will overrun the budget. Raise n_mins/n_hours.", left, len(specs))
-        return shares
-
     def fusion_seconds(self) -> float:
         """What is left, but at least the few seconds the fusion network needs (it would stop after an epoch)."""
         return max(self.left(), MIN_FUSION_SECONDS)
