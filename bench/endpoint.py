@@ -40,6 +40,8 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
@@ -61,13 +63,12 @@ def docker(*args: str, check: bool = True, timeout: float = 120) -> str:
     return result.stdout.strip()
 
 
-def parse_model(spec: str, work: Path) -> tuple[str, Path, "object"]:
-    import pandas as pd
+def parse_model(spec: str) -> tuple[str, Path, pd.DataFrame]:
     name, model, rows = spec.split("=", 2)
     return name, Path(model), pd.read_csv(rows, nrows=2000).drop(columns=["label"], errors="ignore")
 
 
-def default_model(work: Path) -> tuple[str, Path, "object"]:
+def default_model(work: Path) -> tuple[str, Path, pd.DataFrame]:
     from multimodal.tools.synthetic import make_dataset
     model = work / "small" / "model"
     if not (model / "model_config.json").is_file():
@@ -76,7 +77,7 @@ def default_model(work: Path) -> tuple[str, Path, "object"]:
     return "small (toy, photo column)", model, make_dataset(200, seed=22).drop(columns=["label"])
 
 
-def bodies(rows) -> dict[str, tuple[str, bytes]]:
+def bodies(rows: pd.DataFrame) -> dict[str, tuple[str, bytes]]:
     """Request bodies by case: (content type, body)."""
     image = next((c for c in rows.columns if c.endswith("_image")), None)
     complete = rows.dropna()
@@ -163,7 +164,7 @@ def latencies(port: int, content_type: str, body: bytes, count: int) -> dict:
     return {"p50_ms": round(1000 * statistics.median(times), 1), "max_ms": round(1000 * times[-1], 1)}
 
 
-def run_one(image: str, model: Path, rows, memory_mb: int, cpus: float, count: int) -> dict:
+def run_one(image: str, model: Path, rows: pd.DataFrame, memory_mb: int, cpus: float, count: int) -> dict:
     result: dict = {"memory_mb": memory_mb, "model_mb": round(sum(f.stat().st_size for f in model.rglob("*")
                                                                    if f.is_file()) / 1e6, 1)}
     try:
@@ -209,7 +210,7 @@ def main() -> int:
     parser.add_argument("--work", type=Path, default=Path("/tmp/endpoint-bench"))
     parser.add_argument("--write-docs", action="store_true")
     args = parser.parse_args()
-    models = [parse_model(spec, args.work) for spec in args.model] or [default_model(args.work)]
+    models = [parse_model(spec) for spec in args.model] or [default_model(args.work)]
     results = []
     for name, model, rows in models:
         for memory_mb in args.memory_mb:
