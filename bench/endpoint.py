@@ -46,8 +46,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 from encoders import photos  # noqa: E402
-from serve_bench import csv_body, request, train_model  # noqa: E402
-from startup_bench import free_port  # noqa: E402
+from serve_bench import csv_body, request, rss_mb, train_model  # noqa: E402
+from startup_bench import directory_mb, free_port  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 DOCS = ROOT / "docs" / "benchmarks.md"
@@ -113,12 +113,10 @@ def container_memory(name: str) -> dict[str, float]:
                     "/sys/fs/cgroup/memory/memory.usage_in_bytes").split()  # cgroup v2, else v1
     rss = []
     for line in docker("top", name, "-eo", "pid").splitlines()[1:]:
-        status = Path(f"/proc/{line.strip()}/status")
         try:
-            fields = dict(part.split(":", 1) for part in status.read_text().splitlines() if ":" in part)
-        except OSError:
+            rss.append(rss_mb(int(line))["peak_rss_mb"])
+        except OSError:  # the process ended meanwhile
             continue
-        rss.append(int(fields.get("VmHWM", "0 kB").split()[0]) / 1024)
     return {"cgroup_peak_mb": round(int(cgroup[0]) / 2**20), "cgroup_now_mb": round(int(cgroup[1]) / 2**20),
             "worker_peak_rss_mb": round(max(rss, default=0))}
 
@@ -165,8 +163,7 @@ def latencies(port: int, content_type: str, body: bytes, count: int) -> dict:
 
 
 def run_one(image: str, model: Path, rows: pd.DataFrame, memory_mb: int, cpus: float, count: int) -> dict:
-    result: dict = {"memory_mb": memory_mb, "model_mb": round(sum(f.stat().st_size for f in model.rglob("*")
-                                                                   if f.is_file()) / 1e6, 1)}
+    result: dict = {"memory_mb": memory_mb, "model_mb": round(directory_mb(model), 1)}
     try:
         port, seconds, workers = start(image, model, memory_mb, cpus)
         result.update(ping_s=round(seconds, 1), workers=workers, warm=container_memory(CONTAINER))

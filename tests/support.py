@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import http.client
 import io
 import json
 import socket
@@ -136,3 +137,15 @@ def sh(*command: str, timeout: int, env: dict | None = None) -> subprocess.Compl
                             stdin=subprocess.DEVNULL, env=env)
     assert result.returncode == 0, f"{' '.join(command)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     return result
+
+
+def http_request(port: int, method: str, path: str, body: bytes | None = None, headers: dict | None = None,
+                 timeout: float = 120.0, host: str = "127.0.0.1") -> tuple[int, dict[str, str], bytes]:
+    """One HTTP exchange on a fresh connection: (status, headers with lower-case names, body)."""
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        response = conn.getresponse()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+    finally:
+        conn.close()

@@ -12,7 +12,7 @@ import time
 import pandas as pd
 import pytest
 import torch
-from support import csv_body, free_port, sh
+from support import csv_body, free_port, http_request, sh
 
 from multimodal import MultimodalClassifier
 from multimodal.tools.synthetic import make_dataset, photo_jpeg
@@ -26,14 +26,9 @@ SERVERLESS_PAYLOAD = 4 * 1024 * 1024
 
 def _http(port: int, method: str, path: str, body: bytes | None = None, content_type: str = "text/csv",
           timeout: float = 60) -> tuple[int, bytes]:
-    import http.client
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        conn.request(method, path, body=body, headers={"Content-Type": content_type, "Accept": content_type})
-        response = conn.getresponse()
-        return response.status, response.read()
-    finally:
-        conn.close()
+    status, _, data = http_request(port, method, path, body, {"Content-Type": content_type, "Accept": content_type},
+                                   timeout)
+    return status, data
 
 
 def _wait_for_ping(port: int, name: str, env: dict, limit: float) -> float:

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from support import children, csv_body, free_port, jsonl_body
+from support import children, csv_body, free_port, http_request, jsonl_body
 
 from multimodal.tools.synthetic import make_dataset
 
@@ -64,15 +64,8 @@ class Server:
     def request(self, method: str, path: str, body: bytes | None = None, headers: dict | None = None,
                 timeout: float = 120.0) -> tuple[int, dict, bytes, float]:
         started = time.monotonic()
-        conn = http.client.HTTPConnection(HOST, self.port, timeout=timeout)
-        try:
-            conn.request(method, path, body=body, headers=headers or {})
-            response = conn.getresponse()
-            data = response.read()
-            return response.status, {k.lower(): v for k, v in response.getheaders()}, data, \
-                time.monotonic() - started
-        finally:
-            conn.close()
+        status, response_headers, data = http_request(self.port, method, path, body, headers, timeout, HOST)
+        return status, response_headers, data, time.monotonic() - started
 
     def invoke(self, body: bytes, content_type: str = "text/csv", accept: str = "text/csv", timeout: float = 120.0):
         return self.request("POST", "/invocations", body, {"Content-Type": content_type, "Accept": accept},

@@ -202,7 +202,7 @@ def fit_experts_on_cluster(jobs: list[ExpertJob], frames: Callable[[ExpertSpec],
 
     def arrived(ref: Any, output: tuple) -> dict[Any, str]:
         job, node_id, share = refs[ref]
-        archive, oof, classes, leaderboard, _, seconds = output
+        archive, oof, classes, leaderboard, seconds = output
         path = workdir / artifact.EXPERTS_DIR / job.spec.name
         _unpack(archive, path)
         expert = Expert.load(job.spec, path, classes)
@@ -224,8 +224,7 @@ def fit_experts_on_cluster(jobs: list[ExpertJob], frames: Callable[[ExpertSpec],
 
 
 def _expert_task(spec: ExpertSpec, frame: pd.DataFrame, target: np.ndarray, time_limit: float, cpus: int,
-                 options: dict) -> tuple[bytes, np.ndarray, list[int], pd.DataFrame, str, float]:
-    import ray
+                 options: dict) -> tuple[bytes, np.ndarray, list[int], pd.DataFrame, float]:
     started = time.monotonic()
     _use_cpus(cpus)
     work = Path(tempfile.mkdtemp(prefix="mm-expert-"))
@@ -235,8 +234,7 @@ def _expert_task(spec: ExpertSpec, frame: pd.DataFrame, target: np.ndarray, time
         buffer = io.BytesIO()
         with tarfile.open(fileobj=buffer, mode="w") as tar:
             tar.add(work / spec.name, arcname=".")
-        return (buffer.getvalue(), oof, expert.classes, expert.leaderboard, ray.get_runtime_context().get_node_id(),
-                round(time.monotonic() - started, 2))
+        return buffer.getvalue(), oof, expert.classes, expert.leaderboard, round(time.monotonic() - started, 2)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

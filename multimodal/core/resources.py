@@ -41,24 +41,29 @@ def available_memory() -> int:
             available = int(line.split()[1]) * 1024
     if available is None:
         available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
-    for limit_file, usage_file in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
-                                   ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
-                                    "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
-        limit, usage = _read(limit_file), _read(usage_file)
-        if limit and limit.isdigit() and int(limit) < 1 << 60:
-            available = min(available, max(int(limit) - int(usage or 0), 0))
-            break
+    cgroup = _cgroup_memory()
+    if cgroup is not None:
+        limit, usage = cgroup
+        available = min(available, max(limit - usage, 0))
     return available
 
 
 def memory_limit() -> int:
     """Bytes this process may use at most: the machine's memory (MemTotal), capped by the cgroup limit."""
     total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    for limit_file in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+    cgroup = _cgroup_memory()
+    return total if cgroup is None else min(total, cgroup[0])
+
+
+def _cgroup_memory() -> tuple[int, int] | None:
+    """(limit, usage) in bytes of this process's cgroup when it has a memory limit (cgroup v2, else v1)."""
+    for limit_file, usage_file in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                                   ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                                    "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
         limit = _read(limit_file)
         if limit and limit.isdigit() and int(limit) < 1 << 60:
-            return min(total, int(limit))
-    return total
+            return int(limit), int(_read(usage_file) or 0)
+    return None
 
 
 def directory_size(path: Path) -> int:
