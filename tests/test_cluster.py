@@ -71,6 +71,10 @@ def test_embedding_and_experts_run_on_both_nodes_and_the_model_is_a_one_node_mod
     n_batches = -(-len(train_df) // BATCH_ROWS)
     assert batches == {cluster["a"]: (n_batches + 1) // 2, cluster["b"]: n_batches // 2}
     assert {e["node_id"] for e in report["experts"].values()} == {cluster["a"], cluster["b"]}
+    # Where each expert's folds ran (on its node, or on both while one had a CPU free) is reported
+    folds = {name: e["fold_nodes"] for name, e in report["experts"].items()}
+    assert all(sum(nodes.values()) >= FAST_HYPERPARAMETERS["n_folds"] and set(nodes) <= set(cluster.values())
+               for nodes in folds.values()), folds
     # The same structure as the one-node fit of the same rows (conftest's `trained`)
     assert model.expert_names_ == trained.expert_names_
     assert model.classes_ == trained.classes_ and model.schema_ == trained.schema_
@@ -140,3 +144,37 @@ def test_validation_rows_read_on_the_nodes_early_stop_and_are_scored(cluster):
     assert model.metrics_["rows"] == {"train": 200, "validation": 80}
     assert model.metrics_["validation_source"] == "validation data"
     assert np.isfinite(model.metrics_["validation"]["accuracy"])
+
+
+def _fit_spread_expert(frame: pd.DataFrame, target: np.ndarray, work: str) -> tuple[list, np.ndarray, np.ndarray]:
+    """On a node of the cluster: an expert fitted with its folds spread, then loaded from its files as the head
+    loads it; (its bags, its out-of-fold outputs, its loaded copy's outputs)."""
+    from pathlib import Path
+
+    from multimodal.core import spreadfolds
+    from multimodal.core.experts import Expert, ExpertSpec
+    spreadfolds.install()
+    spreadfolds.BAGS.clear()
+    spec = ExpertSpec(name="num", modality="num", columns=list(frame.columns))
+    path = Path(work) / "num"
+    expert, oof = Expert.fit(spec, frame, target, path=path, quality="toy", n_folds=3, time_limit=60, seed=0,
+                             text_columns=[], fold_strategy=spreadfolds.STRATEGY, num_cpus=1)
+    return list(spreadfolds.BAGS), oof, Expert.load(spec, path, expert.classes).outputs(frame)
+
+
+def test_folds_fitted_on_an_idle_node_come_back_into_the_experts_predictor(cluster, train_df, tmp_path):
+    """While node b has its CPU free, the folds of an expert fitting on node a go to both nodes as Ray tasks; the
+    folds fitted on b come back as files and the expert loaded from a's directory predicts with every fold."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+    frame = train_df[["size_num", "weight_num"]].apply(pd.to_numeric, errors="coerce").fillna(0.0)
+    target = pd.factorize(train_df["label"])[0]
+    task = ray.remote(_fit_spread_expert).options(
+        num_cpus=1, scheduling_strategy=NodeAffinitySchedulingStrategy(cluster["a"], soft=False))
+    bags, oof, outputs = ray.get(task.remote(frame, target, str(tmp_path)))
+    folds = [fold for bag in bags for fold in bag["folds"]]
+    assert {fold["node_id"] for fold in folds} == {cluster["a"], cluster["b"]}, bags
+    assert all(len(bag["folds"]) == 3 for bag in bags)
+    assert oof.shape == outputs.shape == (len(frame), target.max() + 1)
+    np.testing.assert_allclose(outputs.sum(axis=1), 1.0, rtol=1e-4)
+    assert (outputs[:, :-1].argmax(axis=1) == target).mean() > 0.5  # predicted with the folds' models

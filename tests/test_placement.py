@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from multimodal.core.experts import ExpertSpec
-from multimodal.core.placement import Placement, makespan
+from multimodal.core.placement import Placement
 from multimodal.core.timebudget import MIN_EXPERT_SECONDS
 
 MODALITIES = {"text": "text", "num": "num", "cat": "cat", "photo_image": "image", "joint": "joint"}
@@ -49,12 +49,3 @@ def test_a_machine_with_nothing_queued_takes_the_last_expert_of_the_busiest():
     assert placement.moved == [("cat", "algo-2", "algo-1")] and placement.planned["cat"] == "algo-2"
     assert placement.next("algo-2").name == "text" and placement.next("algo-2") is None
     assert placement.next("algo-1") is None
-
-
-def test_the_projection_to_more_machines_replays_the_placement_on_measured_times():
-    # the 2-host run: the text expert ran 169 s, more than its cost said
-    seconds = {"text": 169.0, "num": 20.0, "cat": 15.0, "photo_image": 60.0, "joint": 150.0}
-    assert makespan(seconds, 1, MODALITIES) == pytest.approx(sum(seconds.values()))
-    assert makespan(seconds, 2, MODALITIES) == pytest.approx(60 + 169)  # joint, num, cat (taken) | photo, text
-    assert makespan(seconds, 3, MODALITIES) == pytest.approx(169)
-    assert makespan(seconds, 4, MODALITIES) == makespan(seconds, 3, MODALITIES)  # never below the longest

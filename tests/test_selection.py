@@ -135,3 +135,28 @@ def test_the_fusion_holdout_stratifies_when_it_can():
     y = np.array([0] * 90 + [1] * 10)
     _, held_out = hold_out(y, ClassTarget("binary", [0, 1]), settings)
     assert len(held_out) == 20 and (y[held_out] == 1).sum() == 2
+
+
+def test_the_fusion_hands_every_fit_over_before_asking_for_any_result_and_chooses_as_one_process_does():
+    """A cluster runs the fusion's networks side by side only if all of them (the final one and the five of the
+    choice) are handed over before the first result is awaited; and where they run must not change the fit."""
+    from multimodal import MultimodalClassifier
+    from multimodal.core.selection import fit_fusion
+    x, y, layout = _experts(200)
+    events = []
+
+    class Later:  # a submit that runs each function only when its result is asked for
+        def __init__(self, function, what):
+            self.function, self.what = function, what
+            events.append("submit")
+
+        def result(self):
+            events.append("result")
+            return self.function()
+
+    settings = FusionSettings.from_params(MultimodalClassifier(n_epochs=2, hidden_units=8).get_params())
+    args = (x, y, None, CLASSES, settings, layout, ["good", "noise"], 30.0, lambda: 30.0)
+    later, now = fit_fusion(*args, submit=Later), fit_fusion(*args)
+    assert events == ["submit"] * 11 + ["result"] * 11  # the final network, then 5 folds × 2 candidates
+    assert later.choice["cross_validation"] == now.choice["cross_validation"]
+    np.testing.assert_allclose(later.fusion.predict(x[:20]), now.fusion.predict(x[:20]), rtol=1e-5)

@@ -14,10 +14,13 @@ leaderboard), and it fits the fusion network and saves the model.
 * Experts: one task each, pinned to the node ``placement.Placement`` chose (longest first onto the least
   loaded node; a node with nothing queued takes the last queued expert of the busiest), asking for the node's
   CPUs: one expert runs per node at a time, and a node's next expert is submitted when its last one is done,
-  with its share of the time then left among that node's queue. Its folds are fitted one after another inside
-  the task (AutoGluon's
-  ``parallel_local`` would submit them to the whole cluster and leave fold models on other machines' disks;
-  its distributed mode needs S3 or a shared file system, which network isolation rules out).
+  with its share of the time then left among that node's queue. With more than one node, a bagged model
+  that starts while another node has a CPU free fits its folds as Ray tasks of their own (``spreadfolds``): a
+  node with nothing of its own left to fit takes folds of the others' experts, and the fold models come back to
+  the expert's node as archives (AutoGluon's own distributed mode needs S3 or a shared file system, which
+  network isolation rules out).
+* Fusion: the network the fusion fits and the five of its cross-validated choice run as Ray tasks side by side
+  (``spread``); the driver keeps the results.
 * Failures: a task that fails fails ``fit`` with the node's host name and the reason (a ``DataError`` on a node
   stays a ``DataError``); a node that leaves the cluster while work is pending fails it with
   ``ClusterError`` within ``POLL_SECONDS`` of Ray noticing (its health checks, see the training job's settings).
@@ -25,13 +28,13 @@ leaderboard), and it fits the fusion network and saves the model.
 """
 from __future__ import annotations
 
-import io
+import functools
 import logging
 import re
 import shutil
-import tarfile
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -39,7 +42,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 import pandas as pd
 
-from . import artifact
+from . import archives, artifact, spreadfolds
 from .errors import ClusterError, DataError, TimeBudgetError
 from .experts import Expert, ExpertJob, ExpertSpec
 from .ingest import Rows, concat
@@ -168,15 +171,16 @@ def fit_experts_on_cluster(jobs: list[ExpertJob], frames: Callable[[ExpertSpec],
     ``workdir`` as they arrive, and handed to ``on_fitted`` then."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-    nodes = [n for n in _alive_nodes() if n["Resources"].get("CPU", 0) >= 1]  # a node without CPUs fits nothing
+    nodes = _cpu_nodes()
     cpus = max(1, int(min(n["Resources"]["CPU"] for n in nodes)))
     names = {n["NodeID"]: _host(n) for n in nodes}
     placement = Placement.plan([j.spec for j in jobs], sorted(names, key=names.get))
     by_name = {job.spec.name: job for job in jobs}
+    spread_folds = len(nodes) > 1 and parallel_folds != "false"
     log.info("%d expert(s) placed on %d node(s) with %d CPU(s) each: %s%s", len(jobs), len(nodes), cpus,
              "; ".join(f"{names[n]}: {', '.join(s.name for s in q) or 'nothing'}" for n, q in placement.queues.items()),
-             "" if parallel_folds == "false" else " (each expert's folds one after another on its node: "
-             "parallel_folds applies to single-instance jobs)")
+             "; a model's folds run as Ray tasks on any node when it starts while a node has a CPU free"
+             if spread_folds else "; each expert's folds one after another on its node")
     task = ray.remote(_expert_task)
     refs: dict[Any, tuple[ExpertJob, str, float]] = {}
     fitted, report = {}, {}
@@ -196,22 +200,28 @@ def fit_experts_on_cluster(jobs: list[ExpertJob], frames: Callable[[ExpertSpec],
                  len(spec.columns), job.lacking, share, names[node_id])
         affinity = NodeAffinitySchedulingStrategy(node_id=node_id, soft=False)
         ref = task.options(num_cpus=cpus, scheduling_strategy=affinity, max_retries=0).remote(
-            spec, ray.put(frames(spec)), job.target, share, cpus, options(spec))
+            spec, ray.put(frames(spec)), job.target, share, cpus, spread_folds, options(spec))
         refs[ref] = (job, node_id, share)
         return {ref: f"expert {spec.name} on host {names[node_id]}"}
 
     def arrived(ref: Any, output: tuple) -> dict[Any, str]:
         job, node_id, share = refs[ref]
-        archive, oof, classes, leaderboard, seconds = output
+        archive, oof, classes, leaderboard, seconds, bags = output
+        folds = [fold for bag in bags for fold in bag["folds"]]
         path = workdir / artifact.EXPERTS_DIR / job.spec.name
-        _unpack(archive, path)
+        archives.unpack(archive, path)
         expert = Expert.load(job.spec, path, classes)
         expert.leaderboard = leaderboard
         fitted[job.spec.name] = (expert, oof)
         report[job.spec.name] = {"host": names[node_id], "node_id": node_id, "seconds": seconds,
                                  "time_limit": round(share, 1),
-                                 "planned_host": names[placement.planned[job.spec.name]]}
-        log.info("expert %s: fitted on %s in %.1f s", job.spec.name, names[node_id], seconds)
+                                 "planned_host": names[placement.planned[job.spec.name]],
+                                 "folds": _count(names.get(f["node_id"], f["node_id"]) for f in folds),
+                                 "fold_nodes": _count(f["node_id"] for f in folds),
+                                 "bags": [{"model": b["model"], "seconds": b["seconds"],
+                                           "fold_seconds": [f["seconds"] for f in b["folds"]]} for b in bags]}
+        log.info("expert %s: fitted on %s in %.1f s%s", job.spec.name, names[node_id], seconds,
+                 "".join(f"; {n} fold(s) on {host}" for host, n in report[job.spec.name]["folds"].items()))
         if on_fitted is not None:
             on_fitted(job, expert, oof)
         return submit(node_id)
@@ -224,31 +234,56 @@ def fit_experts_on_cluster(jobs: list[ExpertJob], frames: Callable[[ExpertSpec],
 
 
 def _expert_task(spec: ExpertSpec, frame: pd.DataFrame, target: np.ndarray, time_limit: float, cpus: int,
-                 options: dict) -> tuple[bytes, np.ndarray, list[int], pd.DataFrame, float]:
+                 spread_folds: bool, options: dict) -> tuple[bytes, np.ndarray, list[int], pd.DataFrame, float, list]:
     started = time.monotonic()
     _use_cpus(cpus)
+    spreadfolds.install()
+    spreadfolds.BAGS.clear()
     work = Path(tempfile.mkdtemp(prefix="mm-expert-"))
     try:
         expert, oof = Expert.fit(spec, frame, target, path=work / spec.name, time_limit=time_limit,
-                                 fold_strategy="sequential_local", num_cpus=cpus, **options)
-        buffer = io.BytesIO()
-        with tarfile.open(fileobj=buffer, mode="w") as tar:
-            tar.add(work / spec.name, arcname=".")
-        return buffer.getvalue(), oof, expert.classes, expert.leaderboard, round(time.monotonic() - started, 2)
+                                 fold_strategy=spreadfolds.STRATEGY if spread_folds else "sequential_local",
+                                 num_cpus=cpus, **options)
+        return (archives.pack(work / spec.name), oof, expert.classes, expert.leaderboard,
+                round(time.monotonic() - started, 2), list(spreadfolds.BAGS))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _unpack(archive: bytes, path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)
-    path.mkdir(parents=True)
-    root = path.resolve()
-    with tarfile.open(fileobj=io.BytesIO(archive), mode="r") as tar:
-        # tarfile's extraction filters need Python 3.11.4+; the images' Debian Python is 3.11.2
-        for member in tar.getmembers():
-            if not (member.isfile() or member.isdir()) or not (root / member.name).resolve().is_relative_to(root):
-                raise ClusterError(f"an expert's archive holds {member.name!r}, which is not a file inside it")
-        tar.extractall(path)
+def _count(keys: Iterable[str]) -> dict[str, int]:
+    """How many folds (``spreadfolds.BAGS``) each host or node fitted."""
+    return dict(sorted(Counter(keys).items()))
+
+
+# ---------------------------------------------------------------------------------------------- the fusion
+
+class Pending:
+    """The result of a function ``spread`` handed to the cluster."""
+
+    def __init__(self, ref: Any, what: str) -> None:
+        self.ref, self.what = ref, what
+
+    def result(self) -> Any:
+        return _gather({self.ref: self.what})[self.ref]
+
+
+def spread(function: Callable[[], Any], what: str) -> Pending:
+    """``function()`` as a Ray task on a node with CPUs free (Ray's SPREAD), with a node's CPUs: the fusion's
+    independent fits run side by side on the machines."""
+    cpus = max(1, int(min(n["Resources"]["CPU"] for n in _cpu_nodes())))
+    ref = _call_task().options(num_cpus=cpus, scheduling_strategy="SPREAD", max_retries=0).remote(function, cpus)
+    return Pending(ref, what)
+
+
+@functools.lru_cache(maxsize=1)
+def _call_task() -> Any:
+    import ray
+    return ray.remote(_call)
+
+
+def _call(function: Callable[[], Any], cpus: int) -> Any:
+    _use_cpus(cpus)
+    return function()
 
 
 # ---------------------------------------------------------------------------------------------- Ray
@@ -264,6 +299,11 @@ def _check_connected(data: ClusterData) -> dict[str, dict]:
     if absent:
         raise ClusterError(f"host(s) {', '.join(absent)} are not alive nodes of the Ray cluster")
     return alive
+
+
+def _cpu_nodes() -> list[dict]:
+    """The alive nodes with a CPU to offer (a node without CPUs fits nothing)."""
+    return [n for n in _alive_nodes() if n["Resources"].get("CPU", 0) >= 1]
 
 
 def _alive_nodes() -> list[dict]:

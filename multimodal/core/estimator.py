@@ -189,7 +189,7 @@ class MultimodalEstimator:
         t = time.monotonic()
         restored = kept.fusion(keys, oof, validation_split)
         if restored is None:
-            self._fit_fusion(train_split, oof, validation_split, budget)
+            self._fit_fusion(train_split, oof, validation_split, budget, executor.submit)
             kept.save_fusion(self, budget.elapsed())
         for name, value in (restored or {}).items():  # fusion_, metrics_ (and validation_predictions_)
             setattr(self, name, value)
@@ -290,15 +290,15 @@ class MultimodalEstimator:
                     refit_full=refits(self.refit_full, self.quality),
                     text_columns=self.views_.raw_text_columns(spec), regression=self.target_.regressor)
 
-    def _fit_fusion(self, train: _Split, x: np.ndarray, validation: _Split | None, budget: TimeBudget) -> None:
-        """The fusion on the out-of-fold inputs ``x`` (``selection.fit_fusion``); sets ``fusion_`` and
-        ``metrics_``."""
+    def _fit_fusion(self, train: _Split, x: np.ndarray, validation: _Split | None, budget: TimeBudget,
+                    submit: selection.Submit = selection.here) -> None:
+        """The fusion on the out-of-fold inputs ``x`` (``selection.fit_fusion``); sets ``fusion_``, ``metrics_``."""
         y, target = train.y, self.target_
         given = None if validation is None else (
             self._fusion_inputs(validation.features, validation.embeddings), validation.y)
         fitted = selection.fit_fusion(x, y, given, target, selection.FusionSettings.from_params(self.get_params()),
                                       [e.classes for e in self.experts_], [e.name for e in self.experts_],
-                                      budget.fusion_seconds(), budget.left)
+                                      budget.fusion_seconds(), budget.left, submit)
         self.fusion_, fit_rows, x_val, y_val = fitted.fusion, fitted.fit_rows, fitted.x_val, fitted.y_val
         self.metrics_ = {
             "train": self._scores(y[fit_rows], x[fit_rows]),

@@ -12,11 +12,12 @@ import numpy as np
 import pandas as pd
 
 from . import artifact
-from .cluster import ClusterData, fit_experts_on_cluster, ingest_on_nodes
+from .cluster import ClusterData, fit_experts_on_cluster, ingest_on_nodes, spread
 from .experts import Expert, ExpertJob, ExpertSpec
 from .featurize import Featurizer, read_local
 from .ingest import Rows
 from .parallel import fold_strategy, local_ray
+from .selection import here
 from .timebudget import TimeBudget
 from .views import Views
 
@@ -33,6 +34,7 @@ class LocalExecutor:
     ``parallel_folds`` says so."""
 
     distributed = False
+    submit = staticmethod(here)  # the fusion's fits, one after another
 
     def __init__(self, parallel_folds: str) -> None:
         self.parallel_folds = parallel_folds
@@ -65,6 +67,7 @@ class RayClusterExecutor:
     embedded and the experts it fitted, with their times."""
 
     distributed = True
+    submit = staticmethod(spread)  # the fusion's fits, side by side on the machines
 
     def __init__(self, data: ClusterData, parallel_folds: str) -> None:
         self.data = data

@@ -5,8 +5,8 @@ Experts are placed longest first onto the machine with the least planned work (L
 its own queue by cost, so time one expert leaves unused, or takes beyond its share, moves the next expert's
 share on that machine only: an expert that overruns does not push the other machines' plans. A machine whose
 queue is empty takes the last not yet started expert of the machine with the most planned work left (so the
-plan corrects itself when the costs were wrong). ``makespan`` replays the same rule on measured times, to say
-what more machines would give.
+plan corrects itself when the costs were wrong); its CPUs meanwhile fit the folds of the others' experts
+(``spreadfolds``).
 """
 from __future__ import annotations
 
@@ -65,20 +65,3 @@ class Placement:
         queued = self.cost(spec) + sum(self.cost(s) for s in self.queues[node])
         weight = EXPERT_TIME_WEIGHT[spec.modality]
         return max(max(seconds_left, 0.0) * self.cost(spec) / queued, MIN_EXPERT_SECONDS * weight)
-
-
-def makespan(seconds: dict[str, float], nodes: int, modalities: dict[str, str]) -> float:
-    """Seconds until the last of the experts (measured ``seconds`` each, by name) is done on ``nodes`` machines,
-    placed and rebalanced as ``Placement`` does (the queues' order by cost, each machine taking work when free)."""
-    specs = [ExpertSpec(name=name, modality=modalities[name], columns=[]) for name in seconds]
-    placement = Placement.plan(specs, list(range(nodes)))
-    free_at = {node: 0.0 for node in range(nodes)}
-    done: set[int] = set()
-    while len(done) < nodes:
-        node = min((n for n in free_at if n not in done), key=lambda n: (free_at[n], n))
-        spec = placement.next(node)
-        if spec is None:
-            done.add(node)
-        else:
-            free_at[node] += seconds[spec.name]
-    return max(free_at.values())

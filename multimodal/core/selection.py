@@ -121,16 +121,41 @@ def choice_folds(y: np.ndarray, target: "Target", seed: int) -> list[tuple[np.nd
     return list(splitter.split(np.zeros(len(y)), y if stratify else None))
 
 
+class Done:
+    """A result already computed: what ``here`` hands back."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def result(self) -> Any:
+        return self.value
+
+
+def here(function: Callable[[], Any], what: str) -> Done:
+    """``function()`` run now, in this process: the fusion's ``submit`` on one machine (a cluster's spreads the
+    fits over its machines, ``multimodal.core.cluster.spread``)."""
+    return Done(function())
+
+
+Submit = Callable[[Callable[[], Any], str], Any]  # (function, what it does) → an object whose result() is its value
+
+
 def compare_by_cross_validation(x: np.ndarray, y: np.ndarray, target: "Target",
                                 fit: dict[str, Callable[[np.ndarray, np.ndarray], Fusion]],
-                                folds: list[tuple[np.ndarray, np.ndarray]]) -> dict:
+                                folds: list[tuple[np.ndarray, np.ndarray]], submit: Submit = here) -> dict:
     """Each candidate of ``fit`` (name → fit(x, y) → fusion) fitted on k - 1 of ``folds`` (``choice_folds``) and
     scored on the k-th: every row's out-of-fold loss per candidate, their means, and the first candidate's mean
-    difference to the second with its standard error (paired over rows)."""
+    difference to the second with its standard error (paired over rows). Every fit is handed to ``submit``
+    before the first result is asked for, so a cluster runs them side by side."""
+    def scored(fit_one: Callable, fit_rows: np.ndarray, rows: np.ndarray) -> Callable[[], np.ndarray]:
+        return lambda: target.row_losses(fit_one(x[fit_rows], y[fit_rows]).predict(x[rows]), y[rows])
+
+    pending = [{name: submit(scored(fit_one, fit_rows, rows), f"fusion choice: {name} of fold {i + 1}")
+                for name, fit_one in fit.items()} for i, (fit_rows, rows) in enumerate(folds)]
     out = {name: np.zeros(len(y)) for name in fit}
-    for i, (fit_rows, scored) in enumerate(folds):
-        for name, fit_one in fit.items():
-            out[name][scored] = target.row_losses(fit_one(x[fit_rows], y[fit_rows]).predict(x[scored]), y[scored])
+    for i, ((_, rows), results) in enumerate(zip(folds, pending)):
+        for name, result in results.items():
+            out[name][rows] = result.result()
         log.info("fusion choice: fold %d/%d scored", i + 1, len(folds))
     first, second = list(fit)[:2]
     difference = out[first] - out[second]
@@ -232,11 +257,11 @@ class FittedFusion:
 
 def fit_fusion(x: np.ndarray, y: np.ndarray, validation: tuple[np.ndarray, np.ndarray] | None, target: "Target",
                settings: FusionSettings, expert_classes: list[list[int]], expert_names: list[str],
-               seconds: float, seconds_left: Callable[[], float]) -> FittedFusion:
+               seconds: float, seconds_left: Callable[[], float], submit: Submit = here) -> FittedFusion:
     """The fusion on the experts' out-of-fold outputs ``x``: the network or the weighted ensemble of the experts,
     chosen by cross-validation (``choose_fusion``). ``validation``: the fusion inputs and targets of validation
     rows, else rows of ``x`` are held out. ``seconds``: the fusion's time; ``seconds_left``: what the budget has
-    left when the final network starts."""
+    left. ``submit`` runs the networks (the final one and the cross-validation's), which are independent."""
     if validation is not None:
         fit_rows, (x_val, y_val) = np.arange(len(y)), validation
         source = "validation data"
@@ -251,12 +276,17 @@ def fit_fusion(x: np.ndarray, y: np.ndarray, validation: tuple[np.ndarray, np.nd
 
     folds = choice_folds(y, target, settings.seed)  # none when there are too few rows: the ensemble
     share = seconds / (len(folds) + 1)  # each cross-validation network gets the share the final one gets
+    y_fit, y_held = target.fusion_target(y[fit_rows]), target.fusion_target(y_val)
+    # The final network first, with what the cross-validation's networks leave of the budget: started together
+    # on a cluster, one after another here
+    final_seconds = max(seconds_left() - share * len(folds), share)
+    final = submit(lambda: train_network(x[fit_rows], y_fit, target, settings, final_seconds, x_val, y_held),
+                   "the fusion network")
     comparison = compare_by_cross_validation(
         x, target.fusion_target(y), target,
         {"network": lambda xs, ys: train_network(xs, ys, target, settings, share, quiet=True)[0],
-         "ensemble": ensemble}, folds) if folds else None
-    y_fit, y_held = target.fusion_target(y[fit_rows]), target.fusion_target(y_val)
-    network, curve = train_network(x[fit_rows], y_fit, target, settings, max(seconds_left(), share), x_val, y_held)
+         "ensemble": ensemble}, folds, submit) if folds else None
+    network, curve = final.result()
     fused, choice = choose_fusion(network, ensemble(x[fit_rows], y_fit), comparison, x_val, y_held, target,
                                   expert_names)
     return FittedFusion(fused, choice, curve, fit_rows, x_val, y_val, source)
