@@ -172,7 +172,7 @@ def fit_experts_on_cluster(jobs: list[ExpertJob], frames: Callable[[ExpertSpec],
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
     nodes = _cpu_nodes()
-    cpus = max(1, int(min(n["Resources"]["CPU"] for n in nodes)))
+    cpus = _task_cpus(nodes)
     names = {n["NodeID"]: _host(n) for n in nodes}
     placement = Placement.plan([j.spec for j in jobs], sorted(names, key=names.get))
     by_name = {job.spec.name: job for job in jobs}
@@ -270,7 +270,7 @@ class Pending:
 def spread(function: Callable[[], Any], what: str) -> Pending:
     """``function()`` as a Ray task on a node with CPUs free (Ray's SPREAD), with a node's CPUs: the fusion's
     independent fits run side by side on the machines."""
-    cpus = max(1, int(min(n["Resources"]["CPU"] for n in _cpu_nodes())))
+    cpus = _task_cpus(_cpu_nodes())
     ref = _call_task().options(num_cpus=cpus, scheduling_strategy="SPREAD", max_retries=0).remote(function, cpus)
     return Pending(ref, what)
 
@@ -304,6 +304,11 @@ def _check_connected(data: ClusterData) -> dict[str, dict]:
 def _cpu_nodes() -> list[dict]:
     """The alive nodes with a CPU to offer (a node without CPUs fits nothing)."""
     return [n for n in _alive_nodes() if n["Resources"].get("CPU", 0) >= 1]
+
+
+def _task_cpus(nodes: list[dict]) -> int:
+    """The CPUs an expert's or the fusion's task asks for: the smallest node's, so that every node can run one."""
+    return max(1, int(min(n["Resources"]["CPU"] for n in nodes)))
 
 
 def _alive_nodes() -> list[dict]:

@@ -69,21 +69,28 @@ def _strategy_classes() -> tuple[type, type]:
         SequentialLocalFoldFittingStrategy,
     )
 
-    class HereFoldFittingStrategy(SequentialLocalFoldFittingStrategy):
-        def after_all_folds_scheduled(self) -> None:
-            started, node_id, folds = time.monotonic(), ray.get_runtime_context().get_node_id(), []
-            for job in self.jobs:
-                fold_started = time.monotonic()
-                self._fit_fold_model(job)
-                folds.append({"node_id": node_id, "seconds": round(time.monotonic() - fold_started, 2)})
-            BAGS.append({"model": self.bagged_ensemble_model.name, "seconds": round(time.monotonic() - started, 2),
-                         "folds": folds})
+    class Recorded:
+        """Each fold's node and seconds (``_folds``), and the bagged model's wall time, into ``BAGS``."""
 
-    class SpreadFoldFittingStrategy(ParallelLocalFoldFittingStrategy):
+        _folds: list[dict]
+
+        def after_all_folds_scheduled(self) -> None:
+            started, self._folds = time.monotonic(), []
+            super().after_all_folds_scheduled()  # type: ignore[misc]
+            BAGS.append({"model": self.bagged_ensemble_model.name,  # type: ignore[attr-defined]
+                         "seconds": round(time.monotonic() - started, 2), "folds": self._folds})
+
+    class HereFoldFittingStrategy(Recorded, SequentialLocalFoldFittingStrategy):
+        def _fit_fold_model(self, fold_ctx: Any) -> None:
+            started = time.monotonic()
+            super()._fit_fold_model(fold_ctx)
+            self._folds.append({"node_id": ray.get_runtime_context().get_node_id(),
+                                "seconds": round(time.monotonic() - started, 2)})
+
+    class SpreadFoldFittingStrategy(Recorded, ParallelLocalFoldFittingStrategy):
         def __init__(self, **kwargs: Any) -> None:
             super().__init__(**kwargs)
             self._shipped: dict[str, Any] = {}  # fold model name → ref of (node id, archive or None, seconds)
-            self._folds: list[dict] = []
             # AutoGluon gives every fold a fresh worker process (max_calls=1) to free GPU memory; without GPUs a
             # reused worker saves importing AutoGluon and the model libraries again for each fold
             options: dict[str, Any] = {"max_retries": 0, "num_returns": 2}
@@ -103,12 +110,6 @@ def _strategy_classes() -> tuple[type, type]:
             if archive is not None:
                 archives.unpack(archive, Path(local_path))
             self._folds.append({"node_id": node_id, "seconds": seconds})
-
-        def after_all_folds_scheduled(self) -> None:
-            started = time.monotonic()
-            super().after_all_folds_scheduled()
-            BAGS.append({"model": self.bagged_ensemble_model.name, "seconds": round(time.monotonic() - started, 2),
-                         "folds": self._folds})
 
     return HereFoldFittingStrategy, SpreadFoldFittingStrategy
 
