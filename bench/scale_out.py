@@ -91,20 +91,26 @@ def row(result: dict, test: pd.DataFrame) -> dict:
     experts = {name: e["host"] for name, e in cluster.get("experts", {}).items()}
     details = {name: {k: e.get(k) for k in ("host", "planned_host", "time_limit", "seconds", "folds", "bags")}
                for name, e in cluster.get("experts", {}).items()}
+    networks: dict[str, list[float]] = {}  # host → seconds of each of the fusion's networks it fitted
+    for fit in cluster.get("fusion", []):
+        if "ensemble" not in fit["what"]:
+            networks.setdefault(fit["host"], []).append(fit["seconds"])
     return {"nodes": result["nodes"], "train_rows": metrics["rows"]["train"], "wall_s": round(result["wall"], 1),
             "cluster_start_s": stages.get("Ray cluster", 0.0), "read_embed_s": timings.get("embed"),
             "experts_s": timings.get("experts"), "fusion_s": timings.get("fusion"),
             "accuracy": round(accuracy(result["model"], test), 4),
-            "experts_on": ", ".join(f"{n}@{h}" for n, h in experts.items()) or "(one host)", "experts": details}
+            "experts_on": ", ".join(f"{n}@{h}" for n, h in experts.items()) or "(one host)", "experts": details,
+            "fusion_on": "; ".join(f"{h}: {', '.join(f'{s:g}' for s in secs)} s" for h, secs in sorted(networks.items()))
+            or "(one host)"}
 
 
 def table(rows: list[dict]) -> str:
     head = ("| nodes | job wall (s) | Ray cluster start (s) | read + embed (s) | experts (s) | fusion (s) | "
-            "test accuracy | experts ran on |")
-    lines = [head, "|" + "---|" * 8]
+            "test accuracy | experts ran on | the fusion's networks ran on |")
+    lines = [head, "|" + "---|" * 9]
     for r in rows:
         lines.append(f"| {r['nodes']} | {r['wall_s']} | {r['cluster_start_s']} | {r['read_embed_s']} | "
-                     f"{r['experts_s']} | {r['fusion_s']} | {r['accuracy']} | {r['experts_on']} |")
+                     f"{r['experts_s']} | {r['fusion_s']} | {r['accuracy']} | {r['experts_on']} | {r['fusion_on']} |")
     return "\n".join(lines)
 
 

@@ -302,7 +302,8 @@ def test_a_model_whose_fusion_uses_missing_fractions_keeps_using_them_after_load
                                  n_epochs=20, joint_expert=False).fit(train)
     n_probabilities = sum(len(e.classes) for e in model.experts_)
     # the fusion network sees the probabilities and one missing fraction per expert
-    assert model._fusion_inputs(*_prepared(model, test)).shape[1] == n_probabilities + len(model.experts_)
+    inputs = model._fusion_inputs(*_prepared(model, test.drop(columns="label")))
+    assert inputs.shape[1] == n_probabilities + len(model.experts_)
     model.save(tmp_path / "model")
     monkeypatch.setattr(classifier_module, "FUSION_MISSING_FRACTIONS", False)
     loaded = MultimodalClassifier.load(tmp_path / "model")
@@ -310,12 +311,6 @@ def test_a_model_whose_fusion_uses_missing_fractions_keeps_using_them_after_load
     features = test.drop(columns="label")
     np.testing.assert_allclose(loaded.predict_proba(features).to_numpy(), model.predict_proba(features).to_numpy(),
                                atol=1e-6)
-
-
-def _prepared(model, frame):
-    from multimodal.core.schema import prepare_features
-    features = prepare_features(frame.drop(columns="label"), model.schema_)
-    return features, model._embed(features)
 
 
 def test_a_weighted_ensemble_fusion_runs_only_the_experts_it_weights(saved_model_dir, test_df, tmp_path,

@@ -75,6 +75,12 @@ def test_embedding_and_experts_run_on_both_nodes_and_the_model_is_a_one_node_mod
     folds = {name: e["fold_nodes"] for name, e in report["experts"].items()}
     assert all(sum(nodes.values()) >= FAST_HYPERPARAMETERS["n_folds"] and set(nodes) <= set(cluster.values())
                for nodes in folds.values()), folds
+    # The fusion's network, and the network and ensemble of each fold of its choice, ran on the two hosts
+    fusion = report["fusion"]
+    assert sorted(f["what"] for f in fusion) == sorted(
+        ["the fusion network"] + [f"fusion choice: {name} of fold {i}" for i in range(1, 6)
+                                  for name in ("network", "ensemble")]), fusion
+    assert {f["node_id"] for f in fusion} == {cluster["a"], cluster["b"]} and all(f["seconds"] >= 0 for f in fusion)
     # The same structure as the one-node fit of the same rows (conftest's `trained`)
     assert model.expert_names_ == trained.expert_names_
     assert model.classes_ == trained.classes_ and model.schema_ == trained.schema_
@@ -146,9 +152,15 @@ def test_validation_rows_read_on_the_nodes_early_stop_and_are_scored(cluster):
     assert np.isfinite(model.metrics_["validation"]["accuracy"])
 
 
-def _fit_spread_expert(frame: pd.DataFrame, target: np.ndarray, work: str) -> tuple[list, np.ndarray, np.ndarray]:
+def _fit_spread_expert(frame: pd.DataFrame, target: np.ndarray, work: str, freed_mid_bag: bool = False,
+                       large_machine: bool = False) -> tuple[list, np.ndarray, np.ndarray]:
     """On a node of the cluster: an expert fitted with its folds spread, then loaded from its files as the head
-    loads it; (its bags, its out-of-fold outputs, its loaded copy's outputs)."""
+    loads it; (its bags, its out-of-fold outputs, its loaded copy's outputs). ``freed_mid_bag``: every bag
+    starts while no other node is free (whatever the cluster says) and another node frees up for one fold
+    during its first fold, which takes a second here. ``large_machine``: the expert's one CPU counts as a machine large
+    enough for folds side by side (this machine may not have the CPUs)."""
+    import threading
+    import time
     from pathlib import Path
 
     from multimodal.core import spreadfolds
@@ -157,14 +169,36 @@ def _fit_spread_expert(frame: pd.DataFrame, target: np.ndarray, work: str) -> tu
     spreadfolds.BAGS.clear()
     spec = ExpertSpec(name="num", modality="num", columns=list(frame.columns))
     path = Path(work) / "num"
-    expert, oof = Expert.fit(spec, frame, target, path=path, quality="toy", n_folds=3, time_limit=60, seed=0,
-                             text_columns=[], fold_strategy=spreadfolds.STRATEGY, num_cpus=1)
+    measured, fold_task, parallel_from = (spreadfolds._folds_free_elsewhere, spreadfolds._fold_task,
+                                          spreadfolds.MIN_PARALLEL_CPUS)
+    if large_machine:
+        spreadfolds.MIN_PARALLEL_CPUS = 1
+    if freed_mid_bag:
+        asked = threading.local()
+
+        def free_elsewhere(cpus: int) -> int:  # one CPU, the first time a bag's queue thread asks
+            if threading.current_thread().name != "multimodal-fold-queue" or getattr(asked, "once", False):
+                return 0
+            asked.once = True
+            return 1
+
+        def slow_fold_task(**kwargs):  # only the folds fitted in this process (Ray tasks import the original)
+            time.sleep(1.0)
+            return fold_task(**kwargs)
+        spreadfolds._folds_free_elsewhere, spreadfolds._fold_task = free_elsewhere, slow_fold_task
+    try:
+        expert, oof = Expert.fit(spec, frame, target, path=path, quality="toy", n_folds=3, time_limit=60, seed=0,
+                                 text_columns=[], fold_strategy=spreadfolds.STRATEGY, num_cpus=1)
+    finally:  # the worker process serves later tests
+        spreadfolds._folds_free_elsewhere, spreadfolds._fold_task = measured, fold_task
+        spreadfolds.MIN_PARALLEL_CPUS = parallel_from
     return list(spreadfolds.BAGS), oof, Expert.load(spec, path, expert.classes).outputs(frame)
 
 
 def test_folds_fitted_on_an_idle_node_come_back_into_the_experts_predictor(cluster, train_df, tmp_path):
-    """While node b has its CPU free, the folds of an expert fitting on node a go to both nodes as Ray tasks; the
-    folds fitted on b come back as files and the expert loaded from a's directory predicts with every fold."""
+    """While node b has its CPU free, the folds of an expert fitting on node a with the few CPUs of a small
+    machine go to both nodes (the expert's fold queue: its own process and b); the folds fitted on b come back
+    as files and the expert loaded from a's directory predicts with every fold."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
     frame = train_df[["size_num", "weight_num"]].apply(pd.to_numeric, errors="coerce").fillna(0.0)
@@ -178,3 +212,41 @@ def test_folds_fitted_on_an_idle_node_come_back_into_the_experts_predictor(clust
     assert oof.shape == outputs.shape == (len(frame), target.max() + 1)
     np.testing.assert_allclose(outputs.sum(axis=1), 1.0, rtol=1e-4)
     assert (outputs.argmax(axis=1) == target).mean() > 0.5  # predicted with the folds' models
+
+
+def test_on_large_machines_every_fold_is_a_task_on_whichever_node_has_cpus_free(cluster, train_df, tmp_path):
+    """On machines large enough for folds side by side an expert submits every fold as a Ray task, as AutoGluon's
+    parallel_local does; with node a's CPU taken by other work they all run on b, and come back to a's
+    directory."""
+    import time
+
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+    frame = train_df[["size_num", "weight_num"]].apply(pd.to_numeric, errors="coerce").fillna(0.0)
+    target = pd.factorize(train_df["label"])[0]
+    on_a = NodeAffinitySchedulingStrategy(cluster["a"], soft=False)
+    busy = ray.remote(lambda: time.sleep(120)).options(num_cpus=1, scheduling_strategy=on_a).remote()
+    try:  # the expert itself asks for no CPU, so that a's one CPU stays with the other work throughout
+        task = ray.remote(_fit_spread_expert).options(num_cpus=0, scheduling_strategy=on_a)
+        bags, oof, outputs = ray.get(task.remote(frame, target, str(tmp_path), large_machine=True), timeout=120)
+    finally:
+        ray.cancel(busy, force=True)
+    assert bags and all(len(bag["folds"]) == 3 for bag in bags), bags
+    assert {fold["node_id"] for bag in bags for fold in bag["folds"]} == {cluster["b"]}, bags
+    assert (outputs.argmax(axis=1) == target).mean() > 0.5
+
+
+def test_a_node_that_frees_up_during_a_bag_takes_the_folds_still_waiting(cluster, train_df, tmp_path):
+    """Each bag starts while no other node is free, so the expert's own process takes its first fold; node b
+    frees up meanwhile and takes the fold waiting at the back of the queue at once, while the expert's process
+    goes on to the second."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+    frame = train_df[["size_num", "weight_num"]].apply(pd.to_numeric, errors="coerce").fillna(0.0)
+    target = pd.factorize(train_df["label"])[0]
+    task = ray.remote(_fit_spread_expert).options(
+        num_cpus=1, scheduling_strategy=NodeAffinitySchedulingStrategy(cluster["a"], soft=False))
+    bags, oof, outputs = ray.get(task.remote(frame, target, str(tmp_path), freed_mid_bag=True))
+    assert bags and all(sorted(fold["node_id"] == cluster["b"] for fold in bag["folds"]) == [False, False, True]
+                        for bag in bags), bags
+    assert (outputs.argmax(axis=1) == target).mean() > 0.5

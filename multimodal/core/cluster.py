@@ -14,11 +14,11 @@ leaderboard), and it fits the fusion network and saves the model.
 * Experts: one task each, pinned to the node ``placement.Placement`` chose (longest first onto the least
   loaded node; a node with nothing queued takes the last queued expert of the busiest), asking for the node's
   CPUs: one expert runs per node at a time, and a node's next expert is submitted when its last one is done,
-  with its share of the time then left among that node's queue. With more than one node, a bagged model
-  that starts while another node has a CPU free fits its folds as Ray tasks of their own (``spreadfolds``): a
-  node with nothing of its own left to fit takes folds of the others' experts, and the fold models come back to
-  the expert's node as archives (AutoGluon's own distributed mode needs S3 or a shared file system, which
-  network isolation rules out).
+  with its share of the time then left among that node's queue. With more than one node, the folds of a bagged
+  model are a queue (``spreadfolds``): the expert's process fits them one after another while any node with a
+  CPU free takes the fold waiting at the back, so a node with nothing of its own left to fit takes folds of the
+  others' experts; the fold models come back to the expert's node as archives (AutoGluon's own distributed
+  mode needs S3 or a shared file system, which network isolation rules out).
 * Fusion: the network the fusion fits and the five of its cross-validated choice run as Ray tasks side by side
   (``spread``); the driver keeps the results.
 * Failures: a task that fails fails ``fit`` with the node's host name and the reason (a ``DataError`` on a node
@@ -179,7 +179,7 @@ def fit_experts_on_cluster(jobs: list[ExpertJob], frames: Callable[[ExpertSpec],
     spread_folds = len(nodes) > 1 and parallel_folds != "false"
     log.info("%d expert(s) placed on %d node(s) with %d CPU(s) each: %s%s", len(jobs), len(nodes), cpus,
              "; ".join(f"{names[n]}: {', '.join(s.name for s in q) or 'nothing'}" for n, q in placement.queues.items()),
-             "; a model's folds run as Ray tasks on any node when it starts while a node has a CPU free"
+             "; a model's folds go to any node with a CPU free"
              if spread_folds else "; each expert's folds one after another on its node")
     task = ray.remote(_expert_task)
     refs: dict[Any, tuple[ExpertJob, str, float]] = {}
@@ -258,21 +258,27 @@ def _count(keys: Iterable[str]) -> dict[str, int]:
 # ---------------------------------------------------------------------------------------------- the fusion
 
 class Pending:
-    """The result of a function ``spread`` handed to the cluster."""
+    """The result of a function ``spread`` handed to the cluster; ``record``, when given, gets where it ran and
+    how long it took as the result is taken."""
 
-    def __init__(self, ref: Any, what: str) -> None:
-        self.ref, self.what = ref, what
+    def __init__(self, ref: Any, what: str, record: list[dict] | None = None) -> None:
+        self.ref, self.what, self.record = ref, what, record
 
     def result(self) -> Any:
-        return _gather({self.ref: self.what})[self.ref]
+        value, node_id, seconds = _gather({self.ref: self.what})[self.ref]
+        if self.record is not None:
+            hosts = {n["NodeID"]: _host(n) for n in _alive_nodes()}
+            self.record.append({"what": self.what, "host": hosts.get(node_id, node_id), "node_id": node_id,
+                                "seconds": seconds})
+        return value
 
 
-def spread(function: Callable[[], Any], what: str) -> Pending:
+def spread(function: Callable[[], Any], what: str, record: list[dict] | None = None) -> Pending:
     """``function()`` as a Ray task on a node with CPUs free (Ray's SPREAD), with a node's CPUs: the fusion's
-    independent fits run side by side on the machines."""
+    independent fits run side by side on the machines. ``record``: see ``Pending``."""
     cpus = _task_cpus(_cpu_nodes())
     ref = _call_task().options(num_cpus=cpus, scheduling_strategy="SPREAD", max_retries=0).remote(function, cpus)
-    return Pending(ref, what)
+    return Pending(ref, what, record)
 
 
 @functools.lru_cache(maxsize=1)
@@ -281,9 +287,13 @@ def _call_task() -> Any:
     return ray.remote(_call)
 
 
-def _call(function: Callable[[], Any], cpus: int) -> Any:
+def _call(function: Callable[[], Any], cpus: int) -> tuple[Any, str, float]:
+    """(``function()``, the node it ran on, its seconds)."""
+    import ray
+    started = time.monotonic()
     _use_cpus(cpus)
-    return function()
+    value = function()
+    return value, ray.get_runtime_context().get_node_id(), round(time.monotonic() - started, 2)
 
 
 # ---------------------------------------------------------------------------------------------- Ray

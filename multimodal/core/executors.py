@@ -64,15 +64,18 @@ class LocalExecutor:
 class RayClusterExecutor:
     """The machines of a Ray cluster this process is connected to read and embed their own rows; one Ray task per
     expert fits it on the machine it lands on (``multimodal.core.cluster``). ``report``: per host, the rows it
-    embedded and the experts it fitted, with their times."""
+    embedded and the experts it fitted, with their times, and where each of the fusion's fits ran."""
 
     distributed = True
-    submit = staticmethod(spread)  # the fusion's fits, side by side on the machines
 
     def __init__(self, data: ClusterData, parallel_folds: str) -> None:
         self.data = data
         self.parallel_folds = parallel_folds
         self.report: dict[str, Any] = {}
+
+    def submit(self, function: Callable[[], Any], what: str) -> Any:
+        """The fusion's fits, side by side on the machines; the report's ``fusion`` says where each ran."""
+        return spread(function, what, self.report.setdefault("fusion", []))
 
     def read(self, featurizer: Featurizer, train: Any, validation: Any, images: str | Path | None
              ) -> tuple[Views, Rows, Rows | None]:

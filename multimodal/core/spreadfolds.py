@@ -4,12 +4,17 @@ AutoGluon expects, on the machine that fits the expert.
 AutoGluon's ``parallel_local`` fold strategy submits each fold as a Ray task, which on a cluster may land on
 any machine, and saves the fold model on that machine's disk; its ``parallel_distributed`` strategy brings the
 models back through S3 or a shared file system, which network isolation rules out. ``SpreadFoldFittingStrategy``
-is ``parallel_local`` with one change: a fold that ran on another machine comes back to the expert's machine
-as a tar archive (the task's second return value), unpacked where AutoGluon looks for it
-(``sync_model_artifact``, AutoGluon's own hook for bringing fold models home). The expert's task waits in
-``ray.wait`` while its folds run, and Ray lends its CPUs to them meanwhile, so a machine with nothing of its own
-left to fit takes folds of the others' experts. A bagged model whose fit starts while no other machine has a
-CPU free fits its folds in the expert's process, one after another, as on one machine.
+builds on ``parallel_local``: a fold that ran on another machine comes back to the expert's machine as a tar
+archive (the task's second return value), unpacked where AutoGluon looks for it (``sync_model_artifact``,
+AutoGluon's own hook for bringing fold models home).
+
+Which folds go where: on machines too small to gain from folds side by side (fewer CPUs than
+``parallel.MIN_PARALLEL_CPUS``, the single-machine rule) the folds form a queue (``FoldQueue``). The expert's
+process fits them from the front, one after another, as on one machine (no task, transfer or second worker
+process importing AutoGluon), while a thread of its hands the fold at the back to another machine whenever one
+has CPUs free, so a machine that finishes its own work mid-bag takes the folds still waiting. On larger
+machines (and with GPUs) every fold is a Ray task, as ``parallel_local`` submits them, and Ray's scheduler gives
+each to the first CPUs free on any machine, the expert's own included (Ray lends them while the expert waits).
 
 ``install()`` teaches AutoGluon's bagged models the strategy name ``STRATEGY`` (``ag_args_ensemble``'s
 ``fold_fitting_strategy`` takes only AutoGluon's own names); ``BAGS`` records, in this process, each bagged
@@ -21,11 +26,13 @@ import functools
 import os
 import shutil
 import tempfile
+import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from . import archives
+from .parallel import MIN_PARALLEL_CPUS
 
 STRATEGY = "multimodal_spread_hosts"
 # {"model", "seconds", "folds": [{"node_id", "seconds"}, ...]} of each bagged model fitted in this process
@@ -33,8 +40,7 @@ BAGS: list[dict] = []
 
 
 def install() -> None:
-    """Make ``fold_fitting_strategy=STRATEGY`` choose the folds' strategy by the cluster's CPUs free now
-    (idempotent)."""
+    """Make ``fold_fitting_strategy=STRATEGY`` name ``SpreadFoldFittingStrategy`` (idempotent)."""
     from autogluon.core.models.ensemble.bagged_ensemble_model import BaggedEnsembleModel
     chosen = BaggedEnsembleModel._get_fold_fitting_strategy
     if getattr(chosen, "multimodal", False):
@@ -44,20 +50,111 @@ def install() -> None:
         if self.params.get("fold_fitting_strategy") != STRATEGY:
             return chosen(self, model_base, num_gpus)
         here, spread = _strategy_classes()
-        # Models that cannot fit folds in parallel say so (AutoGluon's own rule for parallel_local); and while
-        # every host is busy, folds fitted in this process cost no task, transfer or new worker
-        if self.params.get("_disable_parallel_fitting", False) or not _cpu_free_elsewhere():
-            return here
-        return spread
+        # Models that cannot fit folds in parallel say so (AutoGluon's own rule for parallel_local)
+        return here if self.params.get("_disable_parallel_fitting", False) else spread
 
     choose.multimodal = True  # type: ignore[attr-defined]
     BaggedEnsembleModel._get_fold_fitting_strategy = choose
 
 
-def _cpu_free_elsewhere() -> bool:
-    """Whether another host has a CPU free now: this expert's task holds its own host's."""
+def _folds_free_elsewhere(cpus: int) -> int:
+    """How many folds of ``cpus`` CPUs the other hosts can start now: this expert's task holds its own host's
+    CPUs while it fits a fold."""
     import ray
-    return ray.available_resources().get("CPU", 0) >= 1
+    return int(ray.available_resources().get("CPU", 0) // max(cpus, 1))
+
+
+class _InProcess:
+    """Stands in for the Ray remote function that AutoGluon's ``_fit`` calls once it has built a fold's
+    arguments: runs the fold task in this process and hands its two results back as object refs."""
+
+    @staticmethod
+    def options(**_: Any) -> type["_InProcess"]:
+        return _InProcess
+
+    @staticmethod
+    def remote(**kwargs: Any) -> tuple[Any, Any]:
+        import ray
+        values = {k: ray.get(v) if isinstance(v, ray.ObjectRef) else v for k, v in kwargs.items()}
+        result, shipped = _fold_task(**values)
+        return ray.put(result), ray.put(shipped)
+
+
+class _Either:
+    """AutoGluon's ``_ray_fit`` for ``QueuedFolds``: a Ray task, or in this process for the thread in
+    ``here(True)``."""
+
+    def __init__(self, remote: Any) -> None:
+        self.remote_fit = remote
+        self._local = threading.local()
+
+    def options(self, **options: Any) -> Any:
+        return _InProcess if getattr(self._local, "here", False) else self.remote_fit.options(**options)
+
+    def here(self, value: bool) -> None:
+        self._local.here = value
+
+
+class FoldQueue:
+    """The folds of one bagged model not yet started, (task id, fold context) in order. ``run`` fits them from
+    the front in this process, one after another, while a thread hands folds from the back to the other hosts
+    whenever they have CPUs free (checked every ``POLL_SECONDS``), so a host that frees up mid-bag takes the
+    folds still waiting."""
+
+    POLL_SECONDS = 0.25
+    # After handing a fold over, wait this long before the next: the cluster's count of free CPUs lags behind
+    SETTLE_SECONDS = 1.0
+
+    def __init__(self, folds: list[tuple[int, dict]], cpus: int) -> None:
+        self.folds = folds
+        self.cpus = cpus
+        self.lock = threading.Lock()
+        self.settled = 0.0  # when the count of free CPUs shows the last fold handed over
+
+    def run(self, start: Callable[[int, dict], None], here: Callable[[bool], None]) -> None:
+        """``start(task_id, fold_ctx)`` for every fold: in this thread with ``here(True)`` (the fold runs now),
+        in the handing-over thread with ``here(False)`` (a Ray task). Raises what either raised."""
+        with self.lock:  # the other hosts free now take their folds before this process takes its first
+            self._hand(start, min(_folds_free_elsewhere(self.cpus), len(self.folds) - 1))
+        stop, failures = threading.Event(), []
+        handing = threading.Thread(target=self._hand_over, args=(start, stop, failures), daemon=True,
+                                   name="multimodal-fold-queue")
+        handing.start()
+        try:
+            while True:
+                with self.lock:
+                    if failures or not self.folds:
+                        break
+                    fold = self.folds.pop(0)
+                here(True)
+                try:
+                    start(*fold)
+                finally:
+                    here(False)
+        finally:
+            stop.set()
+            handing.join()
+        if failures:
+            raise failures[0]
+
+    def _hand(self, start: Callable[[int, dict], None], count: int) -> None:
+        """Hand ``count`` folds from the back of the queue over as Ray tasks."""
+        for _ in range(count):
+            start(*self.folds.pop())
+            self.settled = time.monotonic() + self.SETTLE_SECONDS
+
+    def _hand_over(self, start: Callable[[int, dict], None], stop: threading.Event, failures: list) -> None:
+        while not stop.wait(self.POLL_SECONDS):
+            with self.lock:
+                if not self.folds:
+                    return
+                if time.monotonic() < self.settled:
+                    continue
+                try:
+                    self._hand(start, min(_folds_free_elsewhere(self.cpus), 1))
+                except BaseException as exc:  # noqa: BLE001 - the fitting thread raises it
+                    failures.append(exc)
+                    return
 
 
 @functools.lru_cache(maxsize=1)
@@ -68,6 +165,7 @@ def _strategy_classes() -> tuple[type, type]:
         ParallelLocalFoldFittingStrategy,
         SequentialLocalFoldFittingStrategy,
     )
+    from autogluon.core.utils.exceptions import TimeLimitExceeded
 
     class Recorded:
         """Each fold's node and seconds (``_folds``), and the bagged model's wall time, into ``BAGS``."""
@@ -87,7 +185,7 @@ def _strategy_classes() -> tuple[type, type]:
             self._folds.append({"node_id": ray.get_runtime_context().get_node_id(),
                                 "seconds": round(time.monotonic() - started, 2)})
 
-    class SpreadFoldFittingStrategy(Recorded, ParallelLocalFoldFittingStrategy):
+    class QueuedFolds(ParallelLocalFoldFittingStrategy):
         def __init__(self, **kwargs: Any) -> None:
             super().__init__(**kwargs)
             self._shipped: dict[str, Any] = {}  # fold model name → ref of (node id, archive or None, seconds)
@@ -96,7 +194,51 @@ def _strategy_classes() -> tuple[type, type]:
             options: dict[str, Any] = {"max_retries": 0, "num_returns": 2}
             if self.num_gpus:
                 options["max_calls"] = 1
-            self._ray_fit = self.ray.remote(**options)(_fold_task)
+            self._ray_fit = _Either(self.ray.remote(**options)(_fold_task))
+
+        def after_all_folds_scheduled(self) -> None:
+            if self.num_gpus or self.num_cpus >= MIN_PARALLEL_CPUS:
+                super().after_all_folds_scheduled()  # every fold a Ray task, AutoGluon's parallel_local
+                return
+            X, y, X_pseudo, y_pseudo = self._prepare_data()
+            data = {"model_base_ref": self.ray.put(self.model_base), "X_ref": X, "y_ref": y,
+                    "X_pseudo_ref": X_pseudo, "y_pseudo_ref": y_pseudo, "gpu_assignments": {},
+                    "resources": {"num_cpus": self.num_cpus, "num_gpus": 0},
+                    "head_node_id": self.ray.get_runtime_context().get_node_id(), "kwargs": self.model_base_kwargs}
+            queue = FoldQueue(list(enumerate(self.jobs)), self.num_cpus)
+            pending: dict[Any, dict] = {}
+
+            def start(task_id: int, fold_ctx: dict) -> None:
+                # _fit builds the fold's arguments as AutoGluon does; _Either runs it here or as a Ray task
+                ref = self._fit(**data, time_limit_fold=self._queued_time_limit(len(queue.folds) + 1),
+                                task_id=task_id, fold_ctx=fold_ctx)
+                pending[ref] = fold_ctx
+
+            try:
+                queue.run(start, self._ray_fit.here)
+            except BaseException:
+                self.terminate_all_unfinished_tasks(list(pending))
+                raise
+            self._collect(pending)
+            self._update_bagged_ensemble_child_resources()
+            self._update_bagged_ensemble_times()
+
+        def _queued_time_limit(self, folds_left: int) -> float | None:
+            """A fold's time limit: what is left of the bag's, shared among the folds not yet started (as
+            AutoGluon's sequential strategy shares it)."""
+            if self.time_limit is None:
+                return None
+            time_left = self.time_limit - (time.time() - self.time_start)
+            if time_left <= 0:
+                raise TimeLimitExceeded
+            return time_left / folds_left * self.time_limit_fold_ratio
+
+        def _collect(self, pending: dict) -> None:
+            """Take in every fold of ``pending`` as it finishes (AutoGluon's own processing of a fold's result)."""
+            while pending:
+                done, _ = self.ray.wait(list(pending), num_returns=1)
+                fold_ctx = pending.pop(done[0])
+                self._process_fold_results(done[0], list(pending), fold_ctx)
 
         def _fit(self, **kwargs: Any) -> Any:
             result, shipped = super()._fit(**kwargs)
@@ -110,6 +252,9 @@ def _strategy_classes() -> tuple[type, type]:
             if archive is not None:
                 archives.unpack(archive, Path(local_path))
             self._folds.append({"node_id": node_id, "seconds": seconds})
+
+    class SpreadFoldFittingStrategy(Recorded, QueuedFolds):
+        """Folds in a queue on small machines, every fold a Ray task on large ones; recorded in ``BAGS``."""
 
     return HereFoldFittingStrategy, SpreadFoldFittingStrategy
 
