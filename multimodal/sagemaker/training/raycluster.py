@@ -97,8 +97,11 @@ class RayNode:
         if executable is None:
             raise HostsError("the `ray` command is not installed next to this Python: reinstall the package")
         store = object_store_bytes()
+        # No log monitor: the driver does not take the workers' output (log_to_driver=False), and on a small host
+        # the Python process that would tail every worker's log files takes CPU from the start and the work.
         self.args = [executable, "start", "--block", "--temp-dir", str(self.temp_dir), "--node-name", name,
-                     "--object-store-memory", str(store), "--disable-usage-stats", *args]
+                     "--object-store-memory", str(store), "--disable-usage-stats", "--include-log-monitor", "false",
+                     *args]
         # No draining on SIGTERM (Ray's default waits up to 30 s for a GCS that, at the end of a job, is gone):
         # a node is stopped only once the job is over.
         env = child_environment(RAY_USAGE_STATS_ENABLED="0", RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S="0")
@@ -111,8 +114,11 @@ class RayNode:
     def head(cls, name: str, ip: str, port: int, cpus: int, gpus: int) -> "RayNode":
         config = {"health_check_period_ms": HEALTH_CHECK_PERIOD_MS, "health_check_timeout_ms": HEALTH_CHECK_TIMEOUT_MS,
                   "health_check_failure_threshold": HEALTH_CHECK_FAILURES}
+        # No autoscaler monitor (--no-monitor, a flag `ray start --help` does not list): the cluster is the job's
+        # fixed hosts, and the monitor is one more Python process starting beside the head's GCS.
         return cls(["--head", "--port", str(port), "--node-ip-address", ip, "--num-cpus", str(cpus), "--num-gpus",
-                    str(gpus), "--include-dashboard", "false", "--system-config", json.dumps(config)], name)
+                    str(gpus), "--include-dashboard", "false", "--no-monitor", "--system-config", json.dumps(config)],
+                   name)
 
     @classmethod
     def worker(cls, name: str, ip: str, head: str, cpus: int, gpus: int) -> "RayNode":
