@@ -152,56 +152,65 @@ def projection(rows: list[dict], hosts: list[int]) -> str:
 def simulate_experts(experts: dict[str, dict], hosts: int) -> float:
     """Seconds until the last expert is done on ``hosts`` one-core hosts, as the cluster runs them: each host fits
     one expert at a time (placed by cost, idle hosts taking queued experts: ``placement.Placement``); an expert
-    first runs its own serial work (its seconds outside its bagged models' fold stages) on a core, then its
-    bagged models one after another, each model's folds queued for whichever core is free first."""
+    first runs its own serial work (its seconds outside the span of its bagged models' fold stages) on a core,
+    then the folds of all its bagged models (fitted side by side, ``sidebyside.side_by_side``) queue, in the
+    models' order, for whichever core is free first."""
     import heapq
     import itertools
-    from collections import deque
 
     from multimodal.core.experts import ExpertSpec
     from multimodal.core.placement import Placement
     placement = Placement.plan([ExpertSpec(name=n, modality=_modality(n), columns=[]) for n in experts],
                                list(range(hosts)))
-    waiting: deque = deque()  # (expert, bag index or -1 for its serial work, seconds)
-    running: list = []  # heap of (end, tie, expert, bag index)
-    left: dict[tuple[str, int], int] = {}
+    waiting: list = []  # heap of (order, expert, is a fold, seconds)
+    running: list = []  # heap of (end, tie, expert, is a fold)
+    left: dict[str, int] = {}
     host_of: dict[str, int] = {}
-    tie = itertools.count()
+    order = itertools.count()
 
     def start_expert(host: int) -> None:
         spec = placement.next(host)
         if spec is not None:
-            e = experts[spec.name]
             host_of[spec.name] = host
-            waiting.append((spec.name, -1, max(e["seconds"] - sum(b["seconds"] for b in e["bags"]), 0.0)))
+            heapq.heappush(waiting, (next(order), spec.name, False, _serial_seconds(experts[spec.name])))
 
-    def start_bag(name: str, index: int) -> None:
-        bags = experts[name]["bags"]
-        while index < len(bags) and not bags[index]["fold_seconds"]:
-            index += 1
-        if index == len(bags):
+    def start_folds(name: str) -> None:
+        folds = [seconds for bag in experts[name]["bags"] for seconds in bag["fold_seconds"]]
+        left[name] = len(folds)
+        for seconds in folds:
+            heapq.heappush(waiting, (next(order), name, True, seconds))
+        if not folds:
             start_expert(host_of[name])
-            return
-        left[(name, index)] = len(bags[index]["fold_seconds"])
-        waiting.extend((name, index, seconds) for seconds in bags[index]["fold_seconds"])
 
     for host in range(hosts):
         start_expert(host)
     now, free = 0.0, hosts
     while waiting or running:
         while free and waiting:
-            name, index, seconds = waiting.popleft()
+            _, name, fold, seconds = heapq.heappop(waiting)
             free -= 1
-            heapq.heappush(running, (now + seconds, next(tie), name, index))
-        now, _, name, index = heapq.heappop(running)
+            heapq.heappush(running, (now + seconds, next(order), name, fold))
+        now, _, name, fold = heapq.heappop(running)
         free += 1
-        if index == -1:
-            start_bag(name, 0)
+        if not fold:
+            start_folds(name)
         else:
-            left[(name, index)] -= 1
-            if not left[(name, index)]:
-                start_bag(name, index + 1)
+            left[name] -= 1
+            if not left[name]:
+                start_expert(host_of[name])
     return now
+
+
+def _serial_seconds(expert: dict) -> float:
+    """An expert's seconds outside its bagged models' fold stages (preprocessing, the ensemble, saving)."""
+    bags = expert["bags"]
+    if not bags:
+        return expert["seconds"]
+    if all("started" in bag for bag in bags):  # fold stages side by side: their span
+        span = max(b["started"] + b["seconds"] for b in bags) - min(b["started"] for b in bags)
+    else:
+        span = sum(b["seconds"] for b in bags)
+    return max(expert["seconds"] - span, 0.0)
 
 
 def _modality(name: str) -> str:

@@ -153,23 +153,24 @@ def test_validation_rows_read_on_the_nodes_early_stop_and_are_scored(cluster):
 
 
 def _fit_spread_expert(frame: pd.DataFrame, target: np.ndarray, work: str, freed_mid_bag: bool = False,
-                       large_machine: bool = False) -> tuple[list, np.ndarray, np.ndarray]:
+                       large_machine: bool = False, side_by_side: bool = False) -> tuple[list, np.ndarray, np.ndarray]:
     """On a node of the cluster: an expert fitted with its folds spread, then loaded from its files as the head
     loads it; (its bags, its out-of-fold outputs, its loaded copy's outputs). ``freed_mid_bag``: every bag
     starts while no other node is free (whatever the cluster says) and another node frees up for one fold
     during its first fold, which takes a second here. ``large_machine``: the expert's one CPU counts as a machine large
-    enough for folds side by side (this machine may not have the CPUs)."""
+    enough for folds side by side (this machine may not have the CPUs). ``side_by_side``: the bagged models
+    fitted side by side, as an expert on a cluster of small machines fits them."""
     import threading
     import time
     from pathlib import Path
 
-    from multimodal.core import spreadfolds
+    from multimodal.core import foldpool, sidebyside, spreadfolds
     from multimodal.core.experts import Expert, ExpertSpec
     spreadfolds.install()
     spreadfolds.BAGS.clear()
     spec = ExpertSpec(name="num", modality="num", columns=list(frame.columns))
     path = Path(work) / "num"
-    measured, fold_task, parallel_from = (spreadfolds._folds_free_elsewhere, spreadfolds._fold_task,
+    measured, fold_task, parallel_from = (foldpool._folds_free_elsewhere, spreadfolds._fold_task,
                                           spreadfolds.MIN_PARALLEL_CPUS)
     if large_machine:
         spreadfolds.MIN_PARALLEL_CPUS = 1
@@ -185,12 +186,13 @@ def _fit_spread_expert(frame: pd.DataFrame, target: np.ndarray, work: str, freed
         def slow_fold_task(**kwargs):  # only the folds fitted in this process (Ray tasks import the original)
             time.sleep(1.0)
             return fold_task(**kwargs)
-        spreadfolds._folds_free_elsewhere, spreadfolds._fold_task = free_elsewhere, slow_fold_task
+        foldpool._folds_free_elsewhere, spreadfolds._fold_task = free_elsewhere, slow_fold_task
     try:
-        expert, oof = Expert.fit(spec, frame, target, path=path, quality="toy", n_folds=3, time_limit=60, seed=0,
-                                 text_columns=[], fold_strategy=spreadfolds.STRATEGY, num_cpus=1)
+        with sidebyside.side_by_side(side_by_side):
+            expert, oof = Expert.fit(spec, frame, target, path=path, quality="toy", n_folds=3, time_limit=60,
+                                     seed=0, text_columns=[], fold_strategy=spreadfolds.STRATEGY, num_cpus=1)
     finally:  # the worker process serves later tests
-        spreadfolds._folds_free_elsewhere, spreadfolds._fold_task = measured, fold_task
+        foldpool._folds_free_elsewhere, spreadfolds._fold_task = measured, fold_task
         spreadfolds.MIN_PARALLEL_CPUS = parallel_from
     return list(spreadfolds.BAGS), oof, Expert.load(spec, path, expert.classes).outputs(frame)
 
@@ -250,3 +252,25 @@ def test_a_node_that_frees_up_during_a_bag_takes_the_folds_still_waiting(cluster
     assert bags and all(sorted(fold["node_id"] == cluster["b"] for fold in bag["folds"]) == [False, False, True]
                         for bag in bags), bags
     assert (outputs.argmax(axis=1) == target).mean() > 0.5
+
+
+def test_bagged_models_fitted_side_by_side_give_the_expert_fitted_one_after_another(cluster, train_df, tmp_path):
+    """An expert on a cluster of small machines fits its bagged models side by side (their folds share its fold
+    queue and node b): same models in the same order, same out-of-fold and predicted outputs as the models fitted
+    one after another; the folds ran on both nodes."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+    frame = train_df[["size_num", "weight_num"]].apply(pd.to_numeric, errors="coerce").fillna(0.0)
+    target = pd.factorize(train_df["label"])[0]
+    task = ray.remote(_fit_spread_expert).options(
+        num_cpus=1, scheduling_strategy=NodeAffinitySchedulingStrategy(cluster["a"], soft=False))
+    bags, oof, outputs = ray.get(task.remote(frame, target, str(tmp_path / "in-turn")))
+    side_bags, side_oof, side_outputs = ray.get(task.remote(frame, target, str(tmp_path / "side"), side_by_side=True))
+    assert [bag["model"] for bag in side_bags] != [], side_bags
+    assert sorted(bag["model"] for bag in side_bags) == sorted(bag["model"] for bag in bags)
+    assert {fold["node_id"] for bag in side_bags for fold in bag["folds"]} == {cluster["a"], cluster["b"]}
+    np.testing.assert_allclose(side_oof, oof, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(side_outputs, outputs, rtol=1e-6, atol=1e-7)
+    from autogluon.tabular import TabularPredictor
+    names = [TabularPredictor.load(str(tmp_path / d / "num"), verbosity=0).model_names() for d in ("in-turn", "side")]
+    assert names[0] == names[1] and len(names[0]) > 2, names

@@ -17,7 +17,8 @@ leaderboard), and it fits the fusion network and saves the model.
   with its share of the time then left among that node's queue. With more than one node, the folds of a bagged
   model are a queue (``spreadfolds``): the expert's process fits them one after another while any node with a
   CPU free takes the fold waiting at the back, so a node with nothing of its own left to fit takes folds of the
-  others' experts; the fold models come back to the expert's node as archives (AutoGluon's own distributed
+  others' experts; on small nodes an expert's bagged models run side by side, so that those folds never run
+  out while a model ends; the fold models come back to the expert's node as archives (AutoGluon's own distributed
   mode needs S3 or a shared file system, which network isolation rules out).
 * Fusion: the network the fusion fits and the five of its cross-validated choice run as Ray tasks side by side
   (``spread``); the driver keeps the results.
@@ -42,10 +43,11 @@ from typing import Any, Callable, Iterable
 import numpy as np
 import pandas as pd
 
-from . import archives, artifact, spreadfolds
+from . import archives, artifact, sidebyside, spreadfolds
 from .errors import ClusterError, DataError, TimeBudgetError
 from .experts import Expert, ExpertJob, ExpertSpec
 from .ingest import Rows, concat
+from .parallel import MIN_PARALLEL_CPUS
 from .schema import Schema
 from .placement import Placement
 from .timebudget import TimeBudget
@@ -204,7 +206,7 @@ def fit_experts_on_cluster(jobs: list[ExpertJob], frames: Callable[[ExpertSpec],
         refs[ref] = (job, node_id, share)
         return {ref: f"expert {spec.name} on host {names[node_id]}"}
 
-    def arrived(ref: Any, output: tuple) -> dict[Any, str]:
+    def arrived(ref: Any, output: tuple) -> None:
         job, node_id, share = refs[ref]
         archive, oof, classes, leaderboard, seconds, bags = output
         folds = [fold for bag in bags for fold in bag["folds"]]
@@ -218,18 +220,19 @@ def fit_experts_on_cluster(jobs: list[ExpertJob], frames: Callable[[ExpertSpec],
                                  "planned_host": names[placement.planned[job.spec.name]],
                                  "folds": _count(names.get(f["node_id"], f["node_id"]) for f in folds),
                                  "fold_nodes": _count(f["node_id"] for f in folds),
-                                 "bags": [{"model": b["model"], "seconds": b["seconds"],
+                                 "bags": [{"model": b["model"], "started": b["started"], "seconds": b["seconds"],
                                            "fold_seconds": [f["seconds"] for f in b["folds"]]} for b in bags]}
         log.info("expert %s: fitted on %s in %.1f s%s", job.spec.name, names[node_id], seconds,
                  "".join(f"; {n} fold(s) on {host}" for host, n in report[job.spec.name]["folds"].items()))
         if on_fitted is not None:
             on_fitted(job, expert, oof)
-        return submit(node_id)
 
     first = {}
     for node_id in placement.queues:
         first.update(submit(node_id))
-    _gather(first, arrived)
+    # A node's next expert starts as its last one ends, before that one's archive has travelled: else the other
+    # nodes' fold queues take the node's CPU meanwhile and the expert waits for their fold
+    _gather(first, arrived, finished=lambda ref: submit(refs[ref][1]))
     return [fitted[job.spec.name] for job in jobs], report
 
 
@@ -241,11 +244,15 @@ def _expert_task(spec: ExpertSpec, frame: pd.DataFrame, target: np.ndarray, time
     spreadfolds.BAGS.clear()
     work = Path(tempfile.mkdtemp(prefix="mm-expert-"))
     try:
-        expert, oof = Expert.fit(spec, frame, target, path=work / spec.name, time_limit=time_limit,
-                                 fold_strategy=spreadfolds.STRATEGY if spread_folds else "sequential_local",
-                                 num_cpus=cpus, **options)
+        # On small machines every fold goes through the process's fold pool, which bags side by side keep full
+        with sidebyside.side_by_side(spread_folds and cpus < MIN_PARALLEL_CPUS):
+            expert, oof = Expert.fit(spec, frame, target, path=work / spec.name, time_limit=time_limit,
+                                     fold_strategy=spreadfolds.STRATEGY if spread_folds else "sequential_local",
+                                     num_cpus=cpus, **options)
+        bags = sorted(({**bag, "started": round(bag["started"] - started, 2)} for bag in spreadfolds.BAGS),
+                      key=lambda bag: bag["started"])
         return (archives.pack(work / spec.name), oof, expert.classes, expert.leaderboard,
-                round(time.monotonic() - started, 2), list(spreadfolds.BAGS))
+                round(time.monotonic() - started, 2), bags)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -337,19 +344,24 @@ def _use_cpus(cpus: int) -> None:
     torch.set_num_threads(cpus)
 
 
-def _gather(refs: dict[Any, str], arrived: Callable[[Any, Any], dict[Any, str] | None] | None = None
-            ) -> dict[Any, Any]:
+def _gather(refs: dict[Any, str], arrived: Callable[[Any, Any], None] | None = None,
+            finished: Callable[[Any], dict[Any, str]] | None = None) -> dict[Any, Any]:
     """The results of ``refs`` (each with what it does), failing as soon as one task fails or a node that was
-    alive at the start leaves the cluster while tasks are pending. ``arrived(ref, result)`` is called as each
-    result comes; the tasks it returns (ref → what it does) are waited for too."""
+    alive at the start leaves the cluster while tasks are pending. ``finished(ref)`` is called the moment a task
+    ends, before its result travels; the tasks it returns (ref → what it does) are waited for too.
+    ``arrived(ref, result)`` is called as each result comes."""
     import ray
     from ray.exceptions import RayError, RayTaskError
     watched = {n["NodeID"]: _host(n) for n in _alive_nodes()}
     refs, pending, results = dict(refs), list(refs), {}
     while pending:
-        done, pending = ray.wait(pending, num_returns=len(pending), timeout=POLL_SECONDS)
+        done, pending = ray.wait(pending, num_returns=1, timeout=POLL_SECONDS)
         for ref in done:
             what = refs[ref]
+            more = finished(ref) if finished is not None else None
+            if more:
+                refs.update(more)
+                pending.extend(more)
             try:
                 results[ref] = ray.get(ref)
             except RayTaskError as exc:
@@ -368,10 +380,8 @@ def _gather(refs: dict[Any, str], arrived: Callable[[Any, Any], dict[Any, str] |
                                        "that host's log (it stopped, ran out of memory or lost the network)") from None
                 raise ClusterError(f"{what} failed on the Ray cluster: {type(exc).__name__}: "
                                    f"{str(exc).split('. ')[0]}") from None
-            more = arrived(ref, results[ref]) if arrived is not None else None
-            if more:
-                refs.update(more)
-                pending.extend(more)
+            if arrived is not None:
+                arrived(ref, results[ref])
         lost = _lost(watched) if pending else []
         if lost:
             _cancel(pending)

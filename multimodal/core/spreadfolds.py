@@ -9,12 +9,14 @@ archive (the task's second return value), unpacked where AutoGluon looks for it 
 AutoGluon's own hook for bringing fold models home).
 
 Which folds go where: on machines too small to gain from folds side by side (fewer CPUs than
-``parallel.MIN_PARALLEL_CPUS``, the single-machine rule) the folds form a queue (``FoldQueue``). The expert's
-process fits them from the front, one after another, as on one machine (no task, transfer or second worker
-process importing AutoGluon), while a thread of its hands the fold at the back to another machine whenever one
-has CPUs free, so a machine that finishes its own work mid-bag takes the folds still waiting. On larger
-machines (and with GPUs) every fold is a Ray task, as ``parallel_local`` submits them, and Ray's scheduler gives
-each to the first CPUs free on any machine, the expert's own included (Ray lends them while the expert waits).
+``parallel.MIN_PARALLEL_CPUS``, the single-machine rule) the folds form a queue (``foldpool.FoldQueue``). The
+expert's process fits them from the front, one after another, as on one machine (no task, transfer or second
+worker process importing AutoGluon), while a thread of its (``foldpool.FoldPool``) hands the fold at the back to
+another machine whenever one has CPUs free, so a machine that finishes its own work mid-bag takes the folds
+still waiting; within ``sidebyside.side_by_side`` the expert's models run side by side, their queues in that one
+pool. On larger machines (and with GPUs) every fold is a Ray task, as ``parallel_local`` submits them, and Ray's
+scheduler gives each to the first CPUs free on any machine, the expert's own included (Ray lends them while the
+expert waits).
 
 ``install()`` teaches AutoGluon's bagged models the strategy name ``STRATEGY`` (``ag_args_ensemble``'s
 ``fold_fitting_strategy`` takes only AutoGluon's own names); ``BAGS`` records, in this process, each bagged
@@ -29,19 +31,22 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from . import archives
+from . import archives, foldpool, sidebyside
 from .parallel import MIN_PARALLEL_CPUS
 
 STRATEGY = "multimodal_spread_hosts"
-# {"model", "seconds", "folds": [{"node_id", "seconds"}, ...]} of each bagged model fitted in this process
+# {"model", "started" (time.monotonic()), "seconds", "folds": [{"node_id", "seconds"}, ...]} of each bagged model
+# fitted in this process, as each ends
 BAGS: list[dict] = []
 
 
 def install() -> None:
-    """Make ``fold_fitting_strategy=STRATEGY`` name ``SpreadFoldFittingStrategy`` (idempotent)."""
+    """Make ``fold_fitting_strategy=STRATEGY`` name ``SpreadFoldFittingStrategy``, and let AutoGluon's trainer fit
+    its bagged models side by side within ``sidebyside.side_by_side`` (idempotent)."""
     from autogluon.core.models.ensemble.bagged_ensemble_model import BaggedEnsembleModel
+    sidebyside.install()
     chosen = BaggedEnsembleModel._get_fold_fitting_strategy
     if getattr(chosen, "multimodal", False):
         return
@@ -57,13 +62,6 @@ def install() -> None:
     BaggedEnsembleModel._get_fold_fitting_strategy = choose
 
 
-def _folds_free_elsewhere(cpus: int) -> int:
-    """How many folds of ``cpus`` CPUs the other hosts can start now: this expert's task holds its own host's
-    CPUs while it fits a fold."""
-    import ray
-    return int(ray.available_resources().get("CPU", 0) // max(cpus, 1))
-
-
 class _InProcess:
     """Stands in for the Ray remote function that AutoGluon's ``_fit`` calls once it has built a fold's
     arguments: runs the fold task in this process and hands its two results back as object refs."""
@@ -76,7 +74,7 @@ class _InProcess:
     def remote(**kwargs: Any) -> tuple[Any, Any]:
         import ray
         values = {k: ray.get(v) if isinstance(v, ray.ObjectRef) else v for k, v in kwargs.items()}
-        result, shipped = _fold_task(**values)
+        result, shipped = _fold_task(announce=False, **values)
         return ray.put(result), ray.put(shipped)
 
 
@@ -93,68 +91,6 @@ class _Either:
 
     def here(self, value: bool) -> None:
         self._local.here = value
-
-
-class FoldQueue:
-    """The folds of one bagged model not yet started, (task id, fold context) in order. ``run`` fits them from
-    the front in this process, one after another, while a thread hands folds from the back to the other hosts
-    whenever they have CPUs free (checked every ``POLL_SECONDS``), so a host that frees up mid-bag takes the
-    folds still waiting."""
-
-    POLL_SECONDS = 0.25
-    # After handing a fold over, wait this long before the next: the cluster's count of free CPUs lags behind
-    SETTLE_SECONDS = 1.0
-
-    def __init__(self, folds: list[tuple[int, dict]], cpus: int) -> None:
-        self.folds = folds
-        self.cpus = cpus
-        self.lock = threading.Lock()
-        self.settled = 0.0  # when the count of free CPUs shows the last fold handed over
-
-    def run(self, start: Callable[[int, dict], None], here: Callable[[bool], None]) -> None:
-        """``start(task_id, fold_ctx)`` for every fold: in this thread with ``here(True)`` (the fold runs now),
-        in the handing-over thread with ``here(False)`` (a Ray task). Raises what either raised."""
-        with self.lock:  # the other hosts free now take their folds before this process takes its first
-            self._hand(start, min(_folds_free_elsewhere(self.cpus), len(self.folds) - 1))
-        stop, failures = threading.Event(), []
-        handing = threading.Thread(target=self._hand_over, args=(start, stop, failures), daemon=True,
-                                   name="multimodal-fold-queue")
-        handing.start()
-        try:
-            while True:
-                with self.lock:
-                    if failures or not self.folds:
-                        break
-                    fold = self.folds.pop(0)
-                here(True)
-                try:
-                    start(*fold)
-                finally:
-                    here(False)
-        finally:
-            stop.set()
-            handing.join()
-        if failures:
-            raise failures[0]
-
-    def _hand(self, start: Callable[[int, dict], None], count: int) -> None:
-        """Hand ``count`` folds from the back of the queue over as Ray tasks."""
-        for _ in range(count):
-            start(*self.folds.pop())
-            self.settled = time.monotonic() + self.SETTLE_SECONDS
-
-    def _hand_over(self, start: Callable[[int, dict], None], stop: threading.Event, failures: list) -> None:
-        while not stop.wait(self.POLL_SECONDS):
-            with self.lock:
-                if not self.folds:
-                    return
-                if time.monotonic() < self.settled:
-                    continue
-                try:
-                    self._hand(start, min(_folds_free_elsewhere(self.cpus), 1))
-                except BaseException as exc:  # noqa: BLE001 - the fitting thread raises it
-                    failures.append(exc)
-                    return
 
 
 @functools.lru_cache(maxsize=1)
@@ -176,12 +112,13 @@ def _strategy_classes() -> tuple[type, type]:
             started, self._folds = time.monotonic(), []
             super().after_all_folds_scheduled()  # type: ignore[misc]
             BAGS.append({"model": self.bagged_ensemble_model.name,  # type: ignore[attr-defined]
-                         "seconds": round(time.monotonic() - started, 2), "folds": self._folds})
+                         "started": started, "seconds": round(time.monotonic() - started, 2), "folds": self._folds})
 
     class HereFoldFittingStrategy(Recorded, SequentialLocalFoldFittingStrategy):
         def _fit_fold_model(self, fold_ctx: Any) -> None:
-            started = time.monotonic()
-            super()._fit_fold_model(fold_ctx)
+            with foldpool.POOL.fitting_here(sidebyside.bag_rank()):  # one fold at a time in this process, bags side by side or not
+                started = time.monotonic()
+                super()._fit_fold_model(fold_ctx)
             self._folds.append({"node_id": ray.get_runtime_context().get_node_id(),
                                 "seconds": round(time.monotonic() - started, 2)})
 
@@ -205,17 +142,18 @@ def _strategy_classes() -> tuple[type, type]:
                     "X_pseudo_ref": X_pseudo, "y_pseudo_ref": y_pseudo, "gpu_assignments": {},
                     "resources": {"num_cpus": self.num_cpus, "num_gpus": 0},
                     "head_node_id": self.ray.get_runtime_context().get_node_id(), "kwargs": self.model_base_kwargs}
-            queue = FoldQueue(list(enumerate(self.jobs)), self.num_cpus)
+            queue = foldpool.FoldQueue(list(enumerate(self.jobs)), self.num_cpus, rank=sidebyside.bag_rank())
             pending: dict[Any, dict] = {}
 
-            def start(task_id: int, fold_ctx: dict) -> None:
+            def start(task_id: int, fold_ctx: dict) -> Any:
                 # _fit builds the fold's arguments as AutoGluon does; _Either runs it here or as a Ray task
                 ref = self._fit(**data, time_limit_fold=self._queued_time_limit(len(queue.folds) + 1),
                                 task_id=task_id, fold_ctx=fold_ctx)
                 pending[ref] = fold_ctx
+                return ref
 
             try:
-                queue.run(start, self._ray_fit.here)
+                queue.run(start, self._ray_fit.here, withdraw=lambda ref: pending.pop(ref, None))
             except BaseException:
                 self.terminate_all_unfinished_tasks(list(pending))
                 raise
@@ -259,11 +197,14 @@ def _strategy_classes() -> tuple[type, type]:
     return HereFoldFittingStrategy, SpreadFoldFittingStrategy
 
 
-def _fold_task(**kwargs: Any) -> tuple[Any, tuple[str, bytes | None, float]]:
+def _fold_task(announce: bool = True, **kwargs: Any) -> tuple[Any, tuple[str, bytes | None, float]]:
     """AutoGluon's fold task; on a machine other than the expert's (``head_node_id``, where AutoGluon's task
-    was submitted from), in a directory of its own, sent back as an archive and removed."""
+    was submitted from), in a directory of its own, sent back as an archive and removed. ``announce``: as a Ray
+    task, say first that it has started (``_fold_started``)."""
     import ray
     from autogluon.core.models.ensemble.fold_fitting_strategy import _ray_fit
+    if announce:
+        foldpool.announce_start()
     started = time.monotonic()
     here = ray.get_runtime_context().get_node_id()
     if here == kwargs["head_node_id"]:
