@@ -127,7 +127,7 @@ def run_product(train: pd.DataFrame, test: pd.DataFrame, budget_mins: int, quali
                                                            for k, v in scores["experts"].items()},
               "predict_ms_per_1000_rows": 1000 * 1000 * predict_seconds / len(features),
               "artifact_mb": size / 1e6, "timings_seconds": model.metrics_.get("timings_seconds", {}),
-              "fusion_choice": model.metrics_.get("fusion_choice"),
+              "fusion_choice": model.metrics_.get("fusion_choice"), "leftover": model.metrics_.get("leftover"),
               "params": {k: v for k, v in model.get_params().items()}, "rows_scored": product_rows(model, test)}
     result.update(text_throughput(model, test))
     return result
@@ -199,7 +199,7 @@ def run_product_regression(train: pd.DataFrame, test: pd.DataFrame, budget_mins:
               "validation_source": model.metrics_.get("validation_source"),
               "predict_ms_per_1000_rows": 1000 * 1000 * predict_seconds / len(features),
               "artifact_mb": size / 1e6, "timings_seconds": model.metrics_.get("timings_seconds", {}),
-              "fusion_choice": model.metrics_.get("fusion_choice"),
+              "fusion_choice": model.metrics_.get("fusion_choice"), "leftover": model.metrics_.get("leftover"),
               "params": {k: v for k, v in model.get_params().items()}, "rows_scored": product_rows(model, test)}
     result.update(text_throughput(model, test))
     return result

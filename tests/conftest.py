@@ -20,9 +20,11 @@ SERVING_HYPERPARAMETERS = {"quality": "toy", "n_folds": 2, "n_mins": 0, "n_secs"
 BASE_IMAGE = "multimodal-base:bookworm"
 IMAGE_PREFIX, IMAGE_TAG = "multimodal-ci", "test"
 
-# Small but real: every modality present, a few holes in each, a real pretrained encoder.
+# Small but real: every modality present, a few holes in each, a real pretrained encoder. The budget is a
+# bound, not a target: without use_leftover_time=false the joint expert would be fitted again with the minutes
+# the toy experts leave (tests/test_leftover.py covers that).
 FAST_HYPERPARAMETERS = {"quality": "toy", "image_model": "efficientnet_lite0", "n_mins": 6, "n_folds": 3,
-                        "n_epochs": 100, "patience": 10}
+                        "n_epochs": 100, "patience": 10, "use_leftover_time": False}
 
 
 @pytest.fixture(scope="session")

@@ -169,8 +169,8 @@ def test_fusion_is_trained_on_out_of_fold_probabilities(monkeypatch):
     monkeypatch.setattr(fusion_module.FusionNetwork, "train", classmethod(spy))
     data = make_dataset(240, seed=21, with_images=False)
     # with a validation set every training row trains the fusion, in order
-    model = MultimodalClassifier(quality="toy", n_folds=3, n_mins=3).fit(data, make_dataset(80, seed=22,
-                                                                                          with_images=False))
+    model = MultimodalClassifier(quality="toy", n_folds=3, n_mins=3, use_leftover_time=False).fit(
+        data, make_dataset(80, seed=22, with_images=False))
     in_sample = model._fusion_inputs(prepare_features(data, model.schema_), {})
     # the final network's fit (on every training row) among those of the cross-validated choice (4/5 of them)
     x, y = max(calls, key=lambda call: len(call[0]))

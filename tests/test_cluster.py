@@ -97,12 +97,18 @@ def test_embedding_and_experts_run_on_both_nodes_and_the_model_is_a_one_node_mod
 
 
 def test_a_regression_fit_on_the_cluster_predicts_numbers(cluster, tmp_path):
-    """problem_type (auto → regression, decided on the driver from the rows the nodes read) reaches every expert task."""
+    """problem_type (auto → regression, decided on the driver from the rows the nodes read) reaches every expert
+    task; the toy experts leave most of the budget, so the joint expert is fitted again (use_leftover_time) on a
+    node, and the two are compared by their out-of-fold squared errors."""
     train = make_regression_dataset(240, seed=6, with_images=False)
-    model = MultimodalEstimator(quality="toy", n_folds=2, n_mins=0, n_secs=60, n_epochs=40).fit(
+    model = MultimodalEstimator(quality="toy", n_folds=2, n_mins=0, n_secs=120, n_epochs=40).fit(
         _data(cluster, train))
     assert model.problem_type_ == "regression" and all(e.classes == [] for e in model.experts_)
-    assert {e["node_id"] for e in model.metrics_["cluster"]["experts"].values()} == {cluster["a"], cluster["b"]}
+    report = model.metrics_["cluster"]
+    assert {e["node_id"] for e in report["experts"].values()} == {cluster["a"], cluster["b"]}
+    assert list(report["leftover"]) == ["joint"] and report["leftover"]["joint"]["node_id"] in cluster.values()
+    losses = model.metrics_["leftover"]["out_of_fold_loss"]
+    assert set(losses) == {"toy", "light"} and min(losses.values()) < train["label"].astype(float).var()
     assert model.metrics_["validation"]["rmse"] < train["label"].astype(float).std()
     model.save(tmp_path)
     test = make_regression_dataset(40, seed=7, with_images=False)

@@ -42,13 +42,17 @@ def test_a_regressor_saved_before_predicts_the_same_numbers(cls):
 
 @pytest.mark.parametrize("name", ["classifier", "regressor"])
 def test_saving_a_loaded_model_again_writes_the_same_config(name, tmp_path):
-    """Same artifact format: every key of model_config.json but the library versions is written unchanged."""
+    """Same artifact format: every key of model_config.json but the library versions is written unchanged, and
+    the hyperparameters added since say what the model did (``use_leftover_time``: false)."""
     copy = tmp_path / name
     shutil.copytree(SAVED / name, copy)
     MultimodalEstimator.load(copy).save(copy)
     before = json.loads((SAVED / name / CONFIG_FILE).read_text())
     after = json.loads((copy / CONFIG_FILE).read_text())
     before.pop("versions"), after.pop("versions")
+    added = {k: v for k, v in after["hyperparameters"].items() if k not in before["hyperparameters"]}
+    assert added == {"use_leftover_time": False}
+    after["hyperparameters"] = {k: v for k, v in after["hyperparameters"].items() if k not in added}
     assert after == before
 
 

@@ -11,7 +11,7 @@ FORMAT_VERSION = 5
 READABLE_VERSIONS = (1, 2, 3, 4, 5)
 VERSION_1_HYPERPARAMETERS = {"text_model": "ngrams", "joint_expert": False}
 # Hyperparameters added after models were saved without them: the value that says what those models did.
-ADDED_HYPERPARAMETERS = {"reduce_image_embeddings": "false"}
+ADDED_HYPERPARAMETERS = {"reduce_image_embeddings": "false", "use_leftover_time": "false"}
 # model_config.json's "problem_type" (a fitted model's problem_type_): one of the kinds of classes, or a number
 CLASSIFICATION = ("binary", "multiclass")
 REGRESSION = "regression"

@@ -14,13 +14,14 @@ import tempfile
 import time
 import weakref
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Iterable, Union
 
 import numpy as np
 import pandas as pd
 
-from . import persistence, selection
+from . import leftover, persistence, selection
 from .artifact import CLASSIFICATION, REGRESSION
 from .checkpoints import Checkpoints
 from .cluster import ClusterData
@@ -36,16 +37,10 @@ from .schema import ID_COLUMN, LABEL_COLUMN, Features, modality_missing_fraction
 from .selection import WeightedEnsemble
 from .targets import ClassesOnly, Target, choose_problem_type, family_of, fit_target
 from .timebudget import TimeBudget
-from .views import JOINT, expert_specs, missing_fractions, missing_indicators, placeholder_rows, reduces_images
+from .views import (FUSION_MISSING_FRACTIONS, JOINT, expert_specs, missing_fractions, missing_indicators,
+                    placeholder_rows, reduces_images)
 
 log = logging.getLogger(__name__)
-
-# Whether the fusion network also gets each per-modality expert's missing fraction per row, beyond what the
-# target asks for (``missing_fractions_as_inputs``: for numbers only). Measured (toy, 4 min): no gain on real
-# data for classes (clothing with 10 % of each modality blanked 0.856 with / 0.855 without, films 0.627 / 0.626)
-# — the experts' "insufficient information" probabilities already carry it — and a loss on small data
-# (synthetic, 360 rows: 0.694 / 0.719). Models saved with it still use it.
-FUSION_MISSING_FRACTIONS = False
 
 TrainingData = Union[pd.DataFrame, Iterable[pd.DataFrame], ClusterData]
 
@@ -199,6 +194,7 @@ class MultimodalEstimator:
         self.metrics_["time_budget_seconds"] = budget.total
         self.metrics_["bad_images"] = len(self.bad_images_)
         self.metrics_.update({"checkpoints": kept.summary()} if kept.summary() else {})
+        self.metrics_.update({"leftover": self._leftover} if self._leftover else {})
         if self.bad_images_:
             log.warning("%d image value(s) gave no image and were counted as missing images (bad_images=missing; "
                         "listed in bad_images_)", len(self.bad_images_))
@@ -256,7 +252,7 @@ class MultimodalEstimator:
                      ) -> tuple[np.ndarray, list[str | None]]:
         """One bagged expert per modality (or kept by an earlier attempt); sets ``experts_`` and ``leaderboards_``;
         returns the experts' out-of-fold outputs side by side (the fusion's training inputs) and their keys."""
-        self._workdir = Path(tempfile.mkdtemp(prefix="multimodal-"))
+        self._workdir, self._leftover = Path(tempfile.mkdtemp(prefix="multimodal-")), None
         weakref.finalize(self, shutil.rmtree, self._workdir, ignore_errors=True)
         specs = expert_specs(self.schema_, indicators=self.missing_indicators_, joint=self.joint_expert)
         image_dims = self.image_embedding_dims if reduces_images(self.reduce_image_embeddings, len(train.y)) else 0
@@ -266,9 +262,12 @@ class MultimodalEstimator:
         jobs = [job for job in (self._expert_job(spec, train) for spec in specs) if job is not None]
         if not jobs:
             raise DataError("every feature column is empty in every training row: nothing to learn from")
-        results, keys = kept.fit_experts(
-            executor, jobs, lambda spec: self.views_.frame(spec, train.features, train.embeddings),
-            self.expert_options, budget, self._workdir)
+        fit = partial(kept.fit_experts, executor, frames=partial(self.views_.frame, features=train.features,
+                                                                 embeddings=train.embeddings))
+        results, keys = fit(jobs, options=self.expert_options, budget=budget, workdir=self._workdir)
+        if self.use_leftover_time:  # the joint expert again at a stronger quality, with the time left
+            results, keys, self._leftover = leftover.spend(jobs, results, keys, budget, self.expert_options,
+                                                           partial(fit, workdir=self._workdir / "leftover"))
         self.experts_ = [expert for expert, _ in results]
         self.leaderboards_ = {expert.name: expert.leaderboard for expert, _ in results}
         return self._inputs([oof for _, oof in results], train.features), keys

@@ -45,7 +45,7 @@ class LocalExecutor:
         return read_local(featurizer, train, validation, images)
 
     def fit_experts(self, jobs: list[ExpertJob], frames: Frames, options: Options, budget: TimeBudget,
-                    workdir: Path, on_fitted: OnFitted | None = None) -> Fitted:
+                    workdir: Path, on_fitted: OnFitted | None = None, stage: str = "experts") -> Fitted:
         strategy = fold_strategy(self.parallel_folds)
         results = []
         with local_ray(strategy):
@@ -88,9 +88,11 @@ class RayClusterExecutor:
         return featurizer.views(schema), rows, validation_rows
 
     def fit_experts(self, jobs: list[ExpertJob], frames: Frames, options: Options, budget: TimeBudget,
-                    workdir: Path, on_fitted: OnFitted | None = None) -> Fitted:
-        results, self.report["experts"] = fit_experts_on_cluster(jobs, frames, options, budget, workdir,
-                                                                 self.parallel_folds, on_fitted)
+                    workdir: Path, on_fitted: OnFitted | None = None, stage: str = "experts") -> Fitted:
+        """``stage``: the key of ``report`` for these experts' hosts and times (``experts``, then ``leftover``
+        for the joint expert fitted again with the time the others left)."""
+        results, self.report[stage] = fit_experts_on_cluster(jobs, frames, options, budget, workdir,
+                                                             self.parallel_folds, on_fitted)
         return results
 
 

@@ -73,9 +73,11 @@ class NoCheckpoints:
         return executor.read(featurizer, train, validation, images)
 
     def fit_experts(self, executor: Any, jobs: list[ExpertJob], frames: Frames, options: Options,
-                    budget: TimeBudget, workdir: Path) -> tuple[list[tuple[Expert, np.ndarray]], list[str | None]]:
-        """((expert, out-of-fold outputs) per job, in order; each one's key), fitted by ``executor``."""
-        return executor.fit_experts(jobs, frames, options, budget, workdir), [None] * len(jobs)
+                    budget: TimeBudget, workdir: Path, stage: str = "experts"
+                    ) -> tuple[list[tuple[Expert, np.ndarray]], list[str | None]]:
+        """((expert, out-of-fold outputs) per job, in order; each one's key), fitted by ``executor`` (``stage``
+        names them in its report)."""
+        return executor.fit_experts(jobs, frames, options, budget, workdir, stage=stage), [None] * len(jobs)
 
     def fusion(self, expert_keys: list[str | None], x: np.ndarray, validation: Any) -> dict | None:
         return None
@@ -117,7 +119,8 @@ class FitCheckpoints(NoCheckpoints):
         return views, train_rows, validation_rows
 
     def fit_experts(self, executor: Any, jobs: list[ExpertJob], frames: Frames, options: Options,
-                    budget: TimeBudget, workdir: Path) -> tuple[list[tuple[Expert, np.ndarray]], list[str | None]]:
+                    budget: TimeBudget, workdir: Path, stage: str = "experts"
+                    ) -> tuple[list[tuple[Expert, np.ndarray]], list[str | None]]:
         """The experts an earlier attempt fitted are taken back; the others are fitted by ``executor``, each kept
         as soon as it is done."""
         keys = {j.spec.name: self.expert_key(j, frames(j.spec), options(j.spec)) for j in jobs}
@@ -130,7 +133,7 @@ class FitCheckpoints(NoCheckpoints):
         remaining = [j for j in jobs if done[j.spec.name] is None]
         if remaining:
             for job, result in zip(remaining, executor.fit_experts(remaining, frames, options, budget, workdir,
-                                                                   on_fitted=fitted)):
+                                                                   on_fitted=fitted, stage=stage)):
                 done[job.spec.name] = result
         return [done[j.spec.name] for j in jobs], list(keys.values())
 

@@ -1,6 +1,7 @@
 """The time budget of one ``fit``: how many seconds each stage and each expert gets."""
 from __future__ import annotations
 
+import copy
 import logging
 import time
 
@@ -42,6 +43,12 @@ class TimeBudget:
                         spec.name, MIN_EXPERT_SECONDS * weight)
             share = MIN_EXPERT_SECONDS * weight
         return share
+
+    def reserving(self, seconds: float) -> "TimeBudget":
+        """The same budget (same clock) with ``seconds`` kept for the fusion instead of its reserve."""
+        other = copy.copy(self)
+        other.fusion_reserve = float(seconds)
+        return other
 
     def fusion_seconds(self) -> float:
         """What is left, but at least the few seconds the fusion network needs (it would stop after an epoch)."""
