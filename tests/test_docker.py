@@ -39,7 +39,8 @@ def test_train_and_batch_transform_in_the_images_without_network_on_a_read_only_
     cli = [sys.executable, "-m", "multimodal.tools.cli", "local"]
     sh(*cli, "train", "--train", str(tmp_path / "train.csv"), "--out", str(tmp_path / "job"), "--image",
         training_image, "--docker", str(docker), "--hp", "quality=toy", "--hp", "image_model=efficientnet_lite0",
-        "--hp", "n_mins=3", "--hp", "use_leftover_time=false", "--hp", "n_folds=2", "--hp", "text_model=minilm", "--hp", "parallel_folds=true",
+        "--hp", "n_mins=3", "--hp", "use_leftover_time=false", "--hp", "n_folds=2", "--hp", "text_model=minilm",
+        "--hp", "parallel_folds=true",
         "--read-only", timeout=900, env=docker_env)
     assert (tmp_path / "job" / "model.tar.gz").is_file()
     sh(*cli, "transform", "--model", str(tmp_path / "job" / "model.tar.gz"), "--image", inference_image,

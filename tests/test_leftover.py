@@ -13,6 +13,7 @@ import pytest
 from multimodal.core import leftover
 from multimodal.core.estimator import MultimodalClassifier
 from multimodal.core.experts import ExpertJob, ExpertSpec
+from multimodal.core.targets import ClassTarget, NumberTarget
 from multimodal.core.timebudget import TimeBudget
 from multimodal.tools.synthetic import make_dataset
 
@@ -21,9 +22,14 @@ def test_out_of_fold_loss_reads_each_row_s_true_class_in_the_expert_s_own_column
     # an expert whose classes skip 1 (no row of class 1 had this modality): its column 1 is class 2
     oof = np.array([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.2, 0.2, 0.6]])
     target = np.array([0, 2, 3])
-    assert leftover.out_of_fold_loss(oof, target, [0, 2, 3]) == pytest.approx(-np.log([0.7, 0.8, 0.6]).mean())
+    classes = ClassTarget("multiclass", ["a", "b", "c"])
+    assert leftover.out_of_fold_loss(oof, target, [0, 2, 3], classes) == pytest.approx(-np.log([0.7, 0.8, 0.6]).mean())
     # a regressor's outputs are its predictions: the mean squared error
-    assert leftover.out_of_fold_loss(np.array([[1.0], [3.0]]), np.array([2.0, 2.0]), []) == pytest.approx(1.0)
+    number = NumberTarget(2.0, 1.0)
+    assert leftover.out_of_fold_loss(np.array([[1.0], [3.0]]), np.array([2.0, 2.0]), [], number) == pytest.approx(1.0)
+
+
+TWO = ClassTarget("binary", ["no", "yes"])  # the fitted model's target: two classes
 
 
 def _jobs(modalities=("text", "num", "joint")):
@@ -56,7 +62,7 @@ def test_the_joint_expert_is_fitted_again_at_light_and_kept_when_its_out_of_fold
     jobs, results = _jobs(), [_expert("text", 0.6), _expert("num", 0.6), _expert("joint", 0.7)]
     budget = TimeBudget(600)
     fit = _Fit(p_true=0.9)
-    experts, keys, report = leftover.spend(jobs, results, ["k1", "k2", "k3"], budget, _options, fit)
+    experts, keys, report = leftover.spend(jobs, results, ["k1", "k2", "k3"], TWO, budget, _options, fit)
     (fitted, options, held, stage), = fit.calls
     assert [j.spec.name for j in fitted] == ["joint"] and stage == "leftover"
     assert options == {"quality": "light", "n_folds": 3}  # only the quality changes
@@ -70,7 +76,8 @@ def test_the_joint_expert_is_fitted_again_at_light_and_kept_when_its_out_of_fold
 
 def test_a_joint_expert_refitted_no_better_out_of_fold_is_dropped():
     jobs, results = _jobs(), [_expert("text", 0.6), _expert("num", 0.6), _expert("joint", 0.8)]
-    experts, keys, report = leftover.spend(jobs, results, ["k1", "k2", "k3"], TimeBudget(600), _options, _Fit(0.75))
+    experts, keys, report = leftover.spend(jobs, results, ["k1", "k2", "k3"], TWO, TimeBudget(600), _options,
+                                            _Fit(0.75))
     assert experts == results and keys == ["k1", "k2", "k3"] and report["kept"] == "toy"
 
 
@@ -82,8 +89,8 @@ def test_nothing_is_fitted_again_without_a_joint_expert_above_toy_or_without_a_m
     # 600 s with 470 spent: 130 s left, less twice the 60-s reserve: 10 s to spare
     budget = TimeBudget(600, spent=470 if case == "budget spent" else 0)
     fit = _Fit(0.99)
-    assert leftover.spend(jobs, results, [None] * len(jobs), budget, options, fit) == (results, [None] * len(jobs),
-                                                                                       None)
+    nothing = [None] * len(jobs)
+    assert leftover.spend(jobs, results, nothing, TWO, budget, options, fit) == (results, nothing, None)
     assert fit.calls == []
 
 
@@ -91,11 +98,12 @@ def test_the_time_to_spare_is_what_the_budget_leaves_after_twice_the_fusion_s_re
     # 200 s budget, 20 s reserve, 100 s spent: 200 - 100 - 40 = 60 s to spare, just enough
     fit = _Fit(0.9)
     budget = TimeBudget(200, spent=99)
-    leftover.spend(_jobs(), [_expert(n, 0.7) for n in ("text", "num", "joint")], [None] * 3, budget, _options, fit)
+    experts = [_expert(n, 0.7) for n in ("text", "num", "joint")]
+    leftover.spend(_jobs(), experts, [None] * 3, TWO, budget, _options, fit)
     (_, _, held, _), = fit.calls
     assert held.left() - held.fusion_reserve == pytest.approx(61, abs=1)
     fit = _Fit(0.9)
-    leftover.spend(_jobs(), [_expert(n, 0.7) for n in ("text", "num", "joint")], [None] * 3,
+    leftover.spend(_jobs(), experts, [None] * 3, TWO,
                    TimeBudget(200, spent=102), _options, fit)
     assert fit.calls == []
 

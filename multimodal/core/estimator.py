@@ -266,8 +266,9 @@ class MultimodalEstimator:
                                                                  embeddings=train.embeddings))
         results, keys = fit(jobs, options=self.expert_options, budget=budget, workdir=self._workdir)
         if self.use_leftover_time:  # the joint expert again at a stronger quality, with the time left
-            results, keys, self._leftover = leftover.spend(jobs, results, keys, budget, self.expert_options,
-                                                           partial(fit, workdir=self._workdir / "leftover"))
+            again = partial(fit, workdir=self._workdir / "leftover")
+            results, keys, self._leftover = leftover.spend(jobs, results, keys, self.target_, budget,
+                                                           self.expert_options, again)
         self.experts_ = [expert for expert, _ in results]
         self.leaderboards_ = {expert.name: expert.leaderboard for expert, _ in results}
         return self._inputs([oof for _, oof in results], train.features), keys

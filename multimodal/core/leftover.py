@@ -16,6 +16,8 @@ from typing import Any, Callable
 import numpy as np
 
 from .experts import Expert, ExpertJob, ExpertSpec
+from .selection import loss
+from .targets import Target
 from .timebudget import TimeBudget
 from .views import JOINT
 
@@ -29,25 +31,21 @@ MIN_SECONDS = 60.0
 # The fusion keeps this many times its reserve after the leftover's fit: its cross-validated choice fits six
 # networks, which with the leftover unused had all the time they wanted.
 FUSION_RESERVES = 2.0
-_EPSILON = 1e-15
 
 Fitted = list[tuple[Expert, np.ndarray]]
 Options = Callable[[ExpertSpec], dict[str, Any]]
 Fit = Callable[..., tuple[Fitted, list[str | None]]]
 
 
-def out_of_fold_loss(oof: np.ndarray, target: np.ndarray, classes: list[int]) -> float:
-    """An expert's mean out-of-fold loss on its own target: cross-entropy over its ``classes`` (the insufficient
-    information class included), or the squared error of a regressor's predictions."""
-    if not classes:
-        return float(np.mean((np.asarray(oof, dtype=np.float64)[:, 0] - target) ** 2))
-    columns = np.searchsorted(classes, target)
-    picked = np.asarray(oof, dtype=np.float64)[np.arange(len(target)), columns]
-    return float(-np.mean(np.log(np.clip(picked, _EPSILON, 1.0))))
+def out_of_fold_loss(oof: np.ndarray, values: np.ndarray, classes: list[int], target: Target) -> float:
+    """An expert's mean out-of-fold loss on its own target ``values`` (``selection.loss``: the cross-entropy of its
+    probabilities over its ``classes``, the insufficient information class included, each row's class looked up
+    among them; or the squared error of a regressor's predictions)."""
+    return loss(oof, np.searchsorted(classes, values) if classes else values, target)
 
 
-def spend(jobs: list[ExpertJob], results: Fitted, keys: list[str | None], budget: TimeBudget, options: Options,
-          fit: Fit) -> tuple[Fitted, list[str | None], dict | None]:
+def spend(jobs: list[ExpertJob], results: Fitted, keys: list[str | None], target: Target, budget: TimeBudget,
+          options: Options, fit: Fit) -> tuple[Fitted, list[str | None], dict | None]:
     """The joint expert fitted again at a stronger quality when the budget leaves at least ``MIN_SECONDS`` for it →
     (the experts, their checkpoint keys, a report for ``metrics_["leftover"]``; None when nothing was done).
     ``options(spec)``: ``Expert.fit``'s keyword arguments (its ``quality`` the one asked for); ``fit(jobs, *,
@@ -63,8 +61,8 @@ def spend(jobs: list[ExpertJob], results: Fitted, keys: list[str | None], budget
              "at quality %s (use_leftover_time)", quality, spare, stronger)
     (again,), (key,) = fit([jobs[joint]], options=lambda spec: {**options(spec), "quality": stronger}, budget=held,
                            stage="leftover")
-    target = jobs[joint].target
-    before, after = (out_of_fold_loss(oof, target, expert.classes) for expert, oof in (results[joint], again))
+    values = jobs[joint].target
+    before, after = (out_of_fold_loss(oof, values, expert.classes, target) for expert, oof in (results[joint], again))
     kept = stronger if after < before else quality
     log.info("joint expert: out-of-fold %s %.4f at quality %s, %.4f at %s: keeping the %s one",
              "log-loss" if again[0].classes else "squared error", before, quality, after, stronger, kept)
