@@ -113,6 +113,7 @@ def test_a_toy_fit_spends_the_leftover_on_a_stronger_joint_expert_and_still_ends
     """What a user of quality=toy with a few minutes' budget gets: the fit uses the minutes it was given (within
     budget + 10 %), metrics.json says what the leftover bought, and the model predicts the same after a reload."""
     data, test = make_dataset(400, seed=3, with_images=False), make_dataset(120, seed=4, with_images=False)
+    # the leftover is fitted when the toy experts end within 60 s (150 - 2 × 15 - 60), a wide margin on 400 rows
     hyperparameters = dict(quality="toy", n_folds=3, n_mins=0, n_secs=150, n_epochs=40)
     started = time.monotonic()
     model = MultimodalClassifier(**hyperparameters).fit(data)
