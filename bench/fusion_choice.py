@@ -1,7 +1,8 @@
 #!/usr/bin/env python
-"""How the fused model is chosen: the network or the weighted ensemble of the experts, by the old rule (lower
-loss on the rows the network early-stops on) and by the new one (5-fold cross-validation over the out-of-fold
-rows, the network only when better by more than one standard error), on the same experts, scored on test rows.
+"""How the fused model is chosen: the network, the weighted ensemble of the experts or their blend, by the old
+rule (lower loss on the rows the network early-stops on) and by the new one (5-fold cross-validation over the
+out-of-fold rows, the network or the blend only when better by more than one standard error), on the same
+experts, scored on test rows.
 
 Usage::
 
@@ -9,7 +10,7 @@ Usage::
         [--minutes 10] [--quality best] [--max-train-rows 3000] [--max-test-rows 2000] [--out DIR] [--write-docs]
     .venv/bin/python bench/fusion_choice.py --table DIR/results.jsonl ...   # one table of earlier runs
 
-One product fit per set (``bench/datasets.py --out DIR`` writes them). Both candidates are kept (the estimator
+One product fit per set (``bench/datasets.py --out DIR`` writes them). Every candidate is kept (the estimator
 keeps only the chosen one), and each is scored on the test rows with each expert alone, so the table says what
 either rule would have given and how far each falls from the best expert (paired standard errors over the
 test rows; RMSE's by 1,000 bootstrap resamples). The fusion inputs (out-of-fold and test) are saved to
@@ -74,12 +75,15 @@ def fit_keeping_both(train, kind: str, minutes: int, quality: str, seed: int):
 def row_scores(model, kept: dict, x: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
     """Per test row: correct or not (classes), or the squared error on the target's scale (regression)."""
     from multimodal.core.targets import each_expert_probabilities
+    from multimodal.core.selection import Blend
+    fusions = {"network": kept["network"], "ensemble": kept["ensemble"],
+               "blend": Blend(kept["network"], kept["ensemble"])}
     if model.problem_type_ == REGRESSION:
-        outputs = {name: model.target_.predicted(kept[name].predict(x)) for name in ("network", "ensemble")}
+        outputs = {name: model.target_.predicted(fusion.predict(x)) for name, fusion in fusions.items()}
         outputs.update({e.name: model.target_.on_target_scale(x[:, i]) for i, e in enumerate(model.experts_)})
         return {k: (v - y) ** 2 for k, v in outputs.items()}
     each = each_expert_probabilities(x, [e.classes for e in model.experts_], len(model.classes_))
-    outputs = {"network": kept["network"].predict(x), "ensemble": kept["ensemble"].predict(x),
+    outputs = {**{name: fusion.predict(x) for name, fusion in fusions.items()},
                **{e.name: p for e, p in zip(model.experts_, each)}}
     return {k: (v.argmax(axis=1) == y).astype(float) for k, v in outputs.items()}
 
@@ -125,20 +129,26 @@ def run_set(args: argparse.Namespace, name: str) -> dict:
 def markdown(results: list[dict]) -> str:
     lines = [f"### Fusion choice: held-out rows against 5-fold cross-validation ({dt.date.today()})", "",
              f"Machine: {machine()}. Scores on the test rows (accuracy; RMSE for regression). Old rule: the lower "
-             "loss on the rows the network early-stops on. New rule: the network only when its cross-validated "
-             "loss is lower by more than one standard error.", "",
-             "| set (train/test rows) | budget | network | ensemble | best expert | old rule picks | new rule picks | "
-             "cross-validated loss network / ensemble (diff ± se) | old − best expert | new − best expert |",
-             "|---|---|---:|---:|---|---|---|---|---:|---:|"]
+             "loss on the rows the network early-stops on. New rule: of the network and the blend (the mean of the "
+             "network's and the ensemble's outputs), the lower cross-validated loss among those lower than the "
+             "ensemble's by more than one standard error; else the ensemble.", "",
+             "| set (train/test rows) | budget | network | ensemble | blend | best expert | old rule picks | "
+             "new rule picks | cross-validated loss network / blend / ensemble (network − ensemble ± se; blend − "
+             "ensemble ± se) | old − best expert | new − best expert |",
+             "|---|---|---:|---:|---:|---|---|---|---|---:|---:|"]
     for r in results:
         s, cv = r["scores"], r["cross_validation"] or {}
-        cv_cell = (f"{cv['loss']['network']:.4f} / {cv['loss']['ensemble']:.4f} ({cv['difference']:+.4f} ± "
-                   f"{cv['standard_error']:.4f})") if cv else "too few rows"
+        cv_cell = "too few rows"
+        if cv:
+            versus = cv.get("versus_reference", {"network": cv})  # runs before the blend compared the network only
+            cv_cell = (f"{cv['loss']['network']:.4f} / {cv['loss'].get('blend', float('nan')):.4f} / "
+                       f"{cv['loss']['ensemble']:.4f} (" + "; ".join(
+                           f"{v['difference']:+.4f} ± {v['standard_error']:.4f}" for v in versus.values()) + ")")
         old, new = r["old_rule_minus_best_expert"], r["new_rule_minus_best_expert"]
         lines.append(f"| {r['dataset']} ({r['train_rows']:,}/{r['test_rows']:,}) | {r['minutes']} min "
-                     f"{r['quality']} | {s['network']:.4f} | {s['ensemble']:.4f} | {r['best_expert']} "
-                     f"{s[r['best_expert']]:.4f} | {r['old_rule']} | {r['new_rule']} | {cv_cell} | "
-                     f"{old[0]:+.4f} ± {old[1]:.4f} | {new[0]:+.4f} ± {new[1]:.4f} |")
+                     f"{r['quality']} | {s['network']:.4f} | {s['ensemble']:.4f} | {s.get('blend', float('nan')):.4f} "
+                     f"| {r['best_expert']} {s[r['best_expert']]:.4f} | {r['old_rule']} | {r['new_rule']} | "
+                     f"{cv_cell} | {old[0]:+.4f} ± {old[1]:.4f} | {new[0]:+.4f} ± {new[1]:.4f} |")
     return "\n".join(lines) + "\n"
 
 

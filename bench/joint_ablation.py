@@ -18,6 +18,8 @@ Each variant is one bagged AutoGluon expert (``multimodal.core.experts.Expert.fi
 * ``all-columns``: ``bench/compare.py``'s baseline itself (AutoGluon's defaults: calibration on);
 * ``stacked``: the product's frame with one stacking level inside the expert (what ``quality=best`` did before
   issue 18: ``num_stack_levels=1``, ``dynamic_stacking=False``);
+* ``text-embeddings``: the product's frame plus, for each text column, the first ``TEXT_PCS`` principal components
+  of its all-MiniLM-L6-v2 sentence embedding (fitted on the training rows): meaning the n-grams cannot see;
 * ``on-experts``: the product's frame plus every expert's outputs from a fitted product (out-of-fold on the
   training rows, the fitted bags' on the test rows), read from ``bench/fusion_choice.py``'s ``<set>.npz`` in
   ``--experts-npz``: AutoGluon as a second-level stacker over the experts with the original columns, in place of
@@ -44,7 +46,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from compare import N_FOLDS, SEED, read_split, run_all_columns, user_frame  # noqa: E402
 
-VARIANTS = ("product", "autodetect-text", "nan-numbers", "user-frame", "all-columns", "stacked", "on-experts")
+VARIANTS = ("product", "autodetect-text", "nan-numbers", "user-frame", "all-columns", "stacked", "on-experts",
+            "text-embeddings")
+TEXT_PCS = 32
 
 
 def joint_frames(train, test, variant: str):
@@ -81,6 +85,23 @@ def with_expert_outputs(x_train, x_test, y_train, npz: Path):
                  for frame, values in ((x_train, saved["x"]), (x_test, saved["x_test"])))
 
 
+def with_text_embeddings(x_train, x_test, text_columns: list[str], seed: int):
+    """The frames with each text column's first ``TEXT_PCS`` MiniLM principal components appended."""
+    import pandas as pd
+    from multimodal.core.reduction import Reducer
+    from multimodal.core.text import TextEmbedder
+    encoder = TextEmbedder("minilm")
+    parts_train, parts_test = [x_train.reset_index(drop=True)], [x_test.reset_index(drop=True)]
+    for column in text_columns:
+        e_train = encoder.embed(x_train[column].tolist(), column=column)
+        e_test = encoder.embed(x_test[column].tolist(), column=column)
+        reducer = Reducer.fit(e_train, TEXT_PCS, seed=seed)
+        names = [f"{column}__pc{i}" for i in range(reducer.dims)]
+        parts_train.append(pd.DataFrame(reducer.transform(e_train), columns=names))
+        parts_test.append(pd.DataFrame(reducer.transform(e_test), columns=names))
+    return pd.concat(parts_train, axis=1), pd.concat(parts_test, axis=1)
+
+
 def run(train, test, variant: str, quality: str, seconds: int, experts_npz: Path | None = None) -> dict:
     from multimodal.core.experts import QUALITY, Expert, ExpertSpec
     from multimodal.core.scores import classification_scores
@@ -92,9 +113,11 @@ def run(train, test, variant: str, quality: str, seconds: int, experts_npz: Path
         return {"accuracy": result["accuracy"], "log_loss": result["log_loss"],
                 "fit_seconds": result["fit_seconds"], "best_model": result["best_model"]}
     x_train, x_test, text, classes, y_train, y_test = joint_frames(
-        train, test, "product" if variant in ("stacked", "on-experts") else variant)
+        train, test, "product" if variant in ("stacked", "on-experts", "text-embeddings") else variant)
     if variant == "on-experts":
         x_train, x_test = with_expert_outputs(x_train, x_test, y_train, experts_npz)
+    if variant == "text-embeddings":
+        x_train, x_test = with_text_embeddings(x_train, x_test, text, SEED)
     spec = ExpertSpec("joint", "joint", list(x_train.columns))
     if variant == "stacked":  # the same preset and folds with one stacking level (and no dynamic stacking)
         preset, _, folds = QUALITY[quality]

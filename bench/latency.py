@@ -6,7 +6,7 @@ Usage::
     .venv/bin/python bench/latency.py [--baseline COMMIT] [--folds 2 5] [--one-row 100] [--batches 5]
 
 Trains the small model of ``bench/serve_bench.py`` (toy quality, synthetic rows with a text, a category, two
-numbers and an image column) once per ``--folds`` value, with this tree. Then, for the baseline (a git worktree of
+numbers and an image column) once per ``--folds`` value, with the baseline's code (which both trees can load). Then, for the baseline (a git worktree of
 ``--baseline``, default the commit before issue 21's work) and for this tree, one after the other on the same
 model, it starts ``multimodal-serve`` with one worker (every core: what a batch transform with one concurrent
 transform runs) on 127.0.0.1 and measures through HTTP:
@@ -42,12 +42,14 @@ from startup_bench import HOST, free_port, ping  # noqa: E402
 BASELINE = "4668019"  # main before issue 21
 
 
-def train(path: Path, folds: int) -> None:
+def train(path: Path, folds: int, tree: Path = ROOT) -> None:
+    """The benchmark's model, trained by the code in ``tree``: the baseline's, so that both trees can load it (a
+    newer artifact format is refused by older code)."""
     code = ("from multimodal import MultimodalClassifier; from multimodal.tools.synthetic import make_dataset; "
             f"MultimodalClassifier(quality='toy', n_folds={folds}, n_mins=0, n_secs=45, n_epochs=40, patience=5, "
             "image_model='efficientnet_lite0').fit(make_dataset(150, seed=21))"
             f".save(__import__('pathlib').Path({str(path)!r}))")
-    subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
+    subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "PYTHONPATH": str(tree)}, cwd=tree,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=1200)
 
 
@@ -141,7 +143,7 @@ def main() -> int:
         for folds in args.folds:
             model = work / f"model-{folds}-folds"
             print(f"training the {folds}-fold model…", flush=True)
-            train(model, folds)
+            train(model, folds, baseline)
             name = f"toy, {folds} folds"
             results["models"][name] = {}
             for label, tree, settings in ((f"before ({args.baseline})", baseline, {}), ("now", ROOT, {}),

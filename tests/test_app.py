@@ -261,12 +261,37 @@ def good_line(i: int = 0) -> str:
     return csv_body(records(3).iloc[[i]]).decode().rstrip("\n")
 
 
+def padded_image(fmt: str, width: int, height: int, padding: int = 100_000, trailer: bool = False) -> str:
+    """Base64 of a small image with ``padding`` bytes beside the pixels: metadata before them (a JPEG's ICC
+    profile, as cameras and editors write it; a PNG's text chunk), or with ``trailer`` after the image's end (as
+    phones append a motion clip to a photo)."""
+    buffer = io.BytesIO()
+    image = Image.new("RGB", (width, height), (120, 60, 30))
+    blob = bytes(range(256)) * (padding // 256)
+    if trailer:
+        image.save(buffer, fmt)
+        buffer.write(blob)
+    elif fmt == "JPEG":
+        image.save(buffer, "JPEG", icc_profile=blob)
+    else:
+        from PIL.PngImagePlugin import PngInfo
+        info = PngInfo()
+        info.add_text("comment", "x" * padding)
+        image.save(buffer, "PNG", pnginfo=info)
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
 def bad_inputs(limit_pixels: int) -> dict[str, tuple[bytes, str, str]]:
     """name → (body, text the 400 message must contain, column named or '')."""
     good = good_line()
     jpeg = records(1, missing_rate=0)["photo_image"][0]
     truncated = base64.b64encode(base64.b64decode(jpeg)[: len(base64.b64decode(jpeg)) // 2]).decode()
     big = png(int(limit_pixels ** 0.5) + 10, int(limit_pixels ** 0.5) + 10)
+    side = int(limit_pixels ** 0.5)
+    # the server's quick check reads only an image's header; a fault further on is the model's to find
+    late_fault = padded_image("JPEG", side // 2, side // 2, trailer=True)
+    late_fault = late_fault[:-200] + "*" + late_fault[-199:]
+    big_behind_profile = padded_image("JPEG", side + 10, side + 10)
     return {
         "field count": (f"{good}\nr1,too,few\n".encode(), "expected 6 fields", ""),
         "bad number": (f"{good}\nr1,text,red,abc,1.0,\n".encode(), "'abc' is not a number", "size_num"),
@@ -276,6 +301,10 @@ def bad_inputs(limit_pixels: int) -> dict[str, tuple[bytes, str, str]]:
                          "not an image", "photo_image"),
         "truncated image": (f"{good}\nr1,text,red,1,1,{truncated}\n".encode(), "not an image", "photo_image"),
         "oversized image": (f"{good}\nr1,text,red,1,1,{big}\n".encode(), "pixels", "photo_image"),
+        "bad base64 past the header": (f"{good}\nr1,text,red,1,1,{late_fault}\n".encode(), "not valid base64",
+                                       "photo_image"),
+        "oversized image behind a 100 KB profile": (f"{good}\nr1,text,red,1,1,{big_behind_profile}\n".encode(),
+                                                    "pixels", "photo_image"),
         "quoted newline": (f'{good}\nr1,"two\nlines",red,1,1,\n'.encode(), "quoted field cannot span lines", ""),
         "header line": (",".join(COLUMNS).encode() + b"\n" + good.encode(), "header", ""),
         "invalid utf-8": (good.encode() + b"\nr1,caf\xe9,red,1,1,\n", "not valid utf-8", ""),
@@ -318,6 +347,16 @@ def test_bad_record_mode_emits_an_error_record_in_place(name, monkeypatch):
     jsonl = post(lenient, body, accept="application/jsonlines").get_data(as_text=True).splitlines()
     bad = json.loads(jsonl[errors[0]])
     assert bad["label"] is None and bad["probabilities"] is None and text in bad["error"]
+
+
+def test_an_image_whose_header_follows_a_large_profile_is_served(monkeypatch, model):
+    monkeypatch.setenv("MULTIMODAL_MAX_IMAGE_PIXELS", "4096")
+    client = app_with(model)
+    for fmt in ("JPEG", "PNG"):
+        body = f"{good_line()}\nr1,text,red,1,1,{padded_image(fmt, 60, 60)}\n".encode()
+        response = post(client, body)
+        assert response.status_code == 200, response.get_data(as_text=True)
+        assert len(csv_lines(response)) == 2
 
 
 def test_bad_record_output_keeps_the_id_and_quotes_the_reason():

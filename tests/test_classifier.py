@@ -31,14 +31,16 @@ def test_fusion_beats_every_single_expert(trained, test_df):
 
 def test_the_fused_model_is_never_worse_than_its_best_expert_on_the_validation_rows(trained):
     """The fusion is the weighted ensemble of the experts unless 5-fold cross-validation over the out-of-fold
-    rows finds the network's loss lower by more than one standard error; the ensemble can put all its weight on
-    one expert, so the fused loss on held-out rows is at most about the best expert's (a small margin: the
-    weights were fitted on other rows)."""
+    rows finds the network's loss, or that of the blend of the two, lower by more than one standard error (then
+    the lower of those two); the ensemble can put all its weight on one expert, so the fused loss on held-out
+    rows is at most about the best expert's (a small margin: the weights were fitted on other rows)."""
     choice = trained.metrics_["fusion_choice"]
     cross_validation = choice["cross_validation"]
-    assert cross_validation["folds"] == 5 and set(cross_validation["loss"]) == {"network", "ensemble"}
-    clearly_better = cross_validation["difference"] + cross_validation["standard_error"] < 0
-    assert choice["chosen"] == ("network" if clearly_better else "ensemble")
+    assert cross_validation["folds"] == 5 and set(cross_validation["loss"]) == {"network", "ensemble", "blend"}
+    better = [name for name, v in cross_validation["versus_reference"].items()
+              if v["difference"] + v["standard_error"] < 0]
+    expected = min(better, key=cross_validation["loss"].get) if better else "ensemble"
+    assert choice["chosen"] == expected
     validation = trained.metrics_["validation"]
     best_expert = min(s["log_loss"] for s in validation["experts"].values())
     assert validation["log_loss"] <= best_expert + 0.02, validation
@@ -128,8 +130,9 @@ def test_artifact_layout_and_config(saved_model_dir, trained):
             assert expert["classes"] == list(range(len(CLASSES)))
         else:  # the 'insufficient information' class was learned
             assert expert["classes"][-1] == len(CLASSES)
-    fusion_file = {"network": "fusion.keras", "ensemble": "ensemble.json"}[config["metrics"]["fusion_choice"]["chosen"]]
-    assert [f.name for f in (saved_model_dir / "wholistic").iterdir()] == [fusion_file]
+    fusion_files = {"network": ["fusion.keras"], "ensemble": ["ensemble.json"],
+                    "blend": ["blend.json", "ensemble", "fusion.keras"]}[config["metrics"]["fusion_choice"]["chosen"]]
+    assert sorted(f.name for f in (saved_model_dir / "wholistic").iterdir()) == fusion_files
     assert config["hyperparameters"]["quality"] == "toy"
     assert config["reduced_embeddings"] == []  # 360 rows: the image expert reads the full embedding (auto)
     assert {"autogluon.tabular", "keras", "torch", "multimodal"} <= set(config["versions"])

@@ -25,6 +25,7 @@ import pandas as pd
 import pytest
 from support import children, csv_body, free_port, http_request, jsonl_body
 
+from multimodal.sagemaker.serving.app import SLICE_BYTES
 from multimodal.tools.synthetic import make_dataset
 
 pytestmark = pytest.mark.slow
@@ -465,8 +466,10 @@ def test_an_async_endpoint_body_of_200_mb_is_answered_in_slices_within_bounded_m
         lines = data.split(b"\n")
         assert len(lines) == len(frame) and [r[0] for r in csv_rows(data)] == frame["ID"].tolist()
         assert b"\n".join(lines[:20]) == small[0] and b"\n".join(lines[-20:]) == small[1]
-        assert peak - rss_before < 3 * len(body), (rss_before, peak)  # measured: 2.3× (the body read, then joined)
-        assert "slice 35 of" in srv.log or "slice 36 of" in srv.log or "slice 34 of" in srv.log
+        # the body held twice (as it arrives, then joined: ~2.3×) and one slice's working memory (~6× the slice);
+        # parsing the body whole would need ~6× the body. Measured: 639–669 MB, 3.1× this body
+        assert peak - rss_before < 2.5 * len(body) + 8 * SLICE_BYTES, (rss_before, peak)
+        assert "slice 7 of 7" in srv.log  # 32 MB slices (app.SLICE_BYTES)
         print(f"200 MB body: {len(body) / 2**20:.0f} MB, {len(frame)} records, {elapsed:.1f} s, worker RSS "
               f"{rss_before / 2**20:.0f} MB before, peak {peak / 2**20:.0f} MB")
         too_big = srv.request("POST", "/invocations", b"x" * (257 * 2**20), {"Content-Type": "text/csv"})

@@ -160,3 +160,88 @@ def test_the_fusion_hands_every_fit_over_before_asking_for_any_result_and_choose
     assert events == ["submit"] * 11 + ["result"] * 11  # the final network, then 5 folds × 2 candidates
     assert later.choice["cross_validation"] == now.choice["cross_validation"]
     np.testing.assert_allclose(later.fusion.predict(x[:20]), now.fusion.predict(x[:20]), rtol=1e-5)
+
+
+class _Fixed:
+    """A fusion whose outputs are given in advance per row (``rows`` of the whole matrix: it ignores its fit)."""
+
+    def __init__(self, outputs, x_all):
+        self.by_row = {row.tobytes(): out for row, out in zip(x_all, outputs)}
+
+    def predict(self, x):
+        return np.stack([self.by_row[row.tobytes()] for row in x])
+
+
+def _two_noisy_views(n: int, seed: int = 3):
+    """Probabilities from two fusions that are each right about 75 % of the time, wrong on different rows."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, N_CLASSES, size=n)
+
+    def view():
+        p = rng.dirichlet(np.ones(N_CLASSES), size=n) * 0.4
+        right = rng.random(n) < 0.75
+        p[np.arange(n), np.where(right, y, (y + 1) % N_CLASSES)] += 0.6
+        return p / p.sum(axis=1, keepdims=True)
+
+    return np.arange(n, dtype=float)[:, None], y, view(), view()
+
+
+def test_the_blend_is_scored_out_of_fold_as_the_mean_of_the_two_candidates_outputs():
+    """Two fusions wrong on different rows: their mean's log-loss is below either's (the loss is convex), and the
+    comparison reports it per row as if it were a third candidate, with its paired difference to the ensemble."""
+    x, y, a, b = _two_noisy_views(600)
+    result = compare_by_cross_validation(
+        x, y, CLASSES, {"network": lambda xs, ys: _Fixed(a, x), "ensemble": lambda xs, ys: _Fixed(b, x)},
+        choice_folds(y, CLASSES, seed=0))
+    mean = (a + b) / 2
+    assert result["loss"]["blend"] == pytest.approx(loss(mean, y, CLASSES), rel=1e-5)
+    assert result["loss"]["blend"] < min(result["loss"]["network"], result["loss"]["ensemble"])
+    assert result["reference"] == "ensemble"
+    blend = result["versus_reference"]["blend"]
+    assert blend["difference"] == pytest.approx(result["loss"]["blend"] - result["loss"]["ensemble"], rel=1e-5)
+    assert blend["difference"] + blend["standard_error"] < 0  # clearly better than the ensemble alone
+    # the first candidate's comparison stays where earlier readers of metrics_ find it
+    assert result["difference"] == result["versus_reference"]["network"]["difference"]
+
+
+def _comparison(network: tuple[float, float], blend: tuple[float, float]) -> dict:
+    """A cross-validation result: (mean loss difference to the ensemble, its standard error) per candidate."""
+    versus = {"network": {"difference": network[0], "standard_error": network[1]},
+              "blend": {"difference": blend[0], "standard_error": blend[1]}}
+    return {"folds": 5, "rows": 500, "reference": "ensemble", "versus_reference": versus,
+            "loss": {"ensemble": 0.5, "network": 0.5 + network[0], "blend": 0.5 + blend[0]}, **versus["network"]}
+
+
+@pytest.mark.parametrize("network, blend, chosen", [
+    ((-0.008, 0.009), (-0.021, 0.005), "blend"),     # clothing at toy: the network not clearly better, the blend is
+    ((-0.090, 0.008), (-0.050, 0.004), "network"),   # both clearly better: the lower loss
+    ((-0.030, 0.005), (-0.040, 0.004), "blend"),
+    ((-0.002, 0.003), (-0.001, 0.001), "ensemble"),  # neither: the ensemble
+    ((+0.011, 0.005), (-0.002, 0.002), "ensemble"),  # exactly one standard error is not "more than"
+])
+def test_the_choice_takes_the_lower_loss_of_the_clearly_better_candidates(network, blend, chosen):
+    from multimodal.core.selection import Blend, choose_fusion
+    x, y, layout = _experts(300)
+    ensemble = WeightedEnsemble.fit(x, y, layout, CLASSES)
+    stand_in = _Fixed(np.full((len(x), N_CLASSES), 1 / N_CLASSES), x)
+    fused, choice = choose_fusion(stand_in, ensemble, _comparison(network, blend), x, y, CLASSES, ["good", "noise"])
+    assert choice["chosen"] == chosen
+    assert isinstance(fused, {"network": _Fixed, "ensemble": WeightedEnsemble, "blend": Blend}[chosen])
+    assert set(choice["validation_loss"]) == {"network", "ensemble", "blend"}
+
+
+def test_a_saved_blend_loads_as_the_fusion_and_predicts_the_same(tmp_path):
+    from multimodal import MultimodalClassifier
+    from multimodal.core.selection import Blend, train_network
+    x, y, layout = _experts(300)
+    settings = FusionSettings.from_params(MultimodalClassifier(n_epochs=3, hidden_units=8).get_params())
+    network, _ = train_network(x, y, CLASSES, settings, 30.0, quiet=True)
+    fused = Blend(network, WeightedEnsemble.fit(x, y, layout, CLASSES))
+    expected = (network.predict(x).astype(np.float64) + fused.ensemble.predict(x)) / 2
+    np.testing.assert_allclose(fused.predict(x), expected, rtol=1e-6)
+    np.testing.assert_allclose(fused.predict(x).sum(axis=1), 1.0, rtol=1e-5)
+    fused.save(tmp_path)
+    loaded = load_fusion(tmp_path)
+    assert isinstance(loaded, Blend)
+    np.testing.assert_array_equal(loaded.predict(x), fused.predict(x))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["blend.json", "ensemble", "fusion.keras"]

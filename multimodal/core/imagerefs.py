@@ -95,11 +95,14 @@ def _shown(text: str, limit: int = 200) -> str:
     return repr(text if len(text) <= limit else text[:limit] + "…")
 
 
-def decode_base64(value: str) -> bytes:
-    """The bytes of a base64 value (a ``data:`` URI prefix and missing padding tolerated)."""
+def decode_base64(value: str, *, head: int | None = None) -> bytes:
+    """The bytes of a base64 value (a ``data:`` URI prefix and missing padding tolerated); with ``head``, only
+    about the first ``head`` bytes (enough for an image's header, without decoding the whole file)."""
     text = value.strip()
     if text.startswith("data:") and "," in text[:100]:
         text = text.split(",", 1)[1]
+    if head is not None and len(text) > 4 * (head // 3 + 1):
+        text = text[:4 * (head // 3 + 1)]  # whole 4-character groups: no padding needed
     try:
         return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
     except (binascii.Error, ValueError):

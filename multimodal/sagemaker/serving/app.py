@@ -29,7 +29,6 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from multimodal.sagemaker.contract import (
     CSV,
-    DEFAULT_MAX_PAYLOAD_MB,
     JSON,
     JSONLINES,
     MEDIA_TYPES,
@@ -51,9 +50,13 @@ from .kinds import kind_of
 log = logging.getLogger(__name__)
 
 
-# Bodies up to the default payload are parsed and predicted whole; larger ones (an async endpoint's, up to 1 GB)
-# slice by slice, so that a request's working memory follows the slice and not the body (decode.slices).
-SLICE_BYTES = int(DEFAULT_MAX_PAYLOAD_MB * MIB)
+# Bodies up to SLICE_BYTES are parsed and predicted whole; larger ones (an async endpoint's, up to 1 GB) slice by
+# slice, so that a request's working memory follows the slice and not the body (decode.slices). Each slice pays
+# the experts' fixed cost of a prediction call (~0.25 s for a 2-fold toy model on 2 cores, whatever its rows):
+# at the default payload's 6 MB, a 26 MB request of 64 photo rows went in 4 slices and took 1.15 s instead of
+# about 0.6 (docs/benchmarks.md, issue 21); 32 MB keeps the batch transform's usual requests whole and adds
+# about 200 MB of working memory to a 200 MB async body's (test_launcher).
+SLICE_BYTES = 32 * MIB
 PING_STATE = "multimodal.ping"  # app.extensions key: () -> (HTTP status, body) of /ping, for the asyncio front
 
 
