@@ -276,7 +276,9 @@ def choose_fusion(network: Any, ensemble: WeightedEnsemble, comparison: dict | N
     the best expert. Without enough rows to cross-validate, the ensemble. The held-out rows' losses (``y_val``:
     the fusion's targets) are reported, not used."""
     fusions = {NETWORK: network, ENSEMBLE: ensemble, BLEND: Blend(network, ensemble)}
-    held_out = {name: loss(fusion.predict(x_val), y_val, target) for name, fusion in fusions.items()}
+    outputs = {NETWORK: network.predict(x_val), ENSEMBLE: ensemble.predict(x_val)}  # the blend's from these
+    outputs[BLEND] = blend(outputs[NETWORK], outputs[ENSEMBLE])
+    held_out = {name: loss(out, y_val, target) for name, out in outputs.items()}
     better = clearly_better(comparison)
     chosen = min(better, key=lambda name: comparison["loss"][name]) if better else ENSEMBLE
     weights = ensemble.describe(expert_names)
