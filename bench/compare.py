@@ -284,10 +284,14 @@ def run_all_columns(train: pd.DataFrame, test: pd.DataFrame, budget_mins: int, q
         scores = classification_scores(y_test, proba, len(classes))
         metrics = {"accuracy": scores["accuracy"], "log_loss": scores["log_loss"],
                    "rows_scored": (proba.argmax(axis=1) == y_test).astype(float).tolist()}
+    # which models AutoGluon fitted in the budget (and their validation scores): what the product's joint expert
+    # is compared with
+    leaderboard = [[row.model, round(float(row.score_val), 4)]
+                   for row in predictor.leaderboard(silent=True).itertuples()]
     predictor.clone_for_deployment(str(work / "deploy"), dirs_exist_ok=True)
     size = sum(f.stat().st_size for f in (work / "deploy").rglob("*") if f.is_file())
     return {"fit_seconds": fit_seconds, "budget_seconds": budget_mins * 60, "embed_seconds": embed_seconds,
-            **metrics, "best_model": predictor.model_best,
+            **metrics, "best_model": predictor.model_best, "leaderboard": leaderboard,
             "predict_ms_per_1000_rows": 1000 * 1000 * predict_seconds / len(features), "artifact_mb": size / 1e6}
 
 

@@ -5,7 +5,8 @@ Usage::
 
     .venv/bin/python bench/fit_variant.py --data /tmp/bench-data --dataset tweets --minutes 3 --quality toy \\
         [--hp parallel_folds=true ...] [--ablate missing-fractions|missing-indicators ...] \\
-        [--expert-stack-levels 1] [--joint-weight 12] [--extra-model REALMLP [--extra-model-modality image]] [--seed 0] \\
+        [--expert-stack-levels 1] [--joint-weight 12] [--joint-metric accuracy] [--portfolio zeroshot] \\
+        [--extra-model REALMLP [--extra-model-modality image]] [--seed 0] \\
         [--max-train-rows 3000] [--max-test-rows 2000]
 
 Run variants one after another (never side by side: they would share the cores) and compare their lines.
@@ -48,6 +49,30 @@ def add_models(families: list[str], modalities: list[str]) -> None:
     experts.hyperparameters_for = hyperparameters_for
 
 
+def joint_metric(metric: str) -> None:
+    """Fit the joint expert's AutoGluon predictor for ``metric`` instead of log-loss (classification only): what
+    ``presets="best_quality"`` optimises by default is accuracy, which selects and weights other models."""
+    import multimodal.core.experts as experts
+    original_fit, original_new = experts.Expert.fit.__func__, experts.Expert._new_predictor
+
+    def for_metric(work: Path, classes: list[int]):
+        predictor = original_new(work, classes)
+        if classes:
+            from autogluon.tabular import TabularPredictor
+            predictor = TabularPredictor(label=experts.TARGET, problem_type=predictor.problem_type,
+                                         eval_metric=metric, path=str(work), verbosity=1)
+        return predictor
+
+    def fit(cls, spec, *args, **kwargs):
+        if spec.name == "joint":
+            cls._new_predictor = staticmethod(for_metric)
+        try:
+            return original_fit(cls, spec, *args, **kwargs)
+        finally:
+            cls._new_predictor = staticmethod(original_new)
+    experts.Expert.fit = classmethod(fit)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, required=True)
@@ -68,6 +93,11 @@ def main() -> int:
     parser.add_argument("--extra-model-modality", action="append", default=[], metavar="MODALITY",
                         choices=["text", "num", "cat", "image", "joint"],
                         help="add the --extra-model families only to the experts of these modalities")
+    parser.add_argument("--portfolio", metavar="NAME",
+                        help="the AutoGluon hyperparameter configuration the experts use at --quality (e.g. zeroshot, "
+                             "what presets='best_quality' fits) instead of the product's")
+    parser.add_argument("--joint-metric", metavar="METRIC",
+                        help="the joint expert's AutoGluon eval_metric (e.g. accuracy) instead of log_loss")
     parser.add_argument("--max-train-rows", type=int)
     parser.add_argument("--max-test-rows", type=int)
     args = parser.parse_args()
@@ -88,6 +118,12 @@ def main() -> int:
         from multimodal.core.images import import_torchvision
         import_torchvision()  # RealMLP's pytabkit imports torchvision, whose PyPI wheel needs the workaround here
         add_models(args.extra_model, args.extra_model_modality)
+    if args.joint_metric:
+        joint_metric(args.joint_metric)
+    if args.portfolio:
+        from multimodal.core.experts import QUALITY
+        _, levels, folds = QUALITY[args.quality]
+        QUALITY[args.quality] = (args.portfolio, levels, folds)
     train, test = read_split(args.data, args.dataset, args.max_train_rows, args.max_test_rows, seed=args.seed)
     params = dict(pair.split("=", 1) for pair in args.hp)
     estimator = MultimodalRegressor if problem_type(args.data, args.dataset) == REGRESSION else MultimodalClassifier
@@ -101,6 +137,7 @@ def main() -> int:
     primary = "accuracy" if "accuracy" in headline else "rmse"
     print(json.dumps({"dataset": args.dataset, "seed": args.seed, "hyperparameters": params, "ablate": args.ablate,
                       "expert_stack_levels": args.expert_stack_levels, "joint_weight": args.joint_weight,
+                      "joint_metric": args.joint_metric, "portfolio": args.portfolio,
                       "extra_models": args.extra_model,
                       "extra_model_modalities": args.extra_model_modality,
                       "fusion_choice": model.metrics_["fusion_choice"],

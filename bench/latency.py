@@ -79,7 +79,8 @@ def measure(tree: Path, model: Path, work: Path, cases: dict, one_row: int, batc
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MULTIMODAL_", "SAGEMAKER_", "OMP_", "MKL_"))}
     env.update(PYTHONPATH=str(tree), MULTIMODAL_ML_ROOT=str(work / "ml"), SAGEMAKER_BIND_TO_PORT=str(port),
                MULTIMODAL_BIND_HOST=HOST, SAGEMAKER_MODEL_SERVER_WORKERS="1", MULTIMODAL_LOG_LEVEL="warning",
-               SAGEMAKER_MAX_PAYLOAD_IN_MB="50", MULTIMODAL_CACHE_DIR=str(work / "cache"), **settings)
+               SAGEMAKER_MAX_PAYLOAD_IN_MB="50", MULTIMODAL_CACHE_DIR=str(work / "cache"))
+    env.update(settings)  # a setting may override the ones above (MULTIMODAL_LOG_LEVEL=info to see each request)
     with open(work / "server.log", "ab") as log:
         proc = subprocess.Popen([sys.executable, "-m", "multimodal.sagemaker.serving"], env=env, cwd=work,
                                 stdout=log, stderr=subprocess.STDOUT)
