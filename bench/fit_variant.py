@@ -6,7 +6,7 @@ Usage::
     .venv/bin/python bench/fit_variant.py --data /tmp/bench-data --dataset tweets --minutes 3 --quality toy \\
         [--hp parallel_folds=true ...] [--ablate missing-fractions|missing-indicators ...] \\
         [--expert-stack-levels 1] [--joint-weight 12] [--joint-metric accuracy] [--portfolio zeroshot] \\
-        [--extra-model REALMLP [--extra-model-modality image]] [--seed 0] \\
+        [--extra-model REALMLP [--extra-model-modality image] [--extra-model-priority 1000]] [--seed 0] \\
         [--max-train-rows 3000] [--max-test-rows 2000]
 
 Run variants one after another (never side by side: they would share the cores) and compare their lines.
@@ -36,15 +36,18 @@ def ablate(names: list[str]) -> None:
         classifier.missing_indicators = lambda schema, features: []
 
 
-def add_models(families: list[str], modalities: list[str]) -> None:
-    """Add AutoGluon's default configuration of ``families`` to the experts of ``modalities`` (all if empty)."""
+def add_models(families: list[str], modalities: list[str], priority: int | None = None) -> None:
+    """Add AutoGluon's default configuration of ``families`` to the experts of ``modalities`` (all if empty), with
+    AutoGluon's fit ``priority`` when given (higher fits earlier: a cheap model given a high one is fitted before
+    the portfolio can spend the expert's share)."""
+    added = {m: [{"ag_args": {"priority": priority}} if priority is not None else {}] for m in families}
     import multimodal.core.experts as experts
     original = experts.hyperparameters_for
 
     def hyperparameters_for(quality: str, modality: str | None = None) -> dict:
         config = original(quality, modality)
         if not modalities or modality in modalities:
-            config = {**config, **{m: [{}] for m in families}}
+            config = {**config, **added}
         return config
     experts.hyperparameters_for = hyperparameters_for
 
@@ -93,6 +96,8 @@ def main() -> int:
     parser.add_argument("--extra-model-modality", action="append", default=[], metavar="MODALITY",
                         choices=["text", "num", "cat", "image", "joint"],
                         help="add the --extra-model families only to the experts of these modalities")
+    parser.add_argument("--extra-model-priority", type=int, metavar="P",
+                        help="AutoGluon's fit priority of the added models (e.g. 1000: before the portfolio)")
     parser.add_argument("--portfolio", metavar="NAME",
                         help="the AutoGluon hyperparameter configuration the experts use at --quality (e.g. zeroshot, "
                              "what presets='best_quality' fits) instead of the product's")
@@ -117,7 +122,7 @@ def main() -> int:
     if args.extra_model:
         from multimodal.core.images import import_torchvision
         import_torchvision()  # RealMLP's pytabkit imports torchvision, whose PyPI wheel needs the workaround here
-        add_models(args.extra_model, args.extra_model_modality)
+        add_models(args.extra_model, args.extra_model_modality, args.extra_model_priority)
     if args.joint_metric:
         joint_metric(args.joint_metric)
     if args.portfolio:
@@ -140,6 +145,7 @@ def main() -> int:
                       "joint_metric": args.joint_metric, "portfolio": args.portfolio,
                       "extra_models": args.extra_model,
                       "extra_model_modalities": args.extra_model_modality,
+                      "extra_model_priority": args.extra_model_priority,
                       "fusion_choice": model.metrics_["fusion_choice"],
                       "fusion_missing_fractions": model.fusion_missing_inputs_, **headline,
                       "fit_seconds": round(fit_seconds, 1),

@@ -200,3 +200,30 @@ def test_image_experts_at_best_add_realmlp_and_it_fits_where_torchvision_needs_t
                           text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "RealMLP_BAG_L1" in done.stdout.splitlines()[0] and done.stdout.splitlines()[1] == "(3, 2)"
+
+
+@pytest.mark.parametrize("quality", ["toy", "best"])
+def test_image_experts_fit_a_linear_model_before_the_presets_models(tmp_path, quality):
+    """An image expert's first model is a linear one on the embedding (a linear probe, seconds to fit): at best
+    RealMLP's bag used to spend the expert's whole share before AutoGluon reached a linear model, and at toy the
+    preset's tiny boosted trees fit a pretrained encoder's features worse. Here a 10 s share, where at best the
+    portfolio's configurations cannot all fit: the linear model is there, and on a linear boundary it beats the trees."""
+    from multimodal.core import experts
+    pytest.importorskip("autogluon.tabular")
+    assert all("LR" not in hyperparameters_for(quality, m) for m in ("text", "num", "cat", "joint"))
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(400, 16)).astype(np.float32)
+    target = (x[:, :4].sum(axis=1) > 0).astype(int)
+    missing = rng.random(400) < 0.1  # rows without a photo: the placeholder's one embedding, class 2
+    x[missing], target[missing] = 3.0, 2
+    frame = pd.DataFrame(x, columns=[f"photo_image_{i}" for i in range(16)])
+    spec = experts.ExpertSpec("photo_image", "image", ["photo_image"])
+    expert, oof = experts.Expert.fit(spec, frame, target, path=tmp_path / "e", quality=quality, n_folds=2,
+                                     time_limit=10, seed=0, text_columns=[])
+    scores = dict(zip(expert.leaderboard["model"], expert.leaderboard["score_val"]))
+    linear = next(m for m in scores if m.startswith("LinearModel"))
+    assert -scores[linear] < 0.5, scores  # its own out-of-fold log-loss: chance is ln 3 = 1.1
+    trees = [v for m, v in scores.items() if m.startswith(("LightGBM", "CatBoost", "XGBoost", "RandomForest"))]
+    assert all(scores[linear] > v for v in trees), scores  # on a linear boundary it beats the preset's trees
+    assert oof.shape == (400, 3) and not np.isnan(oof).any()
+    assert (oof.argmax(axis=1) == target).mean() > 0.8  # the boundary learnt: chance is about 0.5

@@ -26,10 +26,9 @@ def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.sum(a * b, 1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
 
 
-@pytest.fixture(scope="module")
-def real_photos() -> list[str]:
-    """32 real photographs as base64 JPEG files (~100–400 KB): crops of the two photos scikit-learn ships."""
-    import base64
+def enlarged_crops() -> list[bytes]:
+    """32 real photographs as JPEG files (~100–400 KB): crops of the two photos scikit-learn ships, enlarged 2×
+    (bench/encoder_precision.py measures on the same ones)."""
     import sklearn.datasets
     rng = np.random.default_rng(0)
     out = []
@@ -42,8 +41,15 @@ def real_photos() -> list[str]:
             x, y = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
             buffer = io.BytesIO()
             photo.crop((x, y, x + cw, y + ch)).resize((cw * 2, ch * 2)).save(buffer, "JPEG", quality=92)
-            out.append(base64.b64encode(buffer.getvalue()).decode())
+            out.append(buffer.getvalue())
     return out
+
+
+@pytest.fixture(scope="module")
+def real_photos() -> list[str]:
+    """``enlarged_crops`` as base64 values."""
+    import base64
+    return [base64.b64encode(photo).decode() for photo in enlarged_crops()]
 
 
 def use(monkeypatch, runtime: str, precision: str = "auto") -> None:
