@@ -40,13 +40,9 @@ sys.path.insert(0, str(ROOT / "bench"))
 from encoders import cpu_model, photos  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "tests"))
-from test_runtimes import enlarged_crops  # noqa: E402  (the tolerance's test photos)
+from test_runtimes import cosines, enlarged_crops  # noqa: E402  (the tolerance's test photos and measure)
 
 TOLERANCE = 0.995
-
-
-def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return np.sum(a * b, 1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
 
 
 def ir_with_fp32_convolutions(source: Path, keep: list[str], directory: Path, name: str) -> Path:

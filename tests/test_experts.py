@@ -207,7 +207,8 @@ def test_image_experts_fit_a_linear_model_before_the_presets_models(tmp_path, qu
     """An image expert's first model is a linear one on the embedding (a linear probe, seconds to fit): at best
     RealMLP's bag used to spend the expert's whole share before AutoGluon reached a linear model, and at toy the
     preset's tiny boosted trees fit a pretrained encoder's features worse. Here a 10 s share, where at best the
-    portfolio's configurations cannot all fit: the linear model is there, and on a linear boundary it beats the trees."""
+    portfolio's configurations cannot all fit: the linear model is there, and on a linear boundary it beats the
+    trees."""
     from multimodal.core import experts
     pytest.importorskip("autogluon.tabular")
     assert all("LR" not in hyperparameters_for(quality, m) for m in ("text", "num", "cat", "joint"))
