@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import gzip
 import json
 import logging
 import os
@@ -316,6 +317,12 @@ def child(spec: dict) -> dict:
             "load_average": os.getloadavg()[0]}
 
 
+def read_results(path: Path) -> str:
+    """A compare.jsonl, or its gzip (how docs/results keeps earlier runs, with their per-row scores, for pooling
+    with later seeds)."""
+    return gzip.decompress(path.read_bytes()).decode() if path.suffix == ".gz" else path.read_text()
+
+
 def run_child(spec: dict, log_file: Path) -> dict:
     with open(log_file, "ab") as handle:
         out = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], stdout=subprocess.PIPE,
@@ -395,8 +402,9 @@ def markdown(results: list[dict], args: argparse.Namespace) -> str:
     if regression:
         lines += ([""] if lines else []) + regression_markdown(regression)
     when = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    seeds = ", ".join(str(s) for s in sorted({r.get("seed", SEED) for r in results + regression}))
     lines += ["", f"Command: `python bench/compare.py {' '.join(sys.argv[1:])}`  ",
-              f"Run: {when}, {os.cpu_count()} cores ({platform.processor() or platform.machine()}), seed {SEED}, "
+              f"Run: {when}, {os.cpu_count()} cores ({platform.processor() or platform.machine()}), seeds {seeds}, "
               f"{N_FOLDS} folds, image model {IMAGE_MODEL}; rows = train/test."]
     return "\n".join(lines)
 
@@ -440,14 +448,15 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "compare")
     parser.add_argument("--write-docs", action="store_true")
     parser.add_argument("--table", nargs="+", type=Path, metavar="JSONL",
-                        help="print (and with --write-docs append) the table of earlier runs' compare.jsonl files")
+                        help="print (and with --write-docs append) the table of earlier runs' compare.jsonl "
+                             "files (or .jsonl.gz)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(child(json.loads(args.child)), default=float))
         return 0
     if args.table:
-        results = [json.loads(line) for path in args.table for line in path.read_text().splitlines() if line]
+        results = [json.loads(line) for path in args.table for line in read_results(path).splitlines() if line]
         return write_table(results, args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     args.out.mkdir(parents=True, exist_ok=True)
