@@ -7,7 +7,7 @@ Usage::
         [--hp parallel_folds=true ...] [--ablate missing-fractions|missing-indicators ...] \\
         [--expert-stack-levels 1] [--joint-weight 12] [--joint-metric accuracy] [--portfolio zeroshot] \\
         [--extra-model REALMLP [--extra-model-modality image] [--extra-model-priority 1000]] [--seed 0] \\
-        [--max-train-rows 3000] [--max-test-rows 2000]
+        [--max-train-rows 3000] [--max-test-rows 2000] [--rows]
 
 Run variants one after another (never side by side: they would share the cores) and compare their lines.
 docs/benchmarks.md uses it for fit time with and without Ray and for the missing-fraction / indicator ablations.
@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from compare import IMAGE_MODEL, N_FOLDS, REGRESSION, SEED, problem_type, read_split  # noqa: E402
+from compare import IMAGE_MODEL, N_FOLDS, REGRESSION, SEED, problem_type, product_rows, read_split  # noqa: E402
 
 
 def ablate(names: list[str]) -> None:
@@ -103,6 +103,9 @@ def main() -> int:
                              "what presets='best_quality' fits) instead of the product's")
     parser.add_argument("--joint-metric", metavar="METRIC",
                         help="the joint expert's AutoGluon eval_metric (e.g. accuracy) instead of log_loss")
+    parser.add_argument("--rows", action="store_true",
+                        help="add each test row's score (rows_scored, as compare.py records them): differences to "
+                             "a compare.py run on the same seed and rows can then be paired over the rows")
     parser.add_argument("--max-train-rows", type=int)
     parser.add_argument("--max-test-rows", type=int)
     args = parser.parse_args()
@@ -154,7 +157,8 @@ def main() -> int:
                       # the three best models of each expert on its out-of-fold rows: shows whether an added
                       # model family was fitted at all and whether it led
                       "expert_models": {e.name: list(e.leaderboard["model"][:3]) for e in model.experts_
-                                        if getattr(e, "leaderboard", None) is not None}}))
+                                        if getattr(e, "leaderboard", None) is not None},
+                      **({"rows_scored": product_rows(model, test)} if args.rows else {})}))
     return 0
 
 

@@ -7,7 +7,8 @@ experts, scored on test rows.
 Usage::
 
     .venv/bin/python bench/fusion_choice.py --data /tmp/bench-data --datasets films_rating tweets \\
-        [--minutes 10] [--quality best] [--max-train-rows 3000] [--max-test-rows 2000] [--out DIR] [--write-docs]
+        [--minutes 10] [--quality best] [--max-train-rows 3000] [--max-test-rows 2000] [--seed 0] [--bagged-too] \\
+        [--out DIR] [--write-docs]
     .venv/bin/python bench/fusion_choice.py --table DIR/results.jsonl ...   # one table of earlier runs
 
 One product fit per set (``bench/datasets.py --out DIR`` writes them). Every candidate is kept (the estimator
@@ -47,11 +48,17 @@ from scale_out import machine  # noqa: E402
 log = logging.getLogger("fusion_choice")
 
 
-def fit_keeping_both(train, kind: str, minutes: int, quality: str, seed: int):
-    """The product fitted as usual, with both fusion candidates and the fusion's inputs kept on the side."""
+def fit_keeping_both(train, kind: str, minutes: int, quality: str, seed: int, bagged_too: bool = False):
+    """The product fitted as usual, with both fusion candidates and the fusion's inputs kept on the side. With
+    ``bagged_too``, each expert keeps every AutoGluon model (not only those prediction uses), so that its bagged
+    models can be asked as well as the ones ``refit_full`` fitted on all rows (``bagged_inputs``)."""
+    from autogluon.tabular import TabularPredictor
     from multimodal.core import selection
     from multimodal.core.estimator import MultimodalEstimator
     kept = {}
+    original_clone = TabularPredictor.clone_for_deployment
+    if bagged_too:
+        TabularPredictor.clone_for_deployment = lambda self, path, **kw: self.clone(path, **kw)
     original_choose, original_fit = selection.choose_fusion, MultimodalEstimator._fit_fusion
 
     def choose(network, ensemble, *args):
@@ -69,7 +76,29 @@ def fit_keeping_both(train, kind: str, minutes: int, quality: str, seed: int):
         model.fit(train)
     finally:
         selection.choose_fusion, MultimodalEstimator._fit_fusion = original_choose, original_fit
+        TabularPredictor.clone_for_deployment = original_clone
     return model, kept
+
+
+def bagged_inputs(model, test) -> np.ndarray | None:
+    """The fusion's inputs for ``test`` from each expert's bagged models instead of its refitted ones (the fit
+    must have kept them: ``fit_keeping_both(bagged_too=True)``); None when no expert was refitted."""
+    switched = {}
+    for expert in model.experts_:
+        bagged = expert.predictor.model_refit_map(inverse=True).get(expert.predictor.model_best)
+        if bagged:
+            switched[expert.name] = expert.predictor.model_best
+            expert.predictor.set_model_best(bagged)
+            expert._placeholder_output = None
+    if not switched:
+        return None
+    try:
+        return fusion_inputs(model, test)[0]
+    finally:
+        for expert in model.experts_:
+            if expert.name in switched:
+                expert.predictor.set_model_best(switched[expert.name])
+                expert._placeholder_output = None
 
 
 def row_scores(model, kept: dict, x: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
@@ -104,10 +133,12 @@ def run_set(args: argparse.Namespace, name: str) -> dict:
     regression = kind == REGRESSION
     train, test = read_split(args.data, name, args.max_train_rows, args.max_test_rows, seed=args.seed)
     started = time.monotonic()
-    model, kept = fit_keeping_both(train, kind, args.minutes, args.quality, args.seed)
+    model, kept = fit_keeping_both(train, kind, args.minutes, args.quality, args.seed, args.bagged_too)
     fit_seconds = time.monotonic() - started
     x_test, y_test = fusion_inputs(model, test)
-    np.savez_compressed(args.out / f"{name}.npz", x=kept["x"], y=kept["y"], x_test=x_test, y_test=y_test)
+    x_bagged = bagged_inputs(model, test) if args.bagged_too else None
+    np.savez_compressed(args.out / f"{name}.npz", x=kept["x"], y=kept["y"], x_test=x_test, y_test=y_test,
+                        **({} if x_bagged is None else {"x_test_bagged": x_bagged}))
     rows = row_scores(model, kept, x_test, y_test)
     choice = model.metrics_["fusion_choice"]
     held_out = choice["validation_loss"]
@@ -122,6 +153,9 @@ def run_set(args: argparse.Namespace, name: str) -> dict:
               "cross_validation": choice["cross_validation"], "ensemble_weights": choice["ensemble_weights"]}
     for rule in ("old_rule", "new_rule"):
         result[f"{rule}_minus_best_expert"] = difference(rows[result[rule]], rows[best], regression)
+    if x_bagged is not None:  # the same fusions and experts, fed by the bagged models: what refitting changed
+        bagged_rows = row_scores(model, kept, x_bagged, y_test)
+        result["scores_bagged"] = {k: score(v, regression) for k, v in bagged_rows.items()}
     log.info("%s", json.dumps(result))
     return result
 
@@ -134,16 +168,17 @@ def markdown(results: list[dict]) -> str:
              "ensemble's by more than one standard error; else the ensemble.", "",
              "| set (train/test rows) | budget | network | ensemble | blend | best expert | old rule picks | "
              "new rule picks | cross-validated loss network / blend / ensemble (network − ensemble ± se; blend − "
-             "ensemble ± se) | old − best expert | new − best expert |",
+             "ensemble ± se; network − blend ± se) | old − best expert | new − best expert |",
              "|---|---|---:|---:|---:|---|---|---|---|---:|---:|"]
     for r in results:
         s, cv = r["scores"], r["cross_validation"] or {}
         cv_cell = "too few rows"
         if cv:
             versus = cv.get("versus_reference", {"network": cv})  # runs before the blend compared the network only
+            versus = [*versus.values(), *cv.get("versus_blend", {}).values()]  # and before network − blend
             cv_cell = (f"{cv['loss']['network']:.4f} / {cv['loss'].get('blend', float('nan')):.4f} / "
                        f"{cv['loss']['ensemble']:.4f} (" + "; ".join(
-                           f"{v['difference']:+.4f} ± {v['standard_error']:.4f}" for v in versus.values()) + ")")
+                           f"{v['difference']:+.4f} ± {v['standard_error']:.4f}" for v in versus) + ")")
         old, new = r["old_rule_minus_best_expert"], r["new_rule_minus_best_expert"]
         lines.append(f"| {r['dataset']} ({r['train_rows']:,}/{r['test_rows']:,}) | {r['minutes']} min "
                      f"{r['quality']} | {s['network']:.4f} | {s['ensemble']:.4f} | {s.get('blend', float('nan')):.4f} "
@@ -163,6 +198,8 @@ def main() -> int:
     parser.add_argument("--max-train-rows", type=int, default=3000)
     parser.add_argument("--max-test-rows", type=int, default=2000)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "fusion-choice")
+    parser.add_argument("--bagged-too", action="store_true",
+                        help="also score every fusion and expert on the experts' bagged models (before refit_full)")
     parser.add_argument("--write-docs", action="store_true")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
