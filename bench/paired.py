@@ -1,0 +1,79 @@
+#!/usr/bin/env python
+"""A product variant (``fit_variant.py --rows``) against an earlier ``compare.py`` run on the same set, seed and
+rows: the differences to AutoGluon on all columns, to the product as it was, and to the variant's own best expert,
+each paired over the test rows.
+
+Usage::
+
+    .venv/bin/python bench/paired.py --compare docs/results/i18-best-seed1-zen3.jsonl.gz \\
+        --budget 10:best /tmp/variant-movielens.json [/tmp/variant-films.json ...]
+
+Accuracy differences are in points, regression ones in RMSE (standard errors as ``compare.py --table``'s: of the
+per-row difference in correctness, or a bootstrap of the rows). Prints a markdown table.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from compare import paired_se, read_results  # noqa: E402
+
+
+def score(rows: list[float], regression: bool) -> float:
+    return float(np.sqrt(np.mean(rows))) if regression else float(np.mean(rows))
+
+
+def difference(a: list[float], b: list[float], regression: bool) -> str:
+    if len(a) != len(b):
+        raise SystemExit(f"{len(a)} rows against {len(b)}: not the same test rows (same seed and --max-*-rows?)")
+    d = np.array([score(a, regression) - score(b, regression)]) * (1.0 if regression else 100.0)
+    se = paired_se(d, a, b, regression)
+    return f"{d[0]:+.4f} ± {se:.4f}" if regression else f"{d[0]:+.2f} ± {se:.2f}"
+
+
+def row(variant: dict, earlier: dict[tuple[str, str], dict]) -> str:
+    name, seed = variant["dataset"], variant["seed"]
+    product, baseline = earlier[(name, "product")], earlier[(name, "all-columns")]
+    if product.get("seed") != seed:
+        raise SystemExit(f"{name}: the variant is seed {seed}, the compare.py run seed {product.get('seed')}")
+    regression = "rmse" in variant
+    mine = variant["rows_scored"]
+    experts = variant["experts"]
+    best = (min if regression else max)(experts, key=experts.get)
+    fused = score(mine["fused"], regression)
+    return (f"| {name} | {seed} | {fused:.4f} | {score(product['rows_scored']['fused'], regression):.4f} | "
+            f"{score(baseline['rows_scored'], regression):.4f} | "
+            f"{difference(mine['fused'], baseline['rows_scored'], regression)} | "
+            f"{difference(mine['fused'], product['rows_scored']['fused'], regression)} | "
+            f"{difference(mine['fused'], mine[best], regression)} ({best}) | "
+            f"{difference(mine['joint'], baseline['rows_scored'], regression)} | "
+            f"{difference(mine['joint'], product['rows_scored']['joint'], regression)} | "
+            f"{variant['fusion_choice']['chosen']} | {variant['fit_seconds']:.0f} |")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--compare", type=Path, required=True, help="compare.py's results (.jsonl or .jsonl.gz)")
+    parser.add_argument("--budget", required=True, help="which of its runs: MINUTES:QUALITY, e.g. 10:best")
+    parser.add_argument("variants", nargs="+", type=Path, help="fit_variant.py --rows output lines")
+    args = parser.parse_args()
+    minutes, quality = args.budget.split(":")
+    earlier = {(r["dataset"], r["method"]): r for r in map(json.loads, read_results(args.compare).splitlines())
+               if r.get("budget_mins") == int(minutes) and r.get("quality") == quality and "error" not in r}
+    print("| data | seed | variant | product before | all-columns | variant − all-columns | variant − before | "
+          "variant − its best expert | its joint − all-columns | its joint − joint before | fusion chose | fit s |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|")
+    for path in args.variants:
+        for line in path.read_text().splitlines():
+            if line.strip():
+                print(row(json.loads(line), earlier))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
