@@ -36,11 +36,13 @@ def difference(a: list[float], b: list[float], regression: bool) -> str:
     return f"{d[0]:+.4f} ± {se:.4f}" if regression else f"{d[0]:+.2f} ± {se:.2f}"
 
 
-def row(variant: dict, earlier: dict[tuple[str, str], dict]) -> str:
+def row(variant: dict, earlier: dict[tuple[str, str, int], dict]) -> str:
     name, seed = variant["dataset"], variant["seed"]
-    product, baseline = earlier[(name, "product")], earlier[(name, "all-columns")]
-    if product.get("seed") != seed:
-        raise SystemExit(f"{name}: the variant is seed {seed}, the compare.py run seed {product.get('seed')}")
+    try:
+        product, baseline = earlier[(name, "product", seed)], earlier[(name, "all-columns", seed)]
+    except KeyError:
+        raise SystemExit(f"{name}: the compare.py results hold no product and all-columns run of seed {seed} at "
+                         "this budget") from None
     regression = "rmse" in variant
     mine = variant["rows_scored"]
     experts = variant["experts"]
@@ -63,7 +65,7 @@ def main() -> int:
     parser.add_argument("variants", nargs="+", type=Path, help="fit_variant.py --rows output lines")
     args = parser.parse_args()
     minutes, quality = args.budget.split(":")
-    earlier = {(r["dataset"], r["method"]): r for r in map(json.loads, read_results(args.compare).splitlines())
+    earlier = {(r["dataset"], r["method"], r["seed"]): r for r in map(json.loads, read_results(args.compare).splitlines())
                if r.get("budget_mins") == int(minutes) and r.get("quality") == quality and "error" not in r}
     print("| data | seed | variant | product before | all-columns | variant − all-columns | variant − before | "
           "variant − its best expert | its joint − all-columns | its joint − joint before | fusion chose | fit s |")
