@@ -6,7 +6,10 @@ each paired over the test rows.
 Usage::
 
     .venv/bin/python bench/paired.py --compare docs/results/i18-best-seed1-zen3.jsonl.gz \\
-        --budget 10:best /tmp/variant-movielens.json [/tmp/variant-films.json ...]
+        --budget 10:best /tmp/variant-movielens.json [/tmp/variant-films.json ...] [/tmp/later/compare.jsonl]
+
+A later ``compare.py --methods product`` run (changed code, same seeds and rows) can stand for a variant: its
+product runs are read, its AutoGluon runs (if any) ignored.
 
 Accuracy differences are in points, regression ones in RMSE (standard errors as ``compare.py --table``'s: of the
 per-row difference in correctness, or a bootstrap of the rows). Prints a markdown table.
@@ -45,7 +48,9 @@ def row(variant: dict, earlier: dict[tuple[str, str, int], dict]) -> str:
                          "this budget") from None
     regression = "rmse" in variant
     mine = variant["rows_scored"]
-    experts = variant["experts"]
+    # fit_variant.py gives each expert's primary score, compare.py each expert's scores by metric
+    experts = {k: v["rmse" if regression else "accuracy"] if isinstance(v, dict) else v
+               for k, v in variant["experts"].items()}
     best = (min if regression else max)(experts, key=experts.get)
     fused = score(mine["fused"], regression)
     return (f"| {name} | {seed} | {fused:.4f} | {score(product['rows_scored']['fused'], regression):.4f} | "
@@ -62,7 +67,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--compare", type=Path, required=True, help="compare.py's results (.jsonl or .jsonl.gz)")
     parser.add_argument("--budget", required=True, help="which of its runs: MINUTES:QUALITY, e.g. 10:best")
-    parser.add_argument("variants", nargs="+", type=Path, help="fit_variant.py --rows output lines")
+    parser.add_argument("variants", nargs="+", type=Path,
+                        help="fit_variant.py --rows output lines, or a later compare.py's results (its product runs)")
     args = parser.parse_args()
     minutes, quality = args.budget.split(":")
     earlier = {(r["dataset"], r["method"], r["seed"]): r for r in map(json.loads, read_results(args.compare).splitlines())
@@ -71,9 +77,10 @@ def main() -> int:
           "variant − its best expert | its joint − all-columns | its joint − joint before | fusion chose | fit s |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|")
     for path in args.variants:
-        for line in path.read_text().splitlines():
-            if line.strip():
-                print(row(json.loads(line), earlier))
+        for line in read_results(path).splitlines():
+            variant = json.loads(line) if line.strip() else {}
+            if variant.get("method", "product") == "product" and "rows_scored" in variant:
+                print(row(variant, earlier))
     return 0
 
 
