@@ -29,14 +29,12 @@ QUALITY = {
     "very_light": ("very_light", 0, 0),
     "light": ("light", 0, 0),
     "default": ("default", 0, 0),
-    # The portfolio of AutoGluon's best_quality preset ("zeroshot": LightGBM, CatBoost, XGBoost, random and
-    # extra trees, neural networks; about 110 configurations, none downloading weights), 8 folds, and no
+    # AutoGluon's best_quality_v150: its CPU zero-shot portfolio (LightGBM with and without TabPrep feature
+    # engineering, CatBoost, neural networks: about 40 configurations, none downloading weights), 8 folds, and no
     # stacking level: the fusion is the product's stacking level, and a level inside the joint expert changed
     # neither its test nor its out-of-fold scores at this quality (bench/joint_ablation.py, docs/benchmarks.md)
-    # while it costs the time of a second layer of models. In place of best_quality_v150's CPU portfolio
-    # (zeroshot_2025_12_18_cpu) it brought the joint expert level with AutoGluon alone on clothing and movielens
-    # (docs/benchmarks.md, "best_quality's own portfolio in the experts").
-    "best": ("zeroshot", 0, 8),
+    # while it costs the time of a second layer of models.
+    "best": ("zeroshot_2025_12_18_cpu", 0, 8),
 }
 # Qualities at which refit_full=auto refits the experts: at best (8 folds of a large portfolio) it cut prediction
 # time 6-9x at equal accuracy (tweets 0.00 ± 0.32, films -0.44 ± 0.44 points); at toy, where prediction is
@@ -63,8 +61,7 @@ LINEAR_FIRST = {"LR": [{"ag_args": {"priority": 1000}}]}
 ADDED_MODELS = {("toy", "image"): LINEAR_FIRST, ("best", "image"): {**LINEAR_FIRST, "REALMLP": [{}]}}
 
 # best_quality_v150's early stop: stop trying portfolio configurations after this many without improvement
-# (by the number of training rows), so that a long portfolio does not spend the whole share on small gains
-# (measured with it: docs/benchmarks.md, "best_quality's own portfolio in the experts").
+# (by the number of training rows), so that a long portfolio does not spend the whole share on small gains.
 BEST_CALLBACKS = [["EarlyStoppingCountCallback",
                    {"patience": [[100, 4], [500, 8], [2500, 15], [10000, 40], [100000, 100], None]}]]
 
