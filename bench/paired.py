@@ -5,7 +5,7 @@ each paired over the test rows.
 
 Usage::
 
-    .venv/bin/python bench/paired.py --compare docs/results/i18-best-seed1-zen3.jsonl.gz \\
+    .venv/bin/python bench/paired.py --compare docs/results/i18-best-seed1-zen3.jsonl.gz [more.jsonl.gz ...] \\
         --budget 10:best /tmp/variant-movielens.json [/tmp/variant-films.json ...] [/tmp/later/compare.jsonl]
 
 A later ``compare.py --methods product`` run (changed code, same seeds and rows) can stand for a variant: its
@@ -65,13 +65,15 @@ def row(variant: dict, earlier: dict[tuple[str, str, int], dict]) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--compare", type=Path, required=True, help="compare.py's results (.jsonl or .jsonl.gz)")
+    parser.add_argument("--compare", type=Path, nargs="+", required=True,
+                        help="compare.py's results (.jsonl or .jsonl.gz; several: e.g. one file per seed)")
     parser.add_argument("--budget", required=True, help="which of its runs: MINUTES:QUALITY, e.g. 10:best")
     parser.add_argument("variants", nargs="+", type=Path,
                         help="fit_variant.py --rows output lines, or a later compare.py's results (its product runs)")
     args = parser.parse_args()
     minutes, quality = args.budget.split(":")
-    earlier = {(r["dataset"], r["method"], r["seed"]): r for r in map(json.loads, read_results(args.compare).splitlines())
+    lines = [line for path in args.compare for line in read_results(path).splitlines() if line.strip()]
+    earlier = {(r["dataset"], r["method"], r["seed"]): r for r in map(json.loads, lines)
                if r.get("budget_mins") == int(minutes) and r.get("quality") == quality and "error" not in r}
     print("| data | seed | variant | product before | all-columns | variant − all-columns | variant − before | "
           "variant − its best expert | its joint − all-columns | its joint − joint before | fusion chose | fit s |")
