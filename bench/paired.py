@@ -80,9 +80,13 @@ def main() -> int:
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|")
     for path in args.variants:
         for line in read_results(path).splitlines():
-            variant = json.loads(line) if line.strip() else {}
-            if variant.get("method", "product") == "product" and "rows_scored" in variant:
-                print(row(variant, earlier))
+            variant = json.loads(line) if line.strip() else {"method": None}
+            if variant.get("method", "product") != "product" or "error" in variant:
+                continue  # blank lines, AutoGluon's runs and failed runs of a later compare.py
+            if "rows_scored" not in variant:
+                raise SystemExit(f"{path}: a run of {variant['dataset']} without per-row scores (fit_variant.py "
+                                 "needs --rows)")
+            print(row(variant, earlier))
     return 0
 
 
