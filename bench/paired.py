@@ -79,10 +79,10 @@ def main() -> int:
           "variant − its best expert | its joint − all-columns | its joint − joint before | fusion chose | fit s |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|")
     for path in args.variants:
-        for line in read_results(path).splitlines():
-            variant = json.loads(line) if line.strip() else {"method": None}
+        for line in filter(str.strip, read_results(path).splitlines()):
+            variant = json.loads(line)
             if variant.get("method", "product") != "product" or "error" in variant:
-                continue  # blank lines, AutoGluon's runs and failed runs of a later compare.py
+                continue  # AutoGluon's runs and failed runs of a later compare.py
             if "rows_scored" not in variant:
                 raise SystemExit(f"{path}: a run of {variant['dataset']} without per-row scores (fit_variant.py "
                                  "needs --rows)")
